@@ -1,0 +1,241 @@
+//! The model directory contract.
+//!
+//! A model is a directory with `vision_model.onnx`, `text_model.onnx`, `tokenizer.json` and
+//! `preprocessor_config.json`: the layout of the CLIP ONNX exports on the Hugging Face Hub. Nothing
+//! about the model is a constant in code: image size, mean, std and crop all come from the config,
+//! and the embedding dimension and text length come from the ONNX graphs themselves.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+
+pub const VISION_FILE: &str = "vision_model.onnx";
+pub const TEXT_FILE: &str = "text_model.onnx";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
+/// The files a model directory must hold, in the order their bytes enter the content hash.
+pub const MODEL_FILES: [&str; 4] = [VISION_FILE, TEXT_FILE, TOKENIZER_FILE, PREPROCESSOR_FILE];
+
+/// Hugging Face `CLIPImageProcessor` settings. Fields missing from the file take the processor's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PreprocessorConfig {
+    #[serde(default = "yes")]
+    pub do_resize: bool,
+    #[serde(default)]
+    pub size: SizeSpec,
+    #[serde(default = "default_resample")]
+    pub resample: u32,
+    #[serde(default = "yes")]
+    pub do_center_crop: bool,
+    #[serde(default)]
+    pub crop_size: CropSpec,
+    #[serde(default = "yes")]
+    pub do_rescale: bool,
+    #[serde(default = "default_rescale")]
+    pub rescale_factor: f32,
+    #[serde(default = "yes")]
+    pub do_normalize: bool,
+    #[serde(default = "default_mean")]
+    pub image_mean: [f32; 3],
+    #[serde(default = "default_std")]
+    pub image_std: [f32; 3],
+}
+
+/// `size` is `{"shortest_edge": N}` in CLIP configs, `{"height": H, "width": W}` in some others, or a bare number in old ones.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SizeSpec {
+    ShortestEdge { shortest_edge: u32 },
+    Exact { height: u32, width: u32 },
+    Bare(u32),
+}
+
+impl Default for SizeSpec {
+    fn default() -> Self {
+        SizeSpec::ShortestEdge { shortest_edge: 224 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum CropSpec {
+    HeightWidth { height: u32, width: u32 },
+    Bare(u32),
+}
+
+impl Default for CropSpec {
+    fn default() -> Self {
+        CropSpec::HeightWidth { height: 224, width: 224 }
+    }
+}
+
+impl CropSpec {
+    pub fn height_width(&self) -> (u32, u32) {
+        match *self {
+            CropSpec::HeightWidth { height, width } => (height, width),
+            CropSpec::Bare(n) => (n, n),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_resample() -> u32 {
+    3 // PIL bicubic
+}
+fn default_rescale() -> f32 {
+    1.0 / 255.0
+}
+fn default_mean() -> [f32; 3] {
+    [0.481_454_66, 0.457_827_5, 0.408_210_73]
+}
+fn default_std() -> [f32; 3] {
+    [0.268_629_54, 0.261_302_6, 0.275_777_1]
+}
+
+impl PreprocessorConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CoreError::ModelLoad { path: path.to_path_buf(), message: format!("cannot read: {e}") })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|e| CoreError::ModelLoad {
+            path: path.to_path_buf(),
+            message: format!("not a valid CLIPImageProcessor config: {e}"),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let (h, w) = self.output_size();
+        if h == 0 || w == 0 || h > 4096 || w > 4096 {
+            return Err(CoreError::ModelLoad {
+                path: path.to_path_buf(),
+                message: format!("output size {w}x{h} is out of range"),
+            });
+        }
+        if self.image_std.iter().any(|s| *s <= 0.0) {
+            return Err(CoreError::ModelLoad { path: path.to_path_buf(), message: "image_std must be positive".into() });
+        }
+        Ok(())
+    }
+
+    /// The (height, width) of the tensor the vision tower receives.
+    pub fn output_size(&self) -> (u32, u32) {
+        if self.do_center_crop {
+            self.crop_size.height_width()
+        } else {
+            match self.size {
+                SizeSpec::Exact { height, width } => (height, width),
+                SizeSpec::ShortestEdge { shortest_edge: n } | SizeSpec::Bare(n) => (n, n),
+            }
+        }
+    }
+}
+
+/// What identifies a model inside an index: the index refuses to open with a model whose id differs.
+///
+/// # Persisted: changing this needs a migration
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModelId {
+    /// A human name (`vitrine-model.json`'s `name`, else the directory name).
+    pub name: String,
+    /// blake3 over the four model files, hex.
+    pub content_hash: String,
+    /// Embedding dimension.
+    pub dim: usize,
+}
+
+/// A validated model directory: every file is present and the configs parse.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub path: PathBuf,
+    pub name: String,
+    pub preprocessor: PreprocessorConfig,
+}
+
+#[derive(Deserialize)]
+struct VitrineModelJson {
+    name: Option<String>,
+}
+
+impl ModelDir {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_dir() {
+            return Err(CoreError::ModelLoad {
+                path: path.clone(),
+                message: "not a directory; get a model with `vitrine model fetch`".into(),
+            });
+        }
+        for f in MODEL_FILES {
+            if !path.join(f).is_file() {
+                return Err(CoreError::ModelLoad { path: path.clone(), message: format!("missing {f}") });
+            }
+        }
+        let preprocessor = PreprocessorConfig::load(&path.join(PREPROCESSOR_FILE))?;
+        let name = std::fs::read(path.join("vitrine-model.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<VitrineModelJson>(&b).ok())
+            .and_then(|m| m.name)
+            .unwrap_or_else(|| {
+                path.canonicalize()
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| "model".into())
+            });
+        Ok(ModelDir { path, name, preprocessor })
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// blake3 over the model files, so that an index notices a swapped model even under the same name.
+    pub fn content_hash(&self) -> Result<String> {
+        let mut h = blake3::Hasher::new();
+        for f in MODEL_FILES {
+            let p = self.file(f);
+            let file = std::fs::File::open(&p).map_err(|e| CoreError::io(format!("reading {}", p.display()), e))?;
+            h.update(f.as_bytes());
+            h.update_reader(file).map_err(|e| CoreError::io(format!("reading {}", p.display()), e))?;
+        }
+        Ok(h.finalize().to_hex().to_string())
+    }
+}
+
+impl PreprocessorConfig {
+    /// The OpenAI CLIP ViT-B/32 settings; used where no config file is at hand (tests, fakes).
+    pub fn load_default() -> Self {
+        serde_json::from_str("{}").expect("all fields have defaults")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hub_style_config_and_defaults() {
+        let cfg: PreprocessorConfig = serde_json::from_str(
+            r#"{"crop_size": 256, "size": {"shortest_edge": 256}, "image_mean": [0.5,0.5,0.5], "image_std": [0.5,0.5,0.5]}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.output_size(), (256, 256));
+        assert!(cfg.do_center_crop);
+        assert_eq!(cfg.resample, 3);
+        let cfg: PreprocessorConfig =
+            serde_json::from_str(r#"{"do_center_crop": false, "size": {"height": 160, "width": 192}}"#).unwrap();
+        assert_eq!(cfg.output_size(), (160, 192));
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModelDir::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("missing vision_model.onnx"), "{err}");
+    }
+}
+

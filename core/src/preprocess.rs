@@ -1,0 +1,327 @@
+//! Image decoding and CLIP preprocessing.
+//!
+//! `decode` turns untrusted bytes into an upright RGB image: it checks byte and pixel limits
+//! *before* allocating the pixel buffer (decompression bombs), applies the EXIF orientation, and
+//! flattens every colour type to 8-bit RGB. Transparent pixels are composited onto **white**,
+//! since catalog photos with alpha are cut-outs meant to sit on a white page.
+//!
+//! `Preprocessor` then follows a Hugging Face `CLIPImageProcessor` config exactly: resize the
+//! shortest edge with PIL-style antialiased bicubic (fast_image_resize's Catmull-Rom convolution,
+//! the same a = -0.5 kernel PIL uses), center-crop, rescale and normalize into CHW f32.
+//!
+//! Threading: both are pure functions of their inputs; run them on a rayon pool.
+
+use std::io::Cursor;
+
+use fast_image_resize as fr;
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::error::{CoreError, ImageErrorKind, Result};
+use crate::model::{PreprocessorConfig, SizeSpec};
+
+/// Limits applied to every decoded image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageLimits {
+    /// Largest encoded file accepted.
+    pub max_bytes: u64,
+    /// Largest decoded width × height.
+    pub max_pixels: u64,
+    /// Largest width or height.
+    pub max_side: u32,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        // 50 MP covers every phone camera; 64 MiB of encoded bytes covers an uncompressed 16-bit PNG of that size.
+        ImageLimits { max_bytes: 64 << 20, max_pixels: 50_000_000, max_side: 20_000 }
+    }
+}
+
+/// Decode untrusted image bytes into an upright 8-bit RGB image. `input` names the source in errors.
+pub fn decode(bytes: &[u8], input: &str, limits: &ImageLimits) -> Result<RgbImage> {
+    let err = |kind| CoreError::image(input, kind);
+    if bytes.is_empty() {
+        return Err(err(ImageErrorKind::Empty));
+    }
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(err(ImageErrorKind::TooManyBytes { bytes: bytes.len() as u64, limit: limits.max_bytes }));
+    }
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| err(ImageErrorKind::Read(e.to_string())))?;
+    if reader.format().is_none() {
+        return Err(err(ImageErrorKind::UnknownFormat));
+    }
+    // The into_decoder path does not enforce max_alloc (PITFALLS.md), so the side limits are what
+    // stop a bomb before allocation; the pixel-count check below covers wide-and-tall images.
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(limits.max_side);
+    l.max_image_height = Some(limits.max_side);
+    l.max_alloc = Some(limits.max_pixels.saturating_mul(8));
+    reader.limits(l);
+    let mut decoder = reader.into_decoder().map_err(|e| classify(e, input, limits))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(err(ImageErrorKind::Decode("image has zero width or height".into())));
+    }
+    if u64::from(w) * u64::from(h) > limits.max_pixels || w > limits.max_side || h > limits.max_side {
+        return Err(err(too_large(w, h, limits)));
+    }
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(e, input, limits))?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb_on_white(img))
+}
+
+fn too_large(width: u32, height: u32, limits: &ImageLimits) -> ImageErrorKind {
+    ImageErrorKind::TooLarge { width, height, limit_pixels: limits.max_pixels, limit_side: limits.max_side }
+}
+
+fn classify(e: image::ImageError, input: &str, limits: &ImageLimits) -> CoreError {
+    use image::error::{ImageError as E, LimitErrorKind};
+    let kind = match e {
+        E::Limits(ref l) if matches!(l.kind(), LimitErrorKind::DimensionError | LimitErrorKind::InsufficientMemory) => {
+            too_large(0, 0, limits)
+        }
+        E::Unsupported(_) => ImageErrorKind::UnknownFormat,
+        E::IoError(e) => ImageErrorKind::Decode(format!("truncated or unreadable: {e}")),
+        other => ImageErrorKind::Decode(other.to_string()),
+    };
+    CoreError::image(input, kind)
+}
+
+/// Flatten any colour type to RGB8; alpha is composited onto white as `255 - (255 - c) * a / 255`.
+fn to_rgb_on_white(img: DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return match img {
+            DynamicImage::ImageRgb8(rgb) => rgb,
+            other => other.to_rgb8(),
+        };
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+    for p in rgba.pixels() {
+        let a = f32::from(p[3]) / 255.0;
+        for c in &p.0[..3] {
+            out.push((255.0 - (255.0 - f32::from(*c)) * a).round() as u8);
+        }
+    }
+    RgbImage::from_raw(w, h, out).expect("buffer has w*h*3 bytes")
+}
+
+/// CLIP preprocessing as configured by a `preprocessor_config.json`.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    cfg: PreprocessorConfig,
+    out_h: u32,
+    out_w: u32,
+    alg: fr::ResizeAlg,
+}
+
+impl Preprocessor {
+    pub fn new(cfg: PreprocessorConfig) -> Self {
+        let (out_h, out_w) = cfg.output_size();
+        // PIL resample codes: 0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming.
+        let alg = match cfg.resample {
+            0 => fr::ResizeAlg::Nearest,
+            1 => fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3),
+            2 => fr::ResizeAlg::Convolution(fr::FilterType::Bilinear),
+            4 => fr::ResizeAlg::Convolution(fr::FilterType::Box),
+            5 => fr::ResizeAlg::Convolution(fr::FilterType::Hamming),
+            _ => fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom),
+        };
+        Preprocessor { cfg, out_h, out_w, alg }
+    }
+
+    /// (height, width) of one preprocessed image.
+    pub fn output_size(&self) -> (u32, u32) {
+        (self.out_h, self.out_w)
+    }
+
+    /// Number of f32 values in one preprocessed image (3 × H × W).
+    pub fn tensor_len(&self) -> usize {
+        3 * self.out_h as usize * self.out_w as usize
+    }
+
+    /// The size the whole image is resized to before cropping, as transformers computes it.
+    fn resize_target(&self, w: u32, h: u32) -> (u32, u32) {
+        if !self.cfg.do_resize {
+            return (w, h);
+        }
+        match self.cfg.size {
+            SizeSpec::Exact { height, width } => (width, height),
+            SizeSpec::ShortestEdge { shortest_edge: s } | SizeSpec::Bare(s) => {
+                let (short, long) = if w <= h { (w, h) } else { (h, w) };
+                let new_long = ((u64::from(s) * u64::from(long)) / u64::from(short)).max(1) as u32;
+                if w <= h {
+                    (s, new_long)
+                } else {
+                    (new_long, s)
+                }
+            }
+        }
+    }
+
+    /// Preprocess into `out` (length [`tensor_len`](Self::tensor_len)), CHW, normalized.
+    pub fn run_into(&self, img: &RgbImage, out: &mut [f32]) {
+        assert_eq!(out.len(), self.tensor_len(), "output slice has the wrong length");
+        let (w, h) = img.dimensions();
+        let (rw, rh) = self.resize_target(w, h);
+        let resized;
+        let (buf, bw, bh): (&[u8], u32, u32) = if (rw, rh) == (w, h) {
+            (img.as_raw(), w, h)
+        } else {
+            let src = fr::images::ImageRef::new(w, h, img.as_raw(), fr::PixelType::U8x3).expect("RGB buffer");
+            let mut dst = fr::images::Image::new(rw, rh, fr::PixelType::U8x3);
+            let opts = fr::ResizeOptions::new().resize_alg(self.alg);
+            fr::Resizer::new().resize(&src, &mut dst, &opts).expect("same pixel type");
+            resized = dst.into_vec();
+            (&resized, rw, rh)
+        };
+        let (oh, ow) = (self.out_h as usize, self.out_w as usize);
+        // Center crop offsets as transformers computes them; negative offsets mean padding with black.
+        let (top, left) =
+            if self.cfg.do_center_crop { ((bh as i64 - oh as i64) / 2, (bw as i64 - ow as i64) / 2) } else { (0, 0) };
+        let scale = if self.cfg.do_rescale { self.cfg.rescale_factor } else { 1.0 };
+        let (mean, std) = if self.cfg.do_normalize { (self.cfg.image_mean, self.cfg.image_std) } else { ([0.0; 3], [1.0; 3]) };
+        // y = x * scale / std - mean / std, one multiply-add per value.
+        let mul: [f32; 3] = std::array::from_fn(|c| scale / std[c]);
+        let add: [f32; 3] = std::array::from_fn(|c| -mean[c] / std[c]);
+        let plane = oh * ow;
+        let (r_out, rest) = out.split_at_mut(plane);
+        let (g_out, b_out) = rest.split_at_mut(plane);
+        for y in 0..oh {
+            let sy = y as i64 + top;
+            let row = y * ow;
+            if sy < 0 || sy >= bh as i64 || left < 0 || left + ow as i64 > bw as i64 {
+                for x in 0..ow {
+                    let sx = x as i64 + left;
+                    let px = if sy >= 0 && sy < bh as i64 && sx >= 0 && sx < bw as i64 {
+                        let i = (sy as usize * bw as usize + sx as usize) * 3;
+                        [buf[i], buf[i + 1], buf[i + 2]]
+                    } else {
+                        [0, 0, 0]
+                    };
+                    r_out[row + x] = f32::from(px[0]) * mul[0] + add[0];
+                    g_out[row + x] = f32::from(px[1]) * mul[1] + add[1];
+                    b_out[row + x] = f32::from(px[2]) * mul[2] + add[2];
+                }
+                continue;
+            }
+            let start = (sy as usize * bw as usize + left as usize) * 3;
+            let src_row = &buf[start..start + ow * 3];
+            for (x, px) in src_row.chunks_exact(3).enumerate() {
+                r_out[row + x] = f32::from(px[0]) * mul[0] + add[0];
+                g_out[row + x] = f32::from(px[1]) * mul[1] + add[1];
+                b_out[row + x] = f32::from(px[2]) * mul[2] + add[2];
+            }
+        }
+    }
+
+    pub fn run(&self, img: &RgbImage) -> Vec<f32> {
+        let mut out = vec![0.0; self.tensor_len()];
+        self.run_into(img, &mut out);
+        out
+    }
+
+    /// Decode and preprocess in one step.
+    pub fn load(&self, bytes: &[u8], input: &str, limits: &ImageLimits) -> Result<Vec<f32>> {
+        Ok(self.run(&decode(bytes, input, limits)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 7]));
+        let mut out = Vec::new();
+        DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        out
+    }
+
+    fn kind(r: Result<RgbImage>) -> ImageErrorKind {
+        match r.unwrap_err() {
+            CoreError::Image { input, kind } => {
+                assert_eq!(input, "x.png");
+                kind
+            }
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn empty_input_is_a_typed_error() {
+        assert_eq!(kind(decode(&[], "x.png", &ImageLimits::default())), ImageErrorKind::Empty);
+    }
+
+    #[test]
+    fn not_an_image_is_a_typed_error() {
+        assert_eq!(kind(decode(b"hello, this is text", "x.png", &ImageLimits::default())), ImageErrorKind::UnknownFormat);
+    }
+
+    #[test]
+    fn truncated_png_is_a_typed_error() {
+        let bytes = png(64, 64);
+        let k = kind(decode(&bytes[..bytes.len() / 2], "x.png", &ImageLimits::default()));
+        assert!(matches!(k, ImageErrorKind::Decode(_)), "{k:?}");
+    }
+
+    #[test]
+    fn byte_limit_is_enforced() {
+        let limits = ImageLimits { max_bytes: 100, ..Default::default() };
+        assert!(matches!(kind(decode(&png(64, 64), "x.png", &limits)), ImageErrorKind::TooManyBytes { .. }));
+    }
+
+    #[test]
+    fn pixel_limit_is_checked_before_decoding() {
+        let limits = ImageLimits { max_pixels: 1000, ..Default::default() };
+        assert!(matches!(kind(decode(&png(64, 64), "x.png", &limits)), ImageErrorKind::TooLarge { .. }));
+    }
+
+    #[test]
+    fn enormous_declared_dimensions_are_refused_without_allocating() {
+        // A PNG header that claims 100000 x 100000 pixels, followed by almost nothing.
+        let mut bytes = png(1, 1);
+        bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let k = kind(decode(&bytes, "x.png", &ImageLimits::default()));
+        assert!(matches!(k, ImageErrorKind::TooLarge { .. } | ImageErrorKind::Decode(_)), "{k:?}");
+    }
+
+    #[test]
+    fn alpha_is_composited_onto_white() {
+        let img =
+            image::RgbaImage::from_fn(
+                2,
+                1,
+                |x, _| if x == 0 { image::Rgba([0, 0, 0, 0]) } else { image::Rgba([0, 100, 200, 255]) },
+            );
+        let rgb = to_rgb_on_white(DynamicImage::ImageRgba8(img));
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [0, 100, 200]);
+    }
+
+    #[test]
+    fn resize_target_matches_transformers() {
+        let p = Preprocessor::new(PreprocessorConfig::load_default());
+        assert_eq!(p.resize_target(640, 480), (298, 224));
+        assert_eq!(p.resize_target(90, 400), (224, 995));
+        assert_eq!(p.resize_target(224, 224), (224, 224));
+    }
+
+    #[test]
+    fn other_sizes_and_stats_just_work() {
+        let mut cfg = PreprocessorConfig::load_default();
+        cfg.size = SizeSpec::ShortestEdge { shortest_edge: 64 };
+        cfg.crop_size = crate::model::CropSpec::HeightWidth { height: 64, width: 48 };
+        cfg.image_mean = [0.5; 3];
+        cfg.image_std = [0.5; 3];
+        let p = Preprocessor::new(cfg);
+        let white = RgbImage::from_pixel(300, 200, image::Rgb([255, 255, 255]));
+        let t = p.run(&white);
+        assert_eq!(t.len(), 3 * 64 * 48);
+        assert!(t.iter().all(|v| (v - 1.0).abs() < 1e-5), "white maps to (1 - 0.5) / 0.5 = 1");
+    }
+}

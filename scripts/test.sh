@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of Vitrine. Installs what the tests need first (ONNX Runtime from PyPI; for the
+# browser tests Debian's chromium and the npm packages), so it passes on a fresh machine.
+#   VITRINE_SKIP_BROWSER=1  skip the browser tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+VITRINE_SKIP_BUILD=1 scripts/setup.sh
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== unit and integration tests"
+cargo test --workspace --locked
+
+if [ "${VITRINE_SKIP_BROWSER:-0}" != 1 ] && [ -f tests/browser/package.json ]; then
+  echo "== browser tests"
+  scripts/browser-tests.sh
+fi

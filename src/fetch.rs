@@ -1,0 +1,132 @@
+//! `vitrine model fetch`: download a CLIP ONNX export from a Hugging Face-compatible hub.
+//!
+//! Files are streamed to `NAME.part` and renamed into place only when complete, so an interrupted
+//! fetch never leaves a half-written model that looks whole. The endpoint is configurable
+//! (`--endpoint`, or `HF_ENDPOINT` as the Hugging Face tools use), which is also how the tests
+//! point it at a local server.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// A known model: where its files are in a hub repository.
+pub struct KnownModel {
+    pub name: &'static str,
+    pub repo: &'static str,
+    pub about: &'static str,
+}
+
+pub const KNOWN: &[KnownModel] = &[
+    KnownModel { name: "clip-vit-b32", repo: "Xenova/clip-vit-base-patch32", about: "OpenAI CLIP ViT-B/32, 512 dims (default)" },
+    KnownModel { name: "clip-vit-b16", repo: "Xenova/clip-vit-base-patch16", about: "OpenAI CLIP ViT-B/16, 512 dims" },
+    KnownModel { name: "clip-vit-l14", repo: "Xenova/clip-vit-large-patch14", about: "OpenAI CLIP ViT-L/14, 768 dims" },
+];
+
+/// (file in the model directory, path in the hub repository)
+const FILES: [(&str, &str); 4] = [
+    ("vision_model.onnx", "onnx/vision_model.onnx"),
+    ("text_model.onnx", "onnx/text_model.onnx"),
+    ("tokenizer.json", "tokenizer.json"),
+    ("preprocessor_config.json", "preprocessor_config.json"),
+];
+
+pub struct FetchOptions {
+    pub name: String,
+    pub endpoint: String,
+    pub revision: String,
+    pub dest_root: PathBuf,
+    pub force: bool,
+}
+
+/// Resolve a name to a hub repository: a known short name, or `owner/repo` as is.
+pub fn resolve(name: &str) -> Result<(&str, String)> {
+    if let Some(k) = KNOWN.iter().find(|k| k.name == name) {
+        return Ok((k.name, k.repo.to_string()));
+    }
+    if name.split('/').count() == 2 && !name.starts_with('/') {
+        return Ok((name.rsplit('/').next().unwrap_or(name), name.to_string()));
+    }
+    let names: Vec<_> = KNOWN.iter().map(|k| k.name).collect();
+    bail!("unknown model {name:?}: use one of {} or a hub repository as owner/name", names.join(", "))
+}
+
+pub fn fetch(opts: &FetchOptions) -> Result<PathBuf> {
+    let (short, repo) = resolve(&opts.name)?;
+    let dest = opts.dest_root.join(short);
+    std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(15))
+        .timeout_read(Duration::from_secs(60))
+        .user_agent(concat!("vitrine/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let endpoint = opts.endpoint.trim_end_matches('/');
+    for (local, remote) in FILES {
+        let target = dest.join(local);
+        if target.is_file() && !opts.force {
+            eprintln!("{}: already present", target.display());
+            continue;
+        }
+        let url = format!("{endpoint}/{repo}/resolve/{}/{remote}", opts.revision);
+        download(&agent, &url, &target).with_context(|| format!("downloading {url}"))?;
+    }
+    let meta = serde_json::json!({ "name": short, "source": format!("{endpoint}/{repo}@{}", opts.revision) });
+    std::fs::write(dest.join("vitrine-model.json"), serde_json::to_vec_pretty(&meta)?)?;
+    // Prove the directory meets the contract before saying it is done.
+    vitrine_core::ModelDir::open(&dest)?;
+    Ok(dest)
+}
+
+fn download(agent: &ureq::Agent, url: &str, target: &Path) -> Result<()> {
+    let mut last_err = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(500 << attempt));
+        }
+        match try_download(agent, url, target) {
+            Ok(()) => return Ok(()),
+            // 4xx will not change on retry.
+            Err(e) if e.downcast_ref::<ureq::Error>().is_some_and(|e| matches!(e, ureq::Error::Status(c, _) if *c < 500)) => {
+                return Err(e)
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.expect("at least one attempt"))
+}
+
+fn try_download(agent: &ureq::Agent, url: &str, target: &Path) -> Result<()> {
+    let resp = agent.get(url).call()?;
+    let total: Option<u64> = resp.header("content-length").and_then(|v| v.parse().ok());
+    let part = target.with_extension("part");
+    let mut file = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+    let bar = indicatif::ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    bar.set_message(target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let mut reader = resp.into_reader();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut written = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n])?;
+        written += n as u64;
+        bar.set_position(written);
+    }
+    bar.finish_and_clear();
+    if let Some(t) = total {
+        if t != written {
+            bail!("connection closed after {written} of {t} bytes");
+        }
+    }
+    file.sync_all()?;
+    std::fs::rename(&part, target)?;
+    eprintln!("{}: {written} bytes", target.display());
+    Ok(())
+}
