@@ -2,14 +2,18 @@
 //! errors to an exit code (1 for failures, 2 for usage errors via clap).
 
 mod fetch;
+mod progress;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use vitrine_core::pipeline::{embed_images, ImageSource};
 use vitrine_core::{ClipOnnx, Device, Embedder, ImageLimits, RuntimeOptions};
+use vitrine_indexer::{IndexOptions, Indexer};
+use vitrine_web::ServeConfig;
 
 #[derive(Parser)]
 #[command(name = "vitrine", version, about = "Visual product search: find products by photo or by describing how they look")]
@@ -30,6 +34,93 @@ enum Command {
         #[command(subcommand)]
         what: ModelCommand,
     },
+    /// Ingest a catalog (JSONL or CSV) into a data directory; only changed products are re-embedded.
+    Index {
+        /// Catalog file: .jsonl (one JSON object per line) or .csv.
+        catalog: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Remove products that are not in this catalog.
+        #[arg(long)]
+        delete_missing: bool,
+        /// Print the summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Images per model call.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Seconds between searchable checkpoints during a long run.
+        #[arg(long, default_value_t = 30)]
+        checkpoint_secs: u64,
+    },
+    /// Delete products by id.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Re-embed every product with another model into a new generation, then switch over atomically.
+    Reindex {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the derived indexes (vectors and keywords) from the store, without the model.
+    Rebuild {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Serve the search API, the shopper page and the admin dashboard.
+    Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Index the bundled demo catalog with the bundled tiny model, then serve it.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Index only, do not serve.
+        #[arg(long)]
+        no_serve: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Data directory (created if missing).
+    #[arg(long, env = "VITRINE_DATA", default_value = "data")]
+    data: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, env = "VITRINE_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Key for writes, ingest and the admin dashboard (unset: those are disabled).
+    #[arg(long, env = "VITRINE_ADMIN_KEY")]
+    admin_key: Option<String>,
+    /// Key for search (unset: search is open).
+    #[arg(long, env = "VITRINE_SEARCH_KEY")]
+    search_key: Option<String>,
+    /// Largest image upload in bytes.
+    #[arg(long, env = "VITRINE_MAX_UPLOAD", default_value_t = 20 << 20)]
+    max_upload: usize,
+    /// Requests that may wait for the model before the service answers 503.
+    #[arg(long, env = "VITRINE_QUEUE", default_value_t = 64)]
+    queue: usize,
+    /// HNSW search breadth (higher: better recall, slower).
+    #[arg(long, default_value_t = 128)]
+    ef_search: usize,
 }
 
 #[derive(Subcommand)]
@@ -162,6 +253,73 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", dest.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Index { catalog, data, model, delete_missing, json, batch, checkpoint_secs } => {
+            let embedder: Arc<dyn Embedder> = Arc::new(model.load()?);
+            let opts = IndexOptions { batch, checkpoint: std::time::Duration::from_secs(checkpoint_secs), ..Default::default() };
+            let ix = Indexer::open(&data.data, embedder, opts)?;
+            let (records, errors) =
+                vitrine_indexer::catalog::parse_file(&catalog).with_context(|| format!("reading {}", catalog.display()))?;
+            let bar = progress::Bar::new(&format!("indexing {}", catalog.display()));
+            let res = ix.ingest(records, errors, delete_missing, &bar)?;
+            bar.finish();
+            report(&res, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete { ids, data } => {
+            let ix = Indexer::open_without_model(&data.data, IndexOptions::default())?;
+            let gone = ix.delete(&ids)?;
+            for id in &ids {
+                if gone.contains(id) {
+                    println!("deleted {id}");
+                } else {
+                    eprintln!("not found: {id}");
+                }
+            }
+            Ok(if gone.len() == ids.len() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Reindex { data, model, json } => {
+            let embedder: Arc<dyn Embedder> = Arc::new(model.load()?);
+            let bar = progress::Bar::new("re-embedding");
+            let res = vitrine_indexer::reindex(&data.data, embedder, IndexOptions::default(), &bar)?;
+            bar.finish();
+            report(&res, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rebuild { data } => {
+            let ix = Indexer::open_without_model(&data.data, IndexOptions::default())?;
+            let r = ix.rebuild()?;
+            println!("rebuilt generation {}", r.map(|r| r.generation).unwrap_or(0));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { serve } => serve_forever(serve),
+        Command::Demo { mut serve, no_serve } => {
+            let root = demo_root()?;
+            if serve.model.model == Path::new("models/tiny-clip") {
+                serve.model.model = root.join("models/tiny-clip");
+            }
+            if serve.data.data == Path::new("data") {
+                serve.data.data = root.join("data/demo");
+            }
+            let embedder: Arc<dyn Embedder> = Arc::new(serve.model.load()?);
+            let catalog = root.join("demo/catalog.jsonl");
+            {
+                let ix = Indexer::open(&serve.data.data, embedder.clone(), IndexOptions::default())?;
+                let (records, errors) = vitrine_indexer::catalog::parse_file(&catalog)?;
+                let bar = progress::Bar::new("indexing the demo catalog");
+                let res = ix.ingest(records, errors, true, &bar)?;
+                bar.finish();
+                report(&res, false);
+            }
+            if no_serve {
+                return Ok(ExitCode::SUCCESS);
+            }
+            if serve.admin_key.is_none() {
+                serve.admin_key = Some("demo-admin-key".into());
+                eprintln!("admin key for this demo: demo-admin-key");
+            }
+            eprintln!("open http://{}/ (shopper) and http://{}/admin (dashboard)", serve.bind, serve.bind);
+            run_server(serve, embedder)
+        }
         Command::Model { what: ModelCommand::List } => {
             for k in fetch::KNOWN {
                 println!("{:<14} {:<32} {}", k.name, k.repo, k.about);
@@ -169,6 +327,57 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn report(res: &vitrine_indexer::IngestResult, json: bool) {
+    let s = res.summary;
+    if json {
+        println!("{}", serde_json::to_string(&s).expect("serializes"));
+    } else {
+        println!(
+            "ingested {}, unchanged {}, updated {}, deleted {}, failed {}",
+            s.ingested, s.unchanged, s.updated, s.deleted, s.failed
+        );
+    }
+    let warnings = res.failures.iter().filter(|f| f.severity == "warning").count();
+    if let Some(p) = &res.report {
+        eprintln!("{} failures and {warnings} warnings, one per line in {}", s.failed, p.display());
+    }
+}
+
+/// The folder holding `demo/` and `models/`: the working directory, or the repository the binary was built in.
+fn demo_root() -> Result<PathBuf> {
+    let mut candidates = vec![std::env::current_dir()?];
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+    }
+    candidates
+        .into_iter()
+        .find(|c| c.join("demo/catalog.jsonl").is_file() && c.join("models/tiny-clip").is_dir())
+        .ok_or_else(|| anyhow::anyhow!("demo/catalog.jsonl not found: run this from the Vitrine repository"))
+}
+
+fn serve_forever(args: ServeArgs) -> Result<ExitCode> {
+    let embedder: Arc<dyn Embedder> = Arc::new(args.model.load()?);
+    run_server(args, embedder)
+}
+
+fn run_server(args: ServeArgs, embedder: Arc<dyn Embedder>) -> Result<ExitCode> {
+    let config = ServeConfig {
+        data: args.data.data.clone(),
+        admin_key: args.admin_key.clone(),
+        search_key: args.search_key.clone(),
+        max_upload: args.max_upload,
+        queue_capacity: args.queue,
+        ef_search: args.ef_search,
+        ..Default::default()
+    };
+    if config.admin_key.is_none() {
+        tracing::warn!("no --admin-key: writes, ingest and the admin dashboard are disabled");
+    }
+    let state = vitrine_web::build_state(config, embedder).map_err(anyhow::Error::msg)?;
+    actix_web::rt::System::new().block_on(vitrine_web::serve(state, &args.bind))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_line(out: &mut impl std::io::Write, v: serde_json::Value) {

@@ -9,13 +9,18 @@
 //! Threading: preprocessing is pure and meant for rayon; each ONNX session sits behind a mutex
 //! (see [`embed`]).
 
+pub mod catalog;
 pub mod embed;
 pub mod error;
+pub mod generation;
+pub mod keyword;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod runtime;
+pub mod store;
 pub mod tokenize;
+pub mod vectors;
 
 pub use embed::{ClipOnnx, Embedder, FakeEmbedder};
 pub use error::{CoreError, ImageErrorKind, Result};

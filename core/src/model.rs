@@ -238,4 +238,3 @@ mod tests {
         assert!(err.contains("missing vision_model.onnx"), "{err}");
     }
 }
-

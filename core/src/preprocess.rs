@@ -230,6 +230,28 @@ impl Preprocessor {
     }
 }
 
+/// A JPEG thumbnail whose longer side is at most `max_side` (for the UI; never upscaled).
+pub fn thumbnail_jpeg(img: &RgbImage, max_side: u32) -> Vec<u8> {
+    let (w, h) = img.dimensions();
+    let scale = (f64::from(max_side) / f64::from(w.max(h))).min(1.0);
+    let (tw, th) = (((f64::from(w) * scale).round() as u32).max(1), ((f64::from(h) * scale).round() as u32).max(1));
+    let mut out = Vec::new();
+    let encode = |buf: &[u8], out: &mut Vec<u8>| {
+        let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(out, 82);
+        image::ImageEncoder::write_image(enc, buf, tw, th, image::ExtendedColorType::Rgb8).expect("in-memory JPEG encoding");
+    };
+    if (tw, th) == (w, h) {
+        encode(img.as_raw(), &mut out);
+    } else {
+        let src = fr::images::ImageRef::new(w, h, img.as_raw(), fr::PixelType::U8x3).expect("RGB buffer");
+        let mut dst = fr::images::Image::new(tw, th, fr::PixelType::U8x3);
+        let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+        fr::Resizer::new().resize(&src, &mut dst, &opts).expect("same pixel type");
+        encode(dst.buffer(), &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,1 +1,596 @@
+//! The searcher: runs queries over the live index generation.
+//!
+//! Three channels retrieve candidates, each already restricted by the filters:
+//! - **image**: the query vector (the photo's, else the text's) against every product image;
+//!   a product ranks by its best image;
+//! - **text**: the query vector (the text's, else the photo's) against each product's
+//!   title + description embedding, so a photo can also match products through their words;
+//! - **keyword**: BM25 over title, brand, category, description and attributes.
+//!
+//! Then [`fusion`] combines them (RRF by default). Filters are evaluated once per query by
+//! tantivy into a set of allowed products, which every channel applies *during* retrieval (the
+//! HNSW search takes it as a filter); when the set is small, the vector channels score it
+//! exactly instead, so selective filters never return fewer than `k` hits nor lose recall.
+//!
+//! Facets count the fused candidate set (every channel's matches after filters), so they follow
+//! the query in hybrid search too.
+//!
+//! Threading: a [`Searcher`] is shared by all request threads; each query takes an `Arc` of the
+//! current [`Generation`] and runs on it alone. [`Searcher::refresh`] swaps in a new generation
+//! (arc-swap) when `CURRENT` changes; queries in flight keep the one they started with.
 
+pub mod fusion;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tantivy::collector::{Collector, SegmentCollector, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, Term};
+use vitrine_core::catalog::StoredProduct;
+use vitrine_core::generation::{self, Generation, SegmentCache};
+use vitrine_core::keyword::attr_term;
+use vitrine_core::vectors::{top_k, VectorIndex};
+use vitrine_core::CoreError;
+
+pub use fusion::{Fusion, FusionMode, Normalization, Weights};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no index yet: run `vitrine index` or POST /v1/ingest first")]
+    NoIndex,
+    #[error("product {0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error("keyword index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+}
+
+pub type Result<T, E = SearchError> = std::result::Result<T, E>;
+
+/// Filters: keys are ANDed, values within a key ORed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Filters {
+    pub category: Vec<String>,
+    pub brand: Vec<String>,
+    pub price: Option<PriceRange>,
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PriceRange {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        self.category.is_empty() && self.brand.is_empty() && self.price.is_none() && self.attributes.is_empty()
+    }
+}
+
+/// A query. At least one of `image_vector`, `text_vector`, `text` must be set.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    pub image_vector: Option<Vec<f32>>,
+    pub text_vector: Option<Vec<f32>>,
+    pub text: Option<String>,
+    pub k: usize,
+    pub offset: usize,
+    pub filters: Filters,
+    pub fusion: Fusion,
+    pub facets: bool,
+    /// Leave this product out (more-like-this).
+    pub exclude: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChannelExplain {
+    pub rank: usize,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Explain {
+    pub image: Option<ChannelExplain>,
+    pub text: Option<ChannelExplain>,
+    pub keyword: Option<ChannelExplain>,
+    pub fused: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub id: String,
+    pub score: f32,
+    pub title: Option<String>,
+    pub price: Option<f64>,
+    pub currency: Option<String>,
+    pub brand: Option<String>,
+    pub category: Option<String>,
+    /// Number of stored images (0: text-only product).
+    pub images: u16,
+    pub explain: Explain,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FacetValue {
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PriceBucket {
+    pub min: f64,
+    pub max: Option<f64>,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Facets {
+    pub category: Vec<FacetValue>,
+    pub brand: Vec<FacetValue>,
+    pub price: Vec<PriceBucket>,
+}
+
+/// Where query time went, for the explain/metrics surface.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub filter_ms: f64,
+    pub vector_ms: f64,
+    pub keyword_ms: f64,
+    pub fuse_ms: f64,
+    pub hydrate_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResult {
+    pub hits: Vec<Hit>,
+    /// Candidates after fusion (all channels, after filters).
+    pub total: usize,
+    pub offset: usize,
+    pub k: usize,
+    pub facets: Option<Facets>,
+    pub generation: u64,
+    /// The vector channels scored the filtered set exactly.
+    pub exact: bool,
+    pub timings: Timings,
+}
+
+pub const MAX_K: usize = 200;
+pub const MAX_OFFSET: usize = 10_000;
+/// Below this share of all products (or this many), filtered vector search is exact.
+const EXACT_SHARE: f64 = 0.05;
+const EXACT_MIN: usize = 2_000;
+/// Keyword matches considered for fusion and facets.
+const KEYWORD_DEPTH: usize = 1_000;
+
+pub struct Searcher {
+    data: PathBuf,
+    current: ArcSwapOption<Generation>,
+    cache: Mutex<SegmentCache>,
+    ef_search: usize,
+}
+
+impl Searcher {
+    pub fn open(data: &Path, ef_search: usize) -> Result<Self> {
+        let s =
+            Searcher { data: data.to_path_buf(), current: ArcSwapOption::empty(), cache: Mutex::new(HashMap::new()), ef_search };
+        s.refresh()?;
+        Ok(s)
+    }
+
+    /// Load the generation `CURRENT` names if it is not the one in use. Returns true on a swap.
+    pub fn refresh(&self) -> Result<bool> {
+        let Some((dir, manifest)) = generation::current(&self.data)? else { return Ok(false) };
+        if self.current.load().as_ref().is_some_and(|g| g.dir == dir) {
+            return Ok(false);
+        }
+        let mut cache = self.cache.lock();
+        let g = Generation::open(dir, manifest, &mut cache, self.ef_search)?;
+        tracing::info!(generation = g.manifest.generation, products = g.manifest.products, "index generation loaded");
+        self.current.store(Some(Arc::new(g)));
+        Ok(true)
+    }
+
+    pub fn snapshot(&self) -> Option<Arc<Generation>> {
+        self.current.load_full()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn product(&self, id: &str) -> Result<StoredProduct> {
+        let g = self.snapshot().ok_or(SearchError::NoIndex)?;
+        g.product(id)?.ok_or_else(|| SearchError::NotFound(id.to_string()))
+    }
+
+    /// The stored vectors of a product: (image vectors, text vector).
+    pub fn product_vectors(&self, g: &Generation, id: &str) -> Result<(Vec<Vec<f32>>, Option<Vec<f32>>)> {
+        let p = g.product(id)?.ok_or_else(|| SearchError::NotFound(id.to_string()))?;
+        let mut images = vec![];
+        let mut text = None;
+        for (img, txt) in &g.segments {
+            for (i, pt) in img.points.iter().enumerate() {
+                if pt.ord == p.ord && pt.version == p.version {
+                    images.push(img.vector(i)?);
+                }
+            }
+            if text.is_none() {
+                if let Some(i) = txt.points.iter().position(|pt| pt.ord == p.ord && pt.version == p.version) {
+                    text = Some(txt.vector(i)?);
+                }
+            }
+        }
+        Ok((images, text))
+    }
+
+    pub fn search(&self, q: &SearchQuery) -> Result<SearchResult> {
+        let g = self.snapshot().ok_or(SearchError::NoIndex)?;
+        search_generation(&g, q)
+    }
+}
+
+/// Collects the `ord` fast field of every matching document.
+struct OrdCollector;
+
+struct OrdSegment {
+    ords: tantivy::columnar::Column<u64>,
+    out: Vec<u64>,
+}
+
+impl Collector for OrdCollector {
+    type Fruit = Vec<u64>;
+    type Child = OrdSegment;
+    fn for_segment(&self, _: SegmentOrdinal, seg: &SegmentReader) -> tantivy::Result<OrdSegment> {
+        Ok(OrdSegment { ords: seg.fast_fields().u64("ord")?, out: vec![] })
+    }
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+    fn merge_fruits(&self, fruits: Vec<Vec<u64>>) -> tantivy::Result<Vec<u64>> {
+        Ok(fruits.concat())
+    }
+}
+
+impl SegmentCollector for OrdSegment {
+    type Fruit = Vec<u64>;
+    fn collect(&mut self, doc: DocId, _: Score) {
+        if let Some(o) = self.ords.first(doc) {
+            self.out.push(o);
+        }
+    }
+    fn harvest(self) -> Vec<u64> {
+        self.out
+    }
+}
+
+fn filter_query(g: &Generation, f: &Filters) -> Result<Option<Box<dyn Query>>> {
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let fl = &g.fields;
+    let mut must: Vec<(Occur, Box<dyn Query>)> = vec![];
+    let any_of = |field, values: &[String]| -> Box<dyn Query> {
+        let should = values
+            .iter()
+            .map(|v| {
+                (
+                    Occur::Should,
+                    Box::new(TermQuery::new(Term::from_field_text(field, v), IndexRecordOption::Basic)) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        Box::new(BooleanQuery::new(should))
+    };
+    if !f.category.is_empty() {
+        must.push((Occur::Must, any_of(fl.category, &f.category)));
+    }
+    if !f.brand.is_empty() {
+        must.push((Occur::Must, any_of(fl.brand, &f.brand)));
+    }
+    if let Some(p) = f.price {
+        if let (Some(lo), Some(hi)) = (p.min, p.max) {
+            if lo > hi {
+                return Err(SearchError::BadRequest(format!("filters.price: min {lo} is above max {hi}")));
+            }
+        }
+        let lo = p.min.map(|v| Bound::Included(Term::from_field_f64(fl.price, v))).unwrap_or(Bound::Unbounded);
+        let hi = p.max.map(|v| Bound::Included(Term::from_field_f64(fl.price, v))).unwrap_or(Bound::Unbounded);
+        must.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
+    }
+    for (k, values) in &f.attributes {
+        let terms: Vec<String> = values.iter().map(|v| attr_term(k, v)).collect();
+        if !terms.is_empty() {
+            must.push((Occur::Must, any_of(fl.attr, &terms)));
+        }
+    }
+    Ok(Some(Box::new(BooleanQuery::new(must))))
+}
+
+/// A candidate list of one channel: (ord, raw score), best first.
+type Ranked = Vec<(u64, f32)>;
+
+/// Best score per product over points, in descending order, at most `depth` products.
+fn vector_channel(
+    g: &Generation,
+    pick: impl Fn(&(Arc<VectorIndex>, Arc<VectorIndex>)) -> &Arc<VectorIndex>,
+    q: &[f32],
+    depth: usize,
+    allowed: Option<&HashSet<u64>>,
+    exact: bool,
+) -> Result<Ranked> {
+    let mut best: HashMap<u64, f32> = HashMap::new();
+    // Products have a few images; fetch extra points so `depth` distinct products survive.
+    let fetch = depth * 3;
+    for seg in &g.segments {
+        let idx = pick(seg);
+        if idx.is_empty() {
+            continue;
+        }
+        let accept = |i: usize| {
+            let p = &idx.points[i];
+            g.alive(p) && allowed.is_none_or(|a| a.contains(&p.ord))
+        };
+        let hits = if exact { idx.exact(q, fetch, &accept, None)? } else { idx.search(q, fetch, &accept) };
+        for (i, s) in hits {
+            let ord = idx.points[i].ord;
+            let e = best.entry(ord).or_insert(f32::NEG_INFINITY);
+            *e = e.max(s);
+        }
+    }
+    let mut v: Vec<(usize, f32)> = best.into_iter().map(|(o, s)| (o as usize, s)).collect();
+    top_k(&mut v, depth);
+    Ok(v.into_iter().map(|(o, s)| (o as u64, s)).collect())
+}
+
+fn keyword_channel(g: &Generation, text: &str, filter: Option<&dyn Query>, depth: usize) -> Result<Ranked> {
+    let fl = &g.fields;
+    let mut fields: Vec<_> = fl.search_fields().iter().map(|(f, _)| *f).collect();
+    fields.push(fl.title_raw);
+    let mut parser = QueryParser::for_index(&g.index, fields);
+    for (f, boost) in fl.search_fields() {
+        parser.set_field_boost(f, boost);
+    }
+    // Typo tolerance on the raw (unstemmed) title; it scores constantly, so give it a low boost.
+    parser.set_field_fuzzy(fl.title_raw, false, 1, true);
+    parser.set_field_boost(fl.title_raw, 0.5);
+    // Lenient parsing: quotes, colons, parentheses, AND, *, ~ never fail a query.
+    let (user, _errors) = parser.parse_query_lenient(text);
+    let query: Box<dyn Query> = match filter {
+        Some(f) => Box::new(BooleanQuery::new(vec![
+            (Occur::Must, user),
+            (Occur::Must, Box::new(ConstScoreQuery::new(f.box_clone(), 0.0))),
+        ])),
+        None => user,
+    };
+    let top = g.searcher.search(&*query, &TopDocs::with_limit(depth).order_by_score())?;
+    let mut out = Vec::with_capacity(top.len());
+    let mut cols: HashMap<u32, tantivy::columnar::Column<u64>> = HashMap::new();
+    for (score, addr) in top {
+        let col = match cols.entry(addr.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(g.searcher.segment_reader(addr.segment_ord).fast_fields().u64("ord")?)
+            }
+        };
+        if let Some(o) = col.first(addr.doc_id) {
+            out.push((o, score));
+        }
+    }
+    Ok(out)
+}
+
+/// Run a query on one generation.
+pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult> {
+    if q.k == 0 || q.k > MAX_K {
+        return Err(SearchError::BadRequest(format!("k must be between 1 and {MAX_K}")));
+    }
+    if q.offset > MAX_OFFSET {
+        return Err(SearchError::BadRequest(format!("offset must be at most {MAX_OFFSET}")));
+    }
+    q.fusion.validate().map_err(SearchError::BadRequest)?;
+    let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    if q.image_vector.is_none() && q.text_vector.is_none() && text.is_none() {
+        return Err(SearchError::BadRequest("a query needs text (q) or an image".into()));
+    }
+    let mut timings = Timings::default();
+    let t0 = Instant::now();
+    let fq = filter_query(g, &q.filters)?;
+    let allowed: Option<HashSet<u64>> = match &fq {
+        Some(f) => Some(g.searcher.search(&**f, &OrdCollector)?.into_iter().collect()),
+        None => None,
+    };
+    let exclude_ord = match &q.exclude {
+        Some(id) => g.product(id)?.map(|p| p.ord),
+        None => None,
+    };
+    let allowed = match (allowed, exclude_ord) {
+        (Some(mut a), Some(o)) => {
+            a.remove(&o);
+            Some(a)
+        }
+        (None, Some(o)) => {
+            // Excluding one product is a filter over everything else.
+            let mut all: HashSet<u64> = (0..g.live.len() as u64).filter(|x| g.live[*x as usize] != 0).collect();
+            all.remove(&o);
+            Some(all)
+        }
+        (a, None) => a,
+    };
+    let products = g.manifest.products.max(1) as usize;
+    let exact = allowed
+        .as_ref()
+        .is_some_and(|a| a.len() <= EXACT_MIN.max((products as f64 * EXACT_SHARE) as usize) && q.exclude.is_none());
+    timings.filter_ms = ms(t0);
+
+    let depth = (q.offset + q.k).max(100);
+    let w = q.fusion.weights;
+    let t1 = Instant::now();
+    let image_q = q.image_vector.as_ref().or(q.text_vector.as_ref());
+    let text_q = q.text_vector.as_ref().or(q.image_vector.as_ref());
+    let image_ch = match image_q {
+        Some(v) if w.image > 0.0 => vector_channel(g, |s| &s.0, v, depth, allowed.as_ref(), exact)?,
+        _ => vec![],
+    };
+    let text_ch = match text_q {
+        Some(v) if w.text > 0.0 => vector_channel(g, |s| &s.1, v, depth, allowed.as_ref(), exact)?,
+        _ => vec![],
+    };
+    timings.vector_ms = ms(t1);
+    let t2 = Instant::now();
+    let keyword_ch = match text {
+        Some(t) if w.keyword > 0.0 => {
+            let excl_filter: Option<Box<dyn Query>> = fq.as_ref().map(|f| f.box_clone());
+            let mut r = keyword_channel(g, t, excl_filter.as_deref(), KEYWORD_DEPTH.max(depth))?;
+            if let Some(o) = exclude_ord {
+                r.retain(|(x, _)| *x != o);
+            }
+            r
+        }
+        _ => vec![],
+    };
+    timings.keyword_ms = ms(t2);
+
+    let t3 = Instant::now();
+    let channels: [(&[(u64, f32)], f32); 3] = [(&image_ch, w.image), (&text_ch, w.text), (&keyword_ch, w.keyword)];
+    let fused = match q.fusion.mode {
+        FusionMode::Rrf => fusion::rrf(&channels, q.fusion.k),
+        FusionMode::Weighted => fusion::weighted(&channels, q.fusion.normalization),
+    };
+    let rank_of = |list: &Ranked| -> HashMap<u64, ChannelExplain> {
+        list.iter().enumerate().map(|(i, (o, s))| (*o, ChannelExplain { rank: i + 1, score: *s })).collect()
+    };
+    let (ri, rt, rk) = (rank_of(&image_ch), rank_of(&text_ch), rank_of(&keyword_ch));
+    let facets = if q.facets { Some(count_facets(g, fused.iter().map(|(o, _)| *o))?) } else { None };
+    timings.fuse_ms = ms(t3);
+
+    let t4 = Instant::now();
+    let mut hits = vec![];
+    for (ord, score) in fused.iter().skip(q.offset).take(q.k) {
+        let Some(sp) = g.product_by_ord(*ord)? else { continue };
+        let p = sp.product;
+        hits.push(Hit {
+            id: p.id,
+            score: *score,
+            title: p.title,
+            price: p.price,
+            currency: p.currency,
+            brand: p.brand,
+            category: p.category,
+            images: sp.image_vectors,
+            explain: Explain {
+                image: ri.get(ord).copied(),
+                text: rt.get(ord).copied(),
+                keyword: rk.get(ord).copied(),
+                fused: *score,
+            },
+        });
+    }
+    timings.hydrate_ms = ms(t4);
+    Ok(SearchResult {
+        hits,
+        total: fused.len(),
+        offset: q.offset,
+        k: q.k,
+        facets,
+        generation: g.manifest.generation,
+        exact,
+        timings,
+    })
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Upper edges of the price buckets; the last bucket is open.
+pub const PRICE_EDGES: [f64; 6] = [10.0, 25.0, 50.0, 100.0, 250.0, 500.0];
+
+/// Count categories, brands and price buckets over products (by ord).
+pub fn count_facets(g: &Generation, ords: impl Iterator<Item = u64>) -> Result<Facets> {
+    let mut cats: HashMap<String, u64> = HashMap::new();
+    let mut brands: HashMap<String, u64> = HashMap::new();
+    let mut buckets = [0u64; PRICE_EDGES.len() + 1];
+    struct Cols {
+        cat: Option<tantivy::columnar::StrColumn>,
+        brand: Option<tantivy::columnar::StrColumn>,
+        price: tantivy::columnar::Column<f64>,
+    }
+    let mut cols: HashMap<u32, Cols> = HashMap::new();
+    let mut s = String::new();
+    for ord in ords {
+        let Some(addr): Option<DocAddress> = g.docs.get(ord as usize).copied().flatten() else { continue };
+        if let std::collections::hash_map::Entry::Vacant(e) = cols.entry(addr.segment_ord) {
+            let ff = g.searcher.segment_reader(addr.segment_ord).fast_fields();
+            e.insert(Cols { cat: ff.str("category")?, brand: ff.str("brand")?, price: ff.f64("price")? });
+        }
+        let c = &cols[&addr.segment_ord];
+        for (col, acc) in [(&c.cat, &mut cats), (&c.brand, &mut brands)] {
+            if let Some(col) = col {
+                for t in col.term_ords(addr.doc_id) {
+                    s.clear();
+                    if col.ord_to_str(t, &mut s).unwrap_or(false) {
+                        *acc.entry(s.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        if let Some(p) = c.price.first(addr.doc_id) {
+            let b = PRICE_EDGES.iter().position(|edge| p < *edge).unwrap_or(PRICE_EDGES.len());
+            buckets[b] += 1;
+        }
+    }
+    let sorted = |m: HashMap<String, u64>| {
+        let mut v: Vec<FacetValue> = m.into_iter().map(|(value, count)| FacetValue { value, count }).collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then(a.value.cmp(&b.value)));
+        v
+    };
+    let price = buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, c)| PriceBucket {
+            min: if i == 0 { 0.0 } else { PRICE_EDGES[i - 1] },
+            max: PRICE_EDGES.get(i).copied(),
+            count: *c,
+        })
+        .collect();
+    Ok(Facets { category: sorted(cats), brand: sorted(brands), price })
+}
+
+/// All products matching the filters, for paging through the catalog (admin).
+pub fn list_products(g: &Generation, text: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<StoredProduct>, usize)> {
+    let (ords, total): (Vec<u64>, usize) = match text.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => {
+            let r = keyword_channel(g, t, None, KEYWORD_DEPTH)?;
+            let total = r.len();
+            (r.into_iter().map(|(o, _)| o).collect(), total)
+        }
+        None => {
+            let mut ords = g.searcher.search(&AllQuery, &OrdCollector)?;
+            ords.sort_unstable();
+            let total = ords.len();
+            (ords, total)
+        }
+    };
+    let mut out = vec![];
+    for o in ords.into_iter().skip(offset).take(limit) {
+        if let Some(p) = g.product_by_ord(o)? {
+            out.push(p);
+        }
+    }
+    Ok((out, total))
+}

@@ -1,0 +1,271 @@
+//! Vector indexes: one immutable set of points per channel (image or text) per segment.
+//!
+//! A point is an embedding of one product version: `(ord, version)`. Whether it is alive is decided
+//! by the reader's live map (`ord → current version`), so updates and deletes never touch an
+//! immutable file: an old point just stops matching (a tombstone by version).
+//!
+//! Small indexes are searched exactly (a flat scan is both exact and faster below a few thousand
+//! points); larger ones get an HNSW graph (hnsw_rs, dot product on unit vectors). The raw vectors
+//! always stay on disk in `vectors.f32`, read with positioned reads for exact scoring of a
+//! filtered subset and for more-like-this.
+//!
+//! Files (`# Persisted: changing this needs a migration`): `points.bin` (per point: ord u64 LE,
+//! version u64 LE), `vectors.f32` (n × dim f32 LE), `hnsw.hnsw.graph` + `hnsw.hnsw.data`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use hnsw_rs::prelude::*;
+
+use crate::embed::dot;
+use crate::error::{CoreError, Result};
+
+/// Below this many points an index is searched by exact scan.
+pub const FLAT_MAX_POINTS: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PointRef {
+    pub ord: u64,
+    pub version: u64,
+}
+
+/// HNSW build and search settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HnswParams {
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams { m: 24, ef_construction: 200, ef_search: 128 }
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> CoreError {
+    CoreError::io(path.display().to_string(), e)
+}
+
+/// Write an index for `points` into `dir` (created). Vectors must be unit length.
+pub fn write_index(dir: &Path, dim: usize, points: &[(PointRef, Vec<f32>)], params: HnswParams) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let mut pf = BufWriter::new(File::create(dir.join("points.bin")).map_err(|e| io_err(dir, e))?);
+    let mut vf = BufWriter::new(File::create(dir.join("vectors.f32")).map_err(|e| io_err(dir, e))?);
+    for (p, v) in points {
+        if v.len() != dim {
+            return Err(CoreError::Index { path: dir.into(), message: format!("vector of {} dims, expected {dim}", v.len()) });
+        }
+        pf.write_all(&p.ord.to_le_bytes()).and_then(|_| pf.write_all(&p.version.to_le_bytes())).map_err(|e| io_err(dir, e))?;
+        for x in v {
+            vf.write_all(&x.to_le_bytes()).map_err(|e| io_err(dir, e))?;
+        }
+    }
+    for f in [pf, vf] {
+        f.into_inner().map_err(|e| io_err(dir, e.into_error()))?.sync_all().map_err(|e| io_err(dir, e))?;
+    }
+    if points.len() > FLAT_MAX_POINTS {
+        let hnsw = build_hnsw(points.iter().map(|(_, v)| v.as_slice()), points.len(), params);
+        // file_dump needs the default 16 layers (PITFALLS.md); it names files basename.hnsw.{graph,data}.
+        let name =
+            hnsw.file_dump(dir, "hnsw").map_err(|e| CoreError::Index { path: dir.into(), message: format!("HNSW dump: {e}") })?;
+        if name != "hnsw" {
+            return Err(CoreError::Index {
+                path: dir.into(),
+                message: format!("HNSW dumped under {name}, expected a fresh dir"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn build_hnsw<'a>(vectors: impl Iterator<Item = &'a [f32]>, n: usize, params: HnswParams) -> Hnsw<'static, f32, DistDot> {
+    let hnsw = Hnsw::<f32, DistDot>::new(params.m, n.max(1), 16, params.ef_construction, DistDot {});
+    let data: Vec<(&[f32], usize)> = vectors.enumerate().map(|(i, v)| (v, i)).collect();
+    hnsw.parallel_insert_slice(&data);
+    hnsw
+}
+
+/// A loaded, immutable vector index.
+pub struct VectorIndex {
+    pub points: Vec<PointRef>,
+    dim: usize,
+    vectors: File,
+    /// In memory when the index is small enough to scan.
+    flat: Option<Vec<f32>>,
+    hnsw: Option<Hnsw<'static, f32, DistDot>>,
+    ef_search: usize,
+}
+
+impl VectorIndex {
+    pub fn open(dir: &Path, dim: usize, ef_search: usize) -> Result<Self> {
+        let pb = std::fs::read(dir.join("points.bin")).map_err(|e| io_err(dir, e))?;
+        let points: Vec<PointRef> = pb
+            .chunks_exact(16)
+            .map(|c| PointRef {
+                ord: u64::from_le_bytes(c[..8].try_into().expect("8")),
+                version: u64::from_le_bytes(c[8..].try_into().expect("8")),
+            })
+            .collect();
+        let vpath = dir.join("vectors.f32");
+        let vectors = File::open(&vpath).map_err(|e| io_err(&vpath, e))?;
+        let len = vectors.metadata().map_err(|e| io_err(&vpath, e))?.len();
+        if len != (points.len() * dim * 4) as u64 {
+            return Err(CoreError::Index {
+                path: dir.into(),
+                message: format!("vectors.f32 has {len} bytes for {} points", points.len()),
+            });
+        }
+        let (flat, hnsw) = if dir.join("hnsw.hnsw.graph").exists() {
+            // load_hnsw borrows its HnswIo for the index's lifetime (hnsw_rs #19); the HnswIo is a
+            // few paths and options, so it is leaked once per loaded segment to get a 'static index.
+            let io: &'static HnswIo = Box::leak(Box::new(HnswIo::new(dir, "hnsw")));
+            let h = io
+                .load_hnsw_with_dist::<f32, DistDot>(DistDot {})
+                .map_err(|e| CoreError::Index { path: dir.into(), message: format!("HNSW load: {e}") })?;
+            (None, Some(h))
+        } else {
+            let bytes = std::fs::read(&vpath).map_err(|e| io_err(&vpath, e))?;
+            (Some(crate::store::bytes_to_vec(&bytes)), None)
+        };
+        Ok(VectorIndex { points, dim, vectors, flat, hnsw, ef_search })
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    pub fn is_graph(&self) -> bool {
+        self.hnsw.is_some()
+    }
+
+    /// The vector of point `i`.
+    pub fn vector(&self, i: usize) -> Result<Vec<f32>> {
+        if let Some(flat) = &self.flat {
+            return Ok(flat[i * self.dim..(i + 1) * self.dim].to_vec());
+        }
+        let mut buf = vec![0u8; self.dim * 4];
+        self.vectors.read_exact_at(&mut buf, (i * self.dim * 4) as u64).map_err(|e| CoreError::io("reading vectors.f32", e))?;
+        Ok(crate::store::bytes_to_vec(&buf))
+    }
+
+    /// Approximate top-k by similarity among points accepted by `accept` (graph), or exact (flat).
+    pub fn search(&self, q: &[f32], k: usize, accept: &(dyn Fn(usize) -> bool + Sync)) -> Vec<(usize, f32)> {
+        match &self.hnsw {
+            Some(h) => {
+                let filter = |id: &usize| accept(*id);
+                let ef = self.ef_search.max(k);
+                h.search_filter(q, k, ef, Some(&filter))
+                    .into_iter()
+                    .map(|n| (n.get_origin_id(), 1.0 - n.get_distance()))
+                    .collect()
+            }
+            None => self.exact(q, k, accept, None).unwrap_or_default(),
+        }
+    }
+
+    /// Exact top-k over accepted points; `candidates` restricts the scan to these point indices.
+    pub fn exact(
+        &self,
+        q: &[f32],
+        k: usize,
+        accept: &(dyn Fn(usize) -> bool + Sync),
+        candidates: Option<&[usize]>,
+    ) -> Result<Vec<(usize, f32)>> {
+        let mut scored: Vec<(usize, f32)> = Vec::new();
+        let all: Vec<usize>;
+        let ids = match candidates {
+            Some(c) => c,
+            None => {
+                all = (0..self.points.len()).collect();
+                &all
+            }
+        };
+        for &i in ids {
+            if !accept(i) {
+                continue;
+            }
+            let s = match &self.flat {
+                Some(flat) => dot(q, &flat[i * self.dim..(i + 1) * self.dim]),
+                None => dot(q, &self.vector(i)?),
+            };
+            scored.push((i, s));
+        }
+        top_k(&mut scored, k);
+        Ok(scored)
+    }
+}
+
+/// Keep the k highest scores, sorted descending (ties by index, for determinism).
+pub fn top_k(v: &mut Vec<(usize, f32)>, k: usize) {
+    let cmp = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if v.len() > k && k > 0 {
+        v.select_nth_unstable_by(k - 1, cmp);
+        v.truncate(k);
+    }
+    if k == 0 {
+        v.clear();
+    }
+    v.sort_by(cmp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: u64, dim: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut v: Vec<f32> = (0..dim)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        crate::embed::l2_normalize(&mut v);
+        v
+    }
+
+    #[test]
+    fn graph_index_round_trips_and_agrees_with_exact_search() {
+        let dim = 32;
+        let n = FLAT_MAX_POINTS + 500;
+        let points: Vec<_> = (0..n).map(|i| (PointRef { ord: i as u64, version: 1 }, unit(i as u64, dim))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        write_index(dir.path(), dim, &points, HnswParams::default()).unwrap();
+        let idx = VectorIndex::open(dir.path(), dim, 128).unwrap();
+        assert!(idx.is_graph());
+        assert_eq!(idx.len(), n);
+        assert_eq!(idx.vector(7).unwrap(), points[7].1);
+        let mut hits = 0;
+        for qi in (0..n).step_by(97) {
+            let q = &points[qi].1;
+            let approx = idx.search(q, 10, &|_| true);
+            let exact = idx.exact(q, 10, &|_| true, None).unwrap();
+            assert_eq!(exact[0].0, qi, "a point is its own nearest neighbour");
+            hits += approx.iter().filter(|a| exact.iter().any(|e| e.0 == a.0)).count();
+        }
+        let queries = n.div_ceil(97);
+        let recall = hits as f64 / (queries * 10) as f64;
+        assert!(recall > 0.9, "recall@10 {recall}");
+    }
+
+    #[test]
+    fn filters_apply_inside_the_search() {
+        let dim = 16;
+        let points: Vec<_> = (0..100).map(|i| (PointRef { ord: i, version: 1 }, unit(i, dim))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        write_index(dir.path(), dim, &points, HnswParams::default()).unwrap();
+        let idx = VectorIndex::open(dir.path(), dim, 64).unwrap();
+        let hits = idx.search(&points[3].1, 5, &|i| i % 2 == 0);
+        assert_eq!(hits.len(), 5, "a filter still returns k results");
+        assert!(hits.iter().all(|(i, _)| i % 2 == 0));
+    }
+}

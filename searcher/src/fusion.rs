@@ -1,0 +1,186 @@
+//! Rank fusion: pure functions over per-channel ranked lists.
+//!
+//! A channel's list is `[(doc, raw score)]`, best first. Fusion returns `(doc, fused score)`,
+//! best first, ties broken by doc for determinism.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionMode {
+    #[default]
+    Rrf,
+    Weighted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    #[default]
+    Minmax,
+    Zscore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Weights {
+    pub image: f32,
+    pub text: f32,
+    pub keyword: f32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights { image: 1.0, text: 1.0, keyword: 1.0 }
+    }
+}
+
+/// How the channels are combined; every field has a default, so `{}` is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fusion {
+    pub mode: FusionMode,
+    /// The RRF constant.
+    pub k: f32,
+    pub weights: Weights,
+    pub normalization: Normalization,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion { mode: FusionMode::Rrf, k: 60.0, weights: Weights::default(), normalization: Normalization::Minmax }
+    }
+}
+
+impl Fusion {
+    pub fn validate(&self) -> Result<(), String> {
+        let w = self.weights;
+        for (name, v) in [("image", w.image), ("text", w.text), ("keyword", w.keyword)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("fusion.weights.{name} must be a finite number >= 0"));
+            }
+        }
+        if !self.k.is_finite() || self.k < 0.0 {
+            return Err("fusion.k must be a finite number >= 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reciprocal rank fusion: `score(d) = Σ_c w_c / (k + rank_c(d))`, ranks starting at 1.
+/// A channel with weight 0 contributes nothing; a document absent from a channel gets 0 from it.
+pub fn rrf(channels: &[(&[(u64, f32)], f32)], k: f32) -> Vec<(u64, f32)> {
+    let mut acc: HashMap<u64, f32> = HashMap::new();
+    for (list, w) in channels {
+        if *w == 0.0 {
+            continue;
+        }
+        for (rank, (doc, _)) in list.iter().enumerate() {
+            *acc.entry(*doc).or_default() += w / (k + rank as f32 + 1.0);
+        }
+    }
+    sorted(acc)
+}
+
+/// Normalize one channel's scores.
+/// min-max: `(s - min) / (max - min)` (all equal → 1); z-score: `(s - mean) / std` (std 0 → 0).
+pub fn normalize(scores: &[f32], how: Normalization) -> Vec<f32> {
+    if scores.is_empty() {
+        return vec![];
+    }
+    match how {
+        Normalization::Minmax => {
+            let (lo, hi) = scores.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), s| (l.min(*s), h.max(*s)));
+            scores.iter().map(|s| if hi > lo { (s - lo) / (hi - lo) } else { 1.0 }).collect()
+        }
+        Normalization::Zscore => {
+            let n = scores.len() as f32;
+            let mean = scores.iter().sum::<f32>() / n;
+            let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f32>() / n).sqrt();
+            scores.iter().map(|s| if std > 0.0 { (s - mean) / std } else { 0.0 }).collect()
+        }
+    }
+}
+
+/// Weighted score fusion: `score(d) = Σ_c w_c · norm_c(d)`. A document missing from a channel
+/// takes that channel's lowest normalized score (0 for min-max), so absence never beats presence.
+pub fn weighted(channels: &[(&[(u64, f32)], f32)], how: Normalization) -> Vec<(u64, f32)> {
+    let mut acc: HashMap<u64, f32> = HashMap::new();
+    let mut floors = vec![];
+    for (list, w) in channels {
+        if *w == 0.0 || list.is_empty() {
+            continue;
+        }
+        let raw: Vec<f32> = list.iter().map(|(_, s)| *s).collect();
+        let norm = normalize(&raw, how);
+        let floor = norm.iter().copied().fold(f32::INFINITY, f32::min);
+        floors.push((*list, *w, floor));
+        for ((doc, _), n) in list.iter().zip(norm) {
+            *acc.entry(*doc).or_default() += w * n;
+        }
+    }
+    // Documents absent from a channel take its floor.
+    for (list, w, floor) in floors {
+        let present: std::collections::HashSet<u64> = list.iter().map(|(d, _)| *d).collect();
+        for (doc, score) in acc.iter_mut() {
+            if !present.contains(doc) {
+                *score += w * floor;
+            }
+        }
+    }
+    sorted(acc)
+}
+
+fn sorted(acc: HashMap<u64, f32>) -> Vec<(u64, f32)> {
+    let mut v: Vec<(u64, f32)> = acc.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rrf_matches_a_hand_computed_example() {
+        let a = [(1, 0.9), (2, 0.8), (3, 0.1)];
+        let b = [(3, 5.0), (1, 4.0)];
+        let fused = rrf(&[(&a, 1.0), (&b, 1.0)], 60.0);
+        // 1: 1/61 + 1/62; 3: 1/63 + 1/61; 2: 1/62
+        let s1 = 1.0 / 61.0 + 1.0 / 62.0;
+        let s3 = 1.0 / 63.0 + 1.0 / 61.0;
+        assert_eq!(fused.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 3, 2]);
+        assert!((fused[0].1 - s1).abs() < 1e-7 && (fused[1].1 - s3).abs() < 1e-7);
+    }
+
+    #[test]
+    fn zero_weight_turns_a_channel_off() {
+        let a = [(1, 0.9)];
+        let b = [(2, 5.0)];
+        let fused = rrf(&[(&a, 0.0), (&b, 1.0)], 60.0);
+        assert_eq!(fused, vec![(2, 1.0 / 61.0)]);
+        let fused = weighted(&[(&a, 1.0), (&b, 0.0)], Normalization::Minmax);
+        assert_eq!(fused.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn normalizations_match_their_formulas() {
+        assert_eq!(normalize(&[2.0, 4.0, 6.0], Normalization::Minmax), vec![0.0, 0.5, 1.0]);
+        let z = normalize(&[2.0, 4.0, 6.0], Normalization::Zscore);
+        let std = (8.0f32 / 3.0).sqrt();
+        assert!((z[0] + 2.0 / std).abs() < 1e-6 && z[1].abs() < 1e-6 && (z[2] - 2.0 / std).abs() < 1e-6);
+        assert_eq!(normalize(&[3.0, 3.0], Normalization::Minmax), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn weighted_fusion_with_minmax() {
+        // image: 1 → 1.0, 2 → 0.0; keyword: 2 → 1.0, 3 → 0.0
+        let image = [(1, 0.9), (2, 0.5)];
+        let keyword = [(2, 10.0), (3, 2.0)];
+        let fused = weighted(&[(&image, 2.0), (&keyword, 1.0)], Normalization::Minmax);
+        // 1: 2*1 + 0 = 2; 2: 0 + 1 = 1; 3: 0 + 0 = 0
+        assert_eq!(fused, vec![(1, 2.0), (2, 1.0), (3, 0.0)]);
+    }
+}

@@ -1,0 +1,211 @@
+// Admin dashboard (/admin): key prompt, overview, ingest, product editor, playground, health.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  BASE, ADMIN_KEY, DEMO, launchBrowser, newPage, screenshot, assertNoPageErrors, adminLogin, apiJson, textSearch,
+  eventually,
+} from './helpers.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser?.close(); });
+
+const RUN = Date.now().toString(36);
+
+test('without a key the prompt is shown and no data; a wrong key shows an error', async () => {
+  const page = await newPage(browser);
+  await page.goto(`${BASE}/admin`);
+  await page.waitForSelector('[data-testid="admin-key-input"]:visible');
+  assert.equal(await page.isVisible('[data-testid="overview"]'), false, 'overview visible without a key');
+  assert.equal(await page.locator('[data-stat]').count(), 0, 'stats rendered without a key');
+  assert.equal(await page.isVisible('[data-testid="tab-overview"]'), false, 'tabs visible without a key');
+  assert.equal(await page.isVisible('[data-testid="auth-error"]'), false, 'error shown before any attempt');
+  await screenshot(page, '10-admin-key-prompt');
+
+  const resp = page.waitForResponse((r) => r.url().endsWith('/v1/stats'));
+  await page.fill('[data-testid="admin-key-input"]', `wrong-${RUN}`);
+  await page.click('[data-testid="admin-key-submit"]');
+  assert.equal((await resp).status(), 403);
+  await page.waitForSelector('[data-testid="auth-error"]:visible');
+  assert.match(await page.textContent('[data-testid="auth-error"]'), /\S/);
+  assert.equal(await page.isVisible('[data-testid="overview"]'), false, 'overview visible with a wrong key');
+  assert.equal(await page.locator('[data-stat]').count(), 0, 'stats rendered with a wrong key');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('vitrine.adminKey')), null, 'wrong key was stored');
+  await screenshot(page, '11-admin-wrong-key');
+
+  // A wrong key left in sessionStorage (e.g. after a key rotation) also ends at the prompt with an error.
+  await page.evaluate((k) => sessionStorage.setItem('vitrine.adminKey', k), `stale-${RUN}`);
+  await page.reload();
+  await page.waitForSelector('[data-testid="auth-error"]:visible');
+  assert.equal(await page.locator('[data-stat]').count(), 0);
+  assertNoPageErrors(page);
+  await page.context().close();
+});
+
+test('the right key opens the overview; logging out returns to the prompt', async () => {
+  const page = await newPage(browser);
+  await adminLogin(page);
+  const { body: stats } = await apiJson('/v1/stats');
+  assert.equal((await page.textContent('[data-stat="products"]')).replace(/\D/g, ''), String(stats.products));
+  for (const k of ['images', 'vectors', 'tombstones', 'disk_bytes', 'model', 'dim', 'device', 'generation', 'uptime_s']) {
+    assert.match(await page.textContent(`[data-stat="${k}"]`), /\S/, `stat ${k} empty`);
+  }
+  assert.equal((await page.textContent('[data-stat="model"]')).trim(), stats.model.name);
+  await screenshot(page, '12-admin-overview');
+
+  // The key survives a reload (sessionStorage) ...
+  await page.reload();
+  await page.waitForSelector('[data-stat="products"]');
+  // ... and logging out clears it and the data.
+  await page.click('[data-testid="logout"]');
+  await page.waitForSelector('[data-testid="admin-key-input"]:visible');
+  assert.equal(await page.locator('[data-stat]').count(), 0);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('vitrine.adminKey')), null);
+  assertNoPageErrors(page);
+  await page.context().close();
+});
+
+test('ingesting a small catalog runs a job to done and makes the products searchable', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vitrine-ingest-'));
+  const products = [
+    { id: `e2e-${RUN}-1`, title: 'Quixotic Cameraman Tapestry', image: path.join(DEMO, 'images', 'sku-020.jpg'), brand: 'E2E Goods', category: 'decor', price: 31, currency: 'USD', description: 'A woven tapestry of a photographer at work.' },
+    { id: `e2e-${RUN}-2`, title: 'Quixotic Horse Shadow Lamp', image: path.join(DEMO, 'images', 'sku-028.jpg'), brand: 'E2E Goods', category: 'decor', price: 45, currency: 'USD', description: 'A lamp that throws a horse silhouette.' },
+    { id: `e2e-${RUN}-3`, title: 'Quixotic Blurred Clock Mousepad', image: path.join(DEMO, 'images', 'sku-031.jpg'), brand: 'E2E Goods', category: 'stationery', price: 12, currency: 'USD', description: 'A mousepad printed with a motion-blurred clock.' },
+  ];
+  const file = path.join(dir, 'e2e-catalog.jsonl');
+  fs.writeFileSync(file, products.map((p) => JSON.stringify(p)).join('\n') + '\n');
+
+  const page = await newPage(browser);
+  await adminLogin(page);
+  await page.click('[data-testid="tab-ingest"]');
+  await page.setInputFiles('[data-testid="ingest-file"]', file);
+  const resp = page.waitForResponse((r) => r.url().includes('/v1/ingest') && r.request().method() === 'POST');
+  await page.click('[data-testid="ingest-submit"]');
+  const r = await resp;
+  assert.equal(r.status(), 202, `POST /v1/ingest answered ${r.status()}`);
+  const { job_id: jobId } = await r.json();
+  assert.ok(jobId, 'no job_id');
+  await page.waitForSelector(`[data-testid="jobs"] [data-testid="job-row"][data-job-id="${jobId}"]`);
+  await page.waitForSelector(`[data-testid="job-row"][data-job-id="${jobId}"][data-state="done"]`, { timeout: 60_000 });
+  const row = page.locator(`[data-testid="job-row"][data-job-id="${jobId}"]`);
+  assert.match(await row.textContent(), /3\s*new/);
+  assert.match(await row.textContent(), /3 \/ 3/);
+  const { body: job } = await apiJson(`/v1/jobs/${encodeURIComponent(jobId)}`);
+  assert.equal(job.counts.ingested, 3, JSON.stringify(job));
+  assert.equal(job.counts.failed, 0, JSON.stringify(job));
+  await screenshot(page, '13-admin-ingest-done');
+
+  // The new products are searchable on the shopper page.
+  await page.goto(`${BASE}/`);
+  const ids = await eventually(async () => {
+    const found = await textSearch(page, 'Quixotic');
+    return products.every((p) => found.includes(p.id)) && found;
+  }, { timeout: 20_000, interval: 500, message: 'ingested products in search' });
+  assert.ok(ids.length >= 3);
+  await screenshot(page, '14-ingested-searchable');
+  assertNoPageErrors(page);
+  await page.context().close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('editing a product title shows in search; deleting removes it', async () => {
+  const id = 'sku-030';
+  const newTitle = `Zanzibar Lettering Study ${RUN}`;
+  const page = await newPage(browser);
+  await adminLogin(page);
+  await page.click('[data-testid="tab-products"]');
+  const listed = page.waitForResponse((r) => r.url().includes('/v1/products?') && r.url().includes('q=Typography'));
+  await page.fill('[data-testid="products-search"]', 'Typography');
+  await listed;
+  await page.click(`[data-testid="product-row"][data-id="${id}"]`);
+  await page.waitForSelector('[data-testid="product-editor"] [data-testid="edit-title"]');
+  assert.equal(await page.inputValue('[data-testid="edit-title"]'), 'Typography Study Print');
+  assert.ok(await page.locator('[data-testid="product-editor"] .editor-images img').count() >= 1, 'editor shows no image');
+  assert.match(await page.inputValue('[data-testid="edit-attributes"]'), /=/);
+  await page.fill('[data-testid="edit-title"]', newTitle);
+  const put = page.waitForResponse((r) => r.url().endsWith(`/v1/products/${id}`) && r.request().method() === 'PUT');
+  await page.click('[data-testid="save-product"]');
+  const putResp = await put;
+  assert.equal(putResp.status(), 200, `PUT answered ${putResp.status()}: ${await putResp.text()}`);
+  await page.waitForSelector('[data-testid="editor-message"]:has-text("Saved")');
+  await screenshot(page, '15-admin-product-saved');
+
+  // The shopper search finds the new title.
+  const shop = await newPage(browser);
+  await shop.goto(`${BASE}/`);
+  await eventually(async () => (await textSearch(shop, 'Zanzibar Lettering')).includes(id), { message: 'edited title in search' });
+  assert.equal((await shop.textContent(`[data-testid="result-card"][data-id="${id}"] [data-testid="result-title"]`)).trim(), newTitle);
+  await screenshot(shop, '16-edited-title-in-search');
+
+  // Delete, with the confirm step.
+  await page.click('[data-testid="delete-product"]');
+  await page.waitForSelector('[data-testid="confirm-delete"]:visible');
+  const del = page.waitForResponse((r) => r.url().endsWith(`/v1/products/${id}`) && r.request().method() === 'DELETE');
+  await page.click('[data-testid="confirm-delete"]');
+  assert.equal((await del).status(), 200);
+  await page.waitForSelector('[data-testid="product-editor"]', { state: 'hidden' });
+  await eventually(async () => (await page.locator(`[data-testid="product-row"][data-id="${id}"]`).count()) === 0, { message: 'row removed' });
+  await screenshot(page, '17-admin-product-deleted');
+
+  await eventually(async () => !(await textSearch(shop, 'Zanzibar Lettering')).includes(id), { message: 'deleted product gone from search' });
+  await screenshot(shop, '18-deleted-gone-from-search');
+  const { status } = await apiJson(`/v1/products/${id}`);
+  assert.equal(status, 404);
+  assertNoPageErrors(page);
+  assertNoPageErrors(shop);
+  await shop.context().close();
+  await page.context().close();
+});
+
+test('the search playground runs A and B and shows both columns with explanations', async () => {
+  const page = await newPage(browser);
+  await adminLogin(page);
+  await page.click('[data-testid="tab-playground"]');
+  await page.fill('[data-testid="playground-query"]', 'orange astronaut poster');
+  await page.check('[data-testid="playground-a-mode-rrf"]', { force: true });
+  await page.check('[data-testid="playground-b-mode-weighted"]', { force: true });
+  await page.fill('[data-testid="playground-b-weight-keyword"]', '0');
+  const reqs = [];
+  page.on('request', (r) => { if (r.url().includes('/v1/search/text')) reqs.push(JSON.parse(r.postData())); });
+  await page.click('[data-testid="playground-run"]');
+  await page.waitForSelector('[data-testid="playground-a"] [data-testid="playground-hit"]');
+  await page.waitForSelector('[data-testid="playground-b"] [data-testid="playground-hit"]');
+  assert.equal(reqs.length, 2);
+  assert.deepEqual(reqs.map((b) => b.fusion.mode).sort(), ['rrf', 'weighted']);
+  const b = reqs.find((x) => x.fusion.mode === 'weighted');
+  assert.equal(b.fusion.weights.keyword, 0);
+  for (const col of ['a', 'b']) {
+    const first = page.locator(`[data-testid="playground-${col}"] [data-testid="playground-hit"]`).first();
+    assert.match(await first.textContent(), /fused/);
+    assert.match(await first.textContent(), /text #\d+/);
+  }
+  await screenshot(page, '19-admin-playground');
+  assertNoPageErrors(page);
+  await page.context().close();
+});
+
+test('the health tab draws latency histograms, the qps sparkline and the queue', async () => {
+  const page = await newPage(browser);
+  await adminLogin(page);
+  await apiJson('/v1/search?q=poster', { key: '' }); // make sure a search route has samples
+  await page.click('[data-testid="tab-health"]');
+  await page.waitForSelector('[data-testid="health"] [data-testid="route-card"]');
+  assert.ok(await page.locator('[data-testid="route-card"] svg rect.bar').count() > 0, 'no histogram bars');
+  assert.equal(await page.locator('[data-testid="qps-sparkline"]').count(), 1);
+  assert.match(await page.textContent('[data-testid="queue-depth"]'), /\d/);
+  await screenshot(page, '20-admin-health');
+  assertNoPageErrors(page);
+  await page.context().close();
+});
+
+test('the key is sent as a Bearer token', async () => {
+  const page = await newPage(browser);
+  const seen = [];
+  page.on('request', (r) => { if (r.url().endsWith('/v1/stats')) seen.push(r.headers().authorization); });
+  await adminLogin(page);
+  assert.ok(seen.includes(`Bearer ${ADMIN_KEY}`), `Authorization headers: ${seen.join(', ')}`);
+  await page.context().close();
+});

@@ -1,0 +1,38 @@
+//! API keys: `Authorization: Bearer KEY` or `X-Api-Key: KEY`, compared in constant time.
+
+use actix_web::HttpRequest;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+fn presented(req: &HttpRequest) -> Option<String> {
+    let h = req.headers();
+    if let Some(v) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
+    h.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(|v| v.trim().to_string())
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn require_admin(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
+    let Some(want) = &state.config.admin_key else {
+        return Err(ApiError::Forbidden);
+    };
+    match presented(req) {
+        None => Err(ApiError::Unauthorized),
+        Some(k) if same(&k, want) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden),
+    }
+}
+
+pub fn require_search(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
+    let Some(want) = &state.config.search_key else { return Ok(()) };
+    match presented(req) {
+        None => Err(ApiError::Unauthorized),
+        Some(k) if same(&k, want) || state.config.admin_key.as_deref().is_some_and(|a| same(&k, a)) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden),
+    }
+}

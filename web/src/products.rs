@@ -1,0 +1,298 @@
+//! Product, image, ingest, job and operations handlers.
+//!
+//! Refresh semantics: `PUT`, `DELETE` and `POST /v1/products` return after the change is durable
+//! (sled flushed) and searchable (a new generation is live in this service). Ingest jobs become
+//! searchable chunk by chunk at checkpoints (every 30 s) and fully when the job is `done`.
+
+use std::path::Path;
+
+use actix_multipart::Multipart;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use vitrine_core::catalog::{Product, StoredProduct};
+use vitrine_indexer::catalog::{product_from_map, Format};
+
+use crate::auth::require_admin;
+use crate::error::{ApiError, ApiResult};
+use crate::search::{read_limited, urlencode};
+use crate::state::AppState;
+
+pub fn product_json(sp: &StoredProduct) -> serde_json::Value {
+    let p = &sp.product;
+    let id = urlencode(&p.id);
+    let n = sp.image_vectors as usize;
+    let mut v = serde_json::to_value(p).expect("serializes");
+    v["image_urls"] = (0..p.images.len()).map(|i| format!("/v1/images/{id}/{i}")).collect::<Vec<_>>().into();
+    v["thumb_urls"] = (0..p.images.len()).map(|i| format!("/v1/thumbs/{id}/{i}")).collect::<Vec<_>>().into();
+    v["indexed_images"] = n.into();
+    v["image_errors"] = sp.image_errors.clone().into();
+    v["updated_at"] = sp.updated_at.into();
+    v
+}
+
+pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let sp = state.searcher.product(&path)?;
+    Ok(HttpResponse::Ok().json(product_json(&sp)))
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    q: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+pub async fn list(req: HttpRequest, state: web::Data<AppState>, p: web::Query<ListParams>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(20).clamp(1, 200));
+    let g = state.searcher.snapshot().ok_or(vitrine_searcher::SearchError::NoIndex)?;
+    let q = p.q.clone();
+    let (products, total) = web::block(move || vitrine_searcher::list_products(&g, q.as_deref(), offset, limit)).await??;
+    let products: Vec<_> = products.iter().map(product_json).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"products": products, "total": total, "offset": offset, "limit": limit})))
+}
+
+/// Parse a product body with the catalog's rules (unknown fields become attributes).
+fn parse_product(v: serde_json::Value, id: Option<&str>) -> ApiResult<Product> {
+    let serde_json::Value::Object(mut map) = v else {
+        return Err(ApiError::BadRequest("a product must be a JSON object".into()));
+    };
+    if let Some(id) = id {
+        map.insert("id".into(), id.into());
+    }
+    // Fields the API adds on output are not part of the record.
+    for k in ["image_urls", "thumb_urls", "indexed_images", "image_errors", "updated_at"] {
+        map.remove(k);
+    }
+    let base = std::env::current_dir().unwrap_or_default();
+    product_from_map(map.into_iter().collect(), &base).map_err(|(_, r)| ApiError::BadRequest(r))
+}
+
+async fn write(state: &web::Data<AppState>, products: Vec<Product>) -> ApiResult<vitrine_indexer::IngestResult> {
+    let writer = state.writer.clone();
+    let res = web::block(move || writer.with(|ix| Ok(ix.put(products)?))).await??;
+    state.searcher.refresh()?;
+    Ok(res)
+}
+
+pub async fn put(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<serde_json::Value>,
+) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let product = parse_product(body.into_inner(), Some(&path))?;
+    let res = write(&state, vec![product]).await?;
+    if res.summary.failed > 0 {
+        let reason = res.failures.iter().map(|f| f.reason.clone()).collect::<Vec<_>>().join("; ");
+        return Err(ApiError::InvalidImage(reason));
+    }
+    let sp = state.searcher.product(&path)?;
+    let mut v = product_json(&sp);
+    v["warnings"] = res.failures.iter().map(|f| f.reason.clone()).collect::<Vec<_>>().into();
+    Ok(HttpResponse::Ok().json(v))
+}
+
+pub async fn delete(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let id = path.into_inner();
+    let writer = state.writer.clone();
+    let ids = vec![id.clone()];
+    let gone = web::block(move || writer.with(|ix| Ok(ix.delete(&ids)?))).await??;
+    state.searcher.refresh()?;
+    if gone.is_empty() {
+        return Err(ApiError::NotFound(format!("product {id} not found")));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": id})))
+}
+
+pub async fn batch(req: HttpRequest, state: web::Data<AppState>, body: web::Json<serde_json::Value>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let items = match body.into_inner() {
+        serde_json::Value::Array(a) => a,
+        serde_json::Value::Object(mut o) => match o.remove("products") {
+            Some(serde_json::Value::Array(a)) => a,
+            _ => return Err(ApiError::BadRequest("send a JSON array of products or {\"products\": [...]}".into())),
+        },
+        _ => return Err(ApiError::BadRequest("send a JSON array of products".into())),
+    };
+    if items.len() > 1000 {
+        return Err(ApiError::PayloadTooLarge("at most 1000 products per batch; use POST /v1/ingest for more".into()));
+    }
+    let products = items.into_iter().map(|v| parse_product(v, None)).collect::<ApiResult<Vec<_>>>()?;
+    let res = write(&state, products).await?;
+    let mut v = serde_json::to_value(res.summary).expect("serializes");
+    v["failures"] = serde_json::to_value(&res.failures).expect("serializes");
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// The n-th original image: a local file is sent, a URL is redirected to.
+pub async fn image(state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
+    let (id, n) = path.into_inner();
+    let sp = state.searcher.product(&id)?;
+    let src = sp.product.images.get(n).ok_or_else(|| ApiError::NotFound(format!("product {id} has no image {n}")))?.clone();
+    if src.starts_with("http://") || src.starts_with("https://") {
+        return Ok(HttpResponse::Found().insert_header(("Location", src)).finish());
+    }
+    let bytes = web::block(move || std::fs::read(&src)).await?.map_err(|e| ApiError::NotFound(format!("image file: {e}")))?;
+    Ok(HttpResponse::Ok().content_type(guess_type(&bytes)).insert_header(("Cache-Control", "public, max-age=3600")).body(bytes))
+}
+
+fn guess_type(b: &[u8]) -> &'static str {
+    match image::guess_format(b) {
+        Ok(image::ImageFormat::Png) => "image/png",
+        Ok(image::ImageFormat::WebP) => "image/webp",
+        Ok(image::ImageFormat::Gif) => "image/gif",
+        _ => "image/jpeg",
+    }
+}
+
+/// A 256 px JPEG thumbnail, made on first request and cached under `DATA/cache/thumbs`.
+pub async fn thumb(state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
+    let (id, n) = path.into_inner();
+    let sp = state.searcher.product(&id)?;
+    let src = sp.product.images.get(n).ok_or_else(|| ApiError::NotFound(format!("product {id} has no image {n}")))?.clone();
+    let cache_dir = state.config.data.join("cache/thumbs");
+    let key = blake3::hash(format!("{src}\0{}", sp.hash).as_bytes()).to_hex().to_string();
+    let bytes = web::block(move || -> ApiResult<Vec<u8>> {
+        let cached = cache_dir.join(format!("{key}.jpg"));
+        if let Ok(b) = std::fs::read(&cached) {
+            return Ok(b);
+        }
+        let fetcher = vitrine_indexer::Fetcher::new(Default::default());
+        let raw = fetcher.load(&src).map_err(|e| ApiError::NotFound(format!("image: {e}")))?;
+        let img = vitrine_core::preprocess::decode(&raw, &src, &Default::default())?;
+        let jpeg = vitrine_core::preprocess::thumbnail_jpeg(&img, 256);
+        let _ = std::fs::create_dir_all(&cache_dir).and_then(|_| std::fs::write(&cached, &jpeg));
+        Ok(jpeg)
+    })
+    .await??;
+    Ok(HttpResponse::Ok().content_type("image/jpeg").insert_header(("Cache-Control", "public, max-age=3600")).body(bytes))
+}
+
+#[derive(Deserialize)]
+pub struct IngestParams {
+    delete_missing: Option<bool>,
+}
+
+fn format_of(name: &str, content_type: &str) -> Format {
+    if name.to_ascii_lowercase().ends_with(".csv") || content_type.contains("csv") {
+        Format::Csv
+    } else {
+        Format::Jsonl
+    }
+}
+
+pub async fn ingest(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+    p: web::Query<IngestParams>,
+) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let limit = state.config.max_catalog;
+    let (bytes, format) = if ct.starts_with("multipart/form-data") {
+        let mut mp = Multipart::new(req.headers(), payload);
+        let mut found = None;
+        while let Some(field) = mp.next().await {
+            let mut field = field.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
+            let name = field.name().unwrap_or("").to_string();
+            let filename = field.content_disposition().and_then(|d| d.get_filename()).unwrap_or("").to_string();
+            let mut buf = vec![];
+            while let Some(chunk) = field.next().await {
+                let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
+                if buf.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge(format!("catalog is over the limit of {limit} bytes")));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            if name == "file" {
+                found = Some((buf, format_of(&filename, "")));
+            }
+        }
+        found.ok_or_else(|| ApiError::BadRequest("multipart field file is required".into()))?
+    } else {
+        (read_limited(payload, limit).await?, format_of("", &ct))
+    };
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::BadRequest("the catalog is empty".into()));
+    }
+    let jobs = state.jobs.clone();
+    let delete_missing = p.delete_missing.unwrap_or(false);
+    let job =
+        web::block(move || jobs.submit(&bytes, format, delete_missing)).await?.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Accepted()
+        .json(serde_json::json!({"job_id": job.id, "status_url": format!("/v1/jobs/{}", job.id), "job": job})))
+}
+
+pub async fn jobs(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"jobs": state.jobs.list()})))
+}
+
+pub async fn job(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let job = state.jobs.get(&path).ok_or_else(|| ApiError::NotFound(format!("job {path} not found")))?;
+    Ok(HttpResponse::Ok().json(job))
+}
+
+pub async fn job_failures(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let body = state
+        .jobs
+        .failures(&path)
+        .ok_or_else(|| ApiError::NotFound(format!("job {path} not found")))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .insert_header(("Content-Disposition", format!("attachment; filename=\"job-{path}-failures.jsonl\"")))
+        .body(body))
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let data = state.config.data.clone();
+    let disk = web::block(move || dir_size(&data)).await?;
+    let g = state.searcher.snapshot();
+    let m = g.as_ref().map(|g| g.manifest.clone());
+    let model = state.embedder.model_id();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "products": m.as_ref().map(|m| m.products).unwrap_or(0),
+        "images": m.as_ref().map(|m| m.image_points).unwrap_or(0),
+        "vectors": m.as_ref().map(|m| m.points()).unwrap_or(0),
+        "live_vectors": m.as_ref().map(|m| m.live_points).unwrap_or(0),
+        "tombstones": m.as_ref().map(|m| m.tombstones()).unwrap_or(0),
+        "segments": m.as_ref().map(|m| m.segments.len()).unwrap_or(0),
+        "disk_bytes": disk,
+        "model": {"name": model.name, "dim": model.dim, "content_hash": model.content_hash},
+        "device": state.embedder.device().to_string(),
+        "generation": m.as_ref().map(|m| m.generation).unwrap_or(0),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "queue": {"depth": state.queue.depth(), "capacity": state.queue.capacity},
+        "jobs_active": state.jobs.active(),
+    })))
+}
+
+pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let (routes, qps) = state.metrics.health();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "routes": routes,
+        "qps": qps,
+        "queue": {"depth": state.queue.depth(), "capacity": state.queue.capacity},
+    })))
+}
