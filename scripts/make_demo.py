@@ -133,16 +133,16 @@ P = [
      {"color": "grey", "material": "paper"}, [("clock", [])]),
     ("Space Poster Set of 2", "Two posters: an astronaut in an orange suit and a rocket on its launch pad at dusk.", 0,
      "poster", 42.0, {"color": "multicolor", "material": "paper", "size": "30x40 cm"},
-     [("astronaut", [("crop", 0.1, 0.0, 0.9, 0.8)]), ("rocket", [("crop", 0.15, 0.0, 0.85, 1.0)])]),
+     [("astronaut", [("crop", 0.0, 0.0, 0.55, 0.55), ("mirror",)]), ("rocket", [("crop", 0.15, 0.0, 0.85, 1.0), ("mirror",)])]),
     ("Cozy Morning Mug Set", "Set of two mugs: a red espresso cup on a saucer and a ginger tabby cat.", 3, "mug",
      26.0, {"color": "multicolor", "material": "ceramic", "capacity": "2 x 300 ml"},
-     [("coffee", [("crop", 0.1, 0.0, 0.9, 1.0)]), ("chelsea", [("crop", 0.1, 0.05, 0.9, 0.95)])]),
+     [("coffee", [("crop", 0.0, 0.3, 0.6, 1.0), ("mirror",)]), ("chelsea", [("crop", 0.45, 0.0, 1.0, 0.6), ("mirror",)])]),
     ("Texture Sampler Pack", "Sampler of brick and gravel textures in grey.", 2, "decor", 14.0,
      {"color": "grey", "material": "paper"},
      [("brick", [("crop", 0.3, 0.3, 1.0, 1.0)]), ("gravel", [("crop", 0.0, 0.0, 0.6, 0.6), ("mirror",)])]),
 ]
 
-QUERY_SKUS = ["sku-001", "sku-007", "sku-013"]
+QUERY_SKUS = ["sku-001", "sku-007", "sku-011", "sku-020"]
 CSV_SKUS = ["sku-001", "sku-004", "sku-013", "sku-024", "sku-032"]
 
 

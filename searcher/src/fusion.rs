@@ -37,6 +37,23 @@ impl Default for Weights {
     }
 }
 
+impl Weights {
+    /// The weights used when a request names none, by what the query holds.
+    ///
+    /// A photo-only query uses the image channel alone: CLIP scores a photo against product
+    /// *text* far less sharply than against product photos, and rank fusion cannot tell a
+    /// near-duplicate photo from that weaker signal, so at any weight it can outvote the exact
+    /// match. Setting `weights.text > 0` turns the cross-modal channel on (it finds products that
+    /// have no usable image). With text in the query, the text channel compares text with text.
+    pub fn default_for(has_image: bool, has_text: bool) -> Weights {
+        match (has_image, has_text) {
+            (true, false) => Weights { image: 1.0, text: 0.0, keyword: 0.0 },
+            (true, true) => Weights { image: 1.0, text: 0.5, keyword: 1.0 },
+            _ => Weights::default(),
+        }
+    }
+}
+
 /// How the channels are combined; every field has a default, so `{}` is valid.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -44,19 +61,20 @@ pub struct Fusion {
     pub mode: FusionMode,
     /// The RRF constant.
     pub k: f32,
-    pub weights: Weights,
+    /// Per-channel weights; `None` picks [`Weights::default_for`] the query.
+    pub weights: Option<Weights>,
     pub normalization: Normalization,
 }
 
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion { mode: FusionMode::Rrf, k: 60.0, weights: Weights::default(), normalization: Normalization::Minmax }
+        Fusion { mode: FusionMode::Rrf, k: 60.0, weights: None, normalization: Normalization::Minmax }
     }
 }
 
 impl Fusion {
     pub fn validate(&self) -> Result<(), String> {
-        let w = self.weights;
+        let w = self.weights.unwrap_or_default();
         for (name, v) in [("image", w.image), ("text", w.text), ("keyword", w.keyword)] {
             if !v.is_finite() || v < 0.0 {
                 return Err(format!("fusion.weights.{name} must be a finite number >= 0"));

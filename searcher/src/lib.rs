@@ -437,7 +437,7 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
     timings.filter_ms = ms(t0);
 
     let depth = (q.offset + q.k).max(100);
-    let w = q.fusion.weights;
+    let w = q.fusion.weights.unwrap_or_else(|| Weights::default_for(q.image_vector.is_some(), text.is_some()));
     let t1 = Instant::now();
     let image_q = q.image_vector.as_ref().or(q.text_vector.as_ref());
     let text_q = q.text_vector.as_ref().or(q.image_vector.as_ref());

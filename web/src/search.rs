@@ -114,7 +114,8 @@ async fn run(state: &AppState, image: Option<Vec<u8>>, text: Option<String>, mut
     }
     if let Some(t) = text.clone() {
         // The text tower runs only when a vector channel will use it.
-        if q.fusion.weights.image > 0.0 || q.fusion.weights.text > 0.0 {
+        let w = q.fusion.weights.unwrap_or_else(|| vitrine_searcher::Weights::default_for(q.image_vector.is_some(), true));
+        if w.image > 0.0 || w.text > 0.0 {
             let v = state.infer("text", move |e| Ok(e.embed_texts(&[t.as_str()])?.remove(0))).await?;
             q.text_vector = Some(v);
         }
