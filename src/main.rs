@@ -54,6 +54,12 @@ enum Command {
         /// Seconds between searchable checkpoints during a long run.
         #[arg(long, default_value_t = 30)]
         checkpoint_secs: u64,
+        /// Timeout per image download attempt, seconds.
+        #[arg(long, default_value_t = 10)]
+        fetch_timeout_secs: u64,
+        /// Attempts after a failed download (timeouts, 5xx).
+        #[arg(long, default_value_t = 2)]
+        fetch_retries: u32,
     },
     /// Delete products by id.
     Delete {
@@ -253,9 +259,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", dest.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Index { catalog, data, model, delete_missing, json, batch, checkpoint_secs } => {
+        Command::Index {
+            catalog,
+            data,
+            model,
+            delete_missing,
+            json,
+            batch,
+            checkpoint_secs,
+            fetch_timeout_secs,
+            fetch_retries,
+        } => {
             let embedder: Arc<dyn Embedder> = Arc::new(model.load()?);
-            let opts = IndexOptions { batch, checkpoint: std::time::Duration::from_secs(checkpoint_secs), ..Default::default() };
+            let fetch = vitrine_indexer::FetchOptions {
+                timeout: std::time::Duration::from_secs(fetch_timeout_secs),
+                retries: fetch_retries,
+                ..Default::default()
+            };
+            let opts =
+                IndexOptions { batch, checkpoint: std::time::Duration::from_secs(checkpoint_secs), fetch, ..Default::default() };
             let ix = Indexer::open(&data.data, embedder, opts)?;
             let (records, errors) =
                 vitrine_indexer::catalog::parse_file(&catalog).with_context(|| format!("reading {}", catalog.display()))?;

@@ -195,7 +195,9 @@ pub fn build_next(
     std::fs::create_dir_all(&gens).map_err(|e| io(&gens, e))?;
     // A previous generation that cannot be read is rebuilt from the store.
     let prev = match current(data) {
-        Ok(p) => p.filter(|(dir, m)| dir.join("keyword").is_dir() && &m.model == model && m.store == store_name),
+        Ok(p) => p.filter(|(dir, m)| {
+            dir.join("keyword").is_dir() && m.model.content_hash == model.content_hash && m.store == store_name
+        }),
         Err(e) => {
             tracing::warn!("current generation unreadable ({e}); rebuilding from the store");
             None

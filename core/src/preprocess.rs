@@ -48,8 +48,13 @@ pub fn decode(bytes: &[u8], input: &str, limits: &ImageLimits) -> Result<RgbImag
     }
     let mut reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| err(ImageErrorKind::Read(e.to_string())))?;
-    if reader.format().is_none() {
-        return Err(err(ImageErrorKind::UnknownFormat));
+    match reader.format() {
+        None => return Err(err(ImageErrorKind::UnknownFormat)),
+        // The JPEG decoder fills a truncated scan with grey instead of failing; refuse it here.
+        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
+            return Err(err(ImageErrorKind::Decode("truncated: the JPEG has no end-of-image marker after its scan".into())))
+        }
+        Some(_) => {}
     }
     // The into_decoder path does not enforce max_alloc (PITFALLS.md), so the side limits are what
     // stop a bomb before allocation; the pixel-count check below covers wide-and-tall images.
@@ -70,6 +75,12 @@ pub fn decode(bytes: &[u8], input: &str, limits: &ImageLimits) -> Result<RgbImag
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(e, input, limits))?;
     img.apply_orientation(orientation);
     Ok(to_rgb_on_white(img))
+}
+
+/// A complete JPEG has an end-of-image marker (FF D9) after its last start-of-scan (FF DA).
+fn jpeg_is_complete(b: &[u8]) -> bool {
+    let last = |m: [u8; 2]| b.windows(2).rposition(|w| w == m);
+    matches!((last([0xFF, 0xDA]), last([0xFF, 0xD9])), (Some(sos), Some(eoi)) if eoi > sos)
 }
 
 fn too_large(width: u32, height: u32, limits: &ImageLimits) -> ImageErrorKind {
@@ -288,6 +299,17 @@ mod tests {
         let bytes = png(64, 64);
         let k = kind(decode(&bytes[..bytes.len() / 2], "x.png", &ImageLimits::default()));
         assert!(matches!(k, ImageErrorKind::Decode(_)), "{k:?}");
+    }
+
+    #[test]
+    fn truncated_jpeg_is_a_typed_error() {
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9])))
+            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(decode(&jpeg, "x.png", &ImageLimits::default()).is_ok());
+        let k = kind(decode(&jpeg[..jpeg.len() * 2 / 3], "x.png", &ImageLimits::default()));
+        assert!(matches!(k, ImageErrorKind::Decode(ref m) if m.contains("truncated")), "{k:?}");
     }
 
     #[test]

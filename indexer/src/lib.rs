@@ -151,10 +151,15 @@ pub fn indexed_model(data: &Path) -> Result<Option<ModelId>> {
     Ok(generation::current(data)?.map(|(_, m)| m.model))
 }
 
+/// The same model: same files (by content hash) and dimension; the name is only a label.
+pub fn same_model(a: &ModelId, b: &ModelId) -> bool {
+    a.content_hash == b.content_hash && a.dim == b.dim
+}
+
 /// Refuse to serve or write `data` with a model other than the one it was indexed with.
 pub fn check_model(data: &Path, want: &ModelId) -> Result<()> {
     match indexed_model(data)? {
-        Some(have) if &have != want => Err(mismatch(data, &have, want)),
+        Some(have) if !same_model(&have, want) => Err(mismatch(data, &have, want)),
         _ => Ok(()),
     }
 }
@@ -176,7 +181,7 @@ impl Indexer {
         remove_stale_stores(data, &store_name);
         let store = Store::open(&data.join(&store_name))?;
         let model = match (store.model()?, &embedder) {
-            (Some(have), Some(e)) if &have != e.model_id() => return Err(mismatch(data, &have, e.model_id())),
+            (Some(have), Some(e)) if !same_model(&have, e.model_id()) => return Err(mismatch(data, &have, e.model_id())),
             (Some(have), _) => have,
             (None, Some(e)) => {
                 store.set_model(e.model_id())?;

@@ -71,7 +71,7 @@ test('the right key opens the overview; logging out returns to the prompt', asyn
 test('ingesting a small catalog runs a job to done and makes the products searchable', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vitrine-ingest-'));
   const products = [
-    { id: `e2e-${RUN}-1`, title: 'Quixotic Cameraman Tapestry', image: path.join(DEMO, 'images', 'sku-020.jpg'), brand: 'E2E Goods', category: 'decor', price: 31, currency: 'USD', description: 'A woven tapestry of a photographer at work.' },
+    { id: `e2e-${RUN}-1`, title: 'Quixotic Meadow Tapestry', image: path.join(DEMO, 'images', 'sku-026.jpg'), brand: 'E2E Goods', category: 'decor', price: 31, currency: 'USD', description: 'A woven tapestry of a green meadow.' },
     { id: `e2e-${RUN}-2`, title: 'Quixotic Horse Shadow Lamp', image: path.join(DEMO, 'images', 'sku-028.jpg'), brand: 'E2E Goods', category: 'decor', price: 45, currency: 'USD', description: 'A lamp that throws a horse silhouette.' },
     { id: `e2e-${RUN}-3`, title: 'Quixotic Blurred Clock Mousepad', image: path.join(DEMO, 'images', 'sku-031.jpg'), brand: 'E2E Goods', category: 'stationery', price: 12, currency: 'USD', description: 'A mousepad printed with a motion-blurred clock.' },
   ];
@@ -106,6 +106,38 @@ test('ingesting a small catalog runs a job to done and makes the products search
   }, { timeout: 20_000, interval: 500, message: 'ingested products in search' });
   assert.ok(ids.length >= 3);
   await screenshot(page, '14-ingested-searchable');
+  assertNoPageErrors(page);
+  await page.context().close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a job with bad lines offers its failure report as a download', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vitrine-ingest-'));
+  const file = path.join(dir, 'with-errors.jsonl');
+  fs.writeFileSync(file, [
+    JSON.stringify({ id: `e2e-${RUN}-ok`, title: 'Wobbly Gravel Coaster', image: path.join(DEMO, 'images', 'sku-027.jpg'), price: 7, currency: 'USD' }),
+    'this line is not JSON',
+    JSON.stringify({ title: 'a product without an id' }),
+  ].join('\n') + '\n');
+  const page = await newPage(browser);
+  await adminLogin(page);
+  await page.click('[data-testid="tab-ingest"]');
+  await page.setInputFiles('[data-testid="ingest-file"]', file);
+  const resp = page.waitForResponse((r) => r.url().includes('/v1/ingest') && r.request().method() === 'POST');
+  await page.click('[data-testid="ingest-submit"]');
+  const { job_id: jobId } = await (await resp).json();
+  const row = `[data-testid="job-row"][data-job-id="${jobId}"]`;
+  await page.waitForSelector(`${row}[data-state="done"]`, { timeout: 60_000 });
+  assert.match(await page.textContent(row), /2\s*failed/);
+  const download = page.waitForEvent('download');
+  await page.click(`${row} [data-testid="failures-download"]`);
+  const d = await download;
+  assert.match(d.suggestedFilename(), /failures\.jsonl$/);
+  const lines = fs.readFileSync(await d.path(), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  assert.ok(lines.length >= 2, `report: ${JSON.stringify(lines)}`);
+  assert.deepEqual(lines.slice(0, 2).map((l) => l.line), [2, 3]);
+  assert.ok(lines.every((l) => typeof l.reason === 'string' && l.reason.length > 0));
+  await screenshot(page, '14b-admin-ingest-failures');
   assertNoPageErrors(page);
   await page.context().close();
   fs.rmSync(dir, { recursive: true, force: true });

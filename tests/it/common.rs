@@ -39,3 +39,96 @@ pub fn cosine(a: &[f32], b: &[f64]) -> f64 {
 pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
+
+/// What the local test HTTP server answers for a path.
+pub enum Reply {
+    Ok(Vec<u8>),
+    Status(u16),
+    /// Sleep before answering (a slow server).
+    Slow(std::time::Duration),
+}
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 for tests; `handler` maps a path to a reply.
+pub fn http_server(handler: impl Fn(&str) -> Reply + Send + Sync + 'static) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let handler = std::sync::Arc::new(handler);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let handler = handler.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) <= 2 {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let reply = handler(&path);
+                let (status, body) = match reply {
+                    Reply::Ok(b) => (200, b),
+                    Reply::Status(s) => (s, vec![]),
+                    Reply::Slow(d) => {
+                        std::thread::sleep(d);
+                        (200, vec![])
+                    }
+                };
+                let _ = write!(stream, "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    addr
+}
+
+/// Demo catalog lines as JSON objects, with image paths made absolute.
+pub fn demo_products() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(root().join("demo/catalog.jsonl")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let abs = |p: &serde_json::Value| {
+                serde_json::Value::String(root().join("demo").join(p.as_str().unwrap()).display().to_string())
+            };
+            if let Some(img) = v.get("image").cloned() {
+                v["image"] = abs(&img);
+            }
+            if let Some(imgs) = v.get("images").and_then(|i| i.as_array()).cloned() {
+                v["images"] = imgs.iter().map(abs).collect();
+            }
+            v
+        })
+        .collect()
+}
+
+pub fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// Run `vitrine` with args, returning (success, stdout, stderr).
+pub fn vitrine(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(vitrine_bin()).args(args).env("VITRINE_DEVICE", "cpu").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Index a catalog with the tiny model and return the `--json` summary.
+pub fn index_json(catalog: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["index", catalog.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"];
+    let model = tiny_model_dir();
+    if !extra.contains(&"--model") {
+        args.extend(["--model", model.to_str().unwrap()]);
+    }
+    args.extend_from_slice(extra);
+    let (ok, out, err) = vitrine(&args);
+    assert!(ok, "vitrine index failed: {err}");
+    serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
+}

@@ -4,4 +4,5 @@
 mod cli;
 mod common;
 mod fetch;
+mod index;
 mod parity;

@@ -350,11 +350,11 @@ function renderJob(j) {
       h('span', { class: failedCount ? 'fail' : '', title: 'failed lines' }, h('b', {}, formatNumber(failedCount)), ' failed'))),
     h('td', {}, j.failures_url && (failedCount > 0 || !ACTIVE.has(j.state))
       ? h('button', {
-        type: 'button', class: 'btn btn-sm', 'data-testid': 'failures-download',
+        type: 'button', class: `btn btn-sm${failedCount ? '' : ' btn-ghost'}`, 'data-testid': 'failures-download',
         onclick: (e) => downloadFailures(j, e.currentTarget),
-        disabled: failedCount === 0,
-        title: failedCount === 0 ? 'No failures' : 'Download the failure report (JSONL)',
-      }, icon('download'), failedCount ? `Report (${formatNumber(failedCount)})` : 'None')
+        title: 'Download the failure report (JSONL: line, id, reason; may include warnings)',
+        'aria-label': `Download the failure report of job ${j.id}`,
+      }, icon('download'), failedCount ? `Report (${formatNumber(failedCount)})` : 'Report')
       : h('span', { class: 'muted' }, '—')),
   );
 }
@@ -605,7 +605,10 @@ async function doSave(original, form, msg, btn) {
     return;
   }
   // Send the product back as stored (images, url, …) with the edited fields; drop server-made URLs.
-  const { image_urls: _iu, thumb_urls: _tu, thumb_url: _t, image_url: _i, ...rest } = original;
+  const {
+    image_urls: _iu, thumb_urls: _tu, thumb_url: _t, image_url: _i,
+    image_errors: _ie, indexed_images: _ii, updated_at: _ua, ...rest
+  } = original;
   const body = {
     ...rest,
     id: original.id,
@@ -687,16 +690,17 @@ function fusionPanel(name, defaults) {
     type: 'button', class: 'btn btn-ghost btn-sm', onclick: () => copyPanel(other, name),
     title: `Copy settings ${other.toUpperCase()} into ${name.toUpperCase()}`,
   }, `Copy from ${other.toUpperCase()}`);
-  const panel = h('fieldset', { class: `card-box fusion-panel ${name}`, 'data-testid': `playground-settings-${name}` },
-    h('legend', { class: 'visually-hidden' }, `Fusion settings ${name.toUpperCase()}`),
-    h('div', { class: 'section-head', style: { marginBottom: '10px' } },
-      h('h3', { style: { margin: 0 } }, `Settings ${name.toUpperCase()}`), copyBtn),
-    h('div', { class: 'fusion-grid' },
-      h('div', { class: 'field' }, h('span', { class: 'field-label' }, 'Mode'), modeSeg),
-      h('div', {}),
-      kField,
-      normField,
-      h('div', { class: 'weights' }, h('span', { class: 'field-label' }, 'Weights'), weightRows)));
+  const panel = h('div', {
+    class: `card-box fusion-panel ${name}`, role: 'group', 'aria-labelledby': id('title'), 'data-testid': `playground-settings-${name}`,
+  },
+  h('div', { class: 'section-head', style: { marginBottom: '10px' } },
+    h('h3', { id: id('title'), style: { margin: 0 } }, `Settings ${name.toUpperCase()}`), copyBtn),
+  h('div', { class: 'fusion-grid' },
+    h('div', { class: 'field' }, h('span', { class: 'field-label' }, 'Mode'), modeSeg),
+    h('div', {}),
+    kField,
+    normField,
+    h('div', { class: 'weights' }, h('span', { class: 'field-label' }, 'Weights'), weightRows)));
   panel.addEventListener('change', update);
   panels[name] = {
     el: panel,
@@ -909,7 +913,7 @@ function bucketCounts(route) {
 }
 
 function leLabel(le) {
-  if (le === null || le === undefined || !Number.isFinite(Number(le))) return '+∞';
+  if (le === null || le === undefined || le === '' || !Number.isFinite(Number(le))) return '+∞';
   const v = Number(le);
   return v >= 1000 ? `${v / 1000}s` : `${v}`;
 }
@@ -940,8 +944,9 @@ function histogram(route) {
     const prev = i ? leLabel(buckets[i - 1].le) : '0';
     svg.append(s('rect', { class: 'bar', x, y: H - padB - hgt, width: bw * 0.76, height: hgt, rx: 2 },
       s('title', {}, `${prev}–${leLabel(b.le)} ms: ${b.count} request${b.count === 1 ? '' : 's'}`)));
-    if (n <= 14 || i % 2 === 0) {
-      svg.append(s('text', { x: padL + i * bw + bw / 2, y: H - 8, 'text-anchor': 'middle' }, `≤${leLabel(b.le)}`));
+    if (n <= 8 || i % 2 === 0 || i === n - 1) {
+      const lbl = Number.isFinite(b.le) ? `≤${leLabel(b.le)}` : `>${i ? leLabel(buckets[i - 1].le) : '0'}`;
+      svg.append(s('text', { x: padL + i * bw + bw / 2, y: H - 8, 'text-anchor': 'middle' }, lbl));
     }
   });
   return svg;

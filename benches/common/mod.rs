@@ -1,0 +1,355 @@
+//! Helpers shared by the benchmarks (each bench includes this with `mod common;`).
+//!
+//! Every bench prints ONE JSON line on stdout that starts with `{"bench":` (criterion's own report
+//! is extra text around it); `scripts/bench.sh` collects those lines. Environment:
+//! - `VITRINE_BENCH_MODEL`   model directory (relative paths are taken from the repository root)
+//! - `VITRINE_BENCH_DATA`    generated inputs (default `target/bench-data`, see `scripts/make_bench_data.py`)
+//! - `VITRINE_BENCH_DEVICE`  cpu (default), cuda or auto
+//! - `VITRINE_BENCH_THREADS` ONNX Runtime intra-op threads (0 = one per core, the default)
+//! - `VITRINE_BENCH_QUICK=1` smaller defaults (smoke test); `VITRINE_BENCH_RUN_ID` tags the output line
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use vitrine_core::{ClipOnnx, Device, RuntimeOptions};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn quick() -> bool {
+    std::env::var("VITRINE_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+pub fn env_str(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `name` as a number, else `quick_default` in quick mode, else `default`.
+pub fn env_usize(name: &str, default: usize, quick_default: usize) -> usize {
+    match env_str(name) {
+        Some(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+        None if quick() => quick_default,
+        None => default,
+    }
+}
+
+pub fn env_f64(name: &str, default: f64) -> f64 {
+    env_str(name).map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v} is not a number"))).unwrap_or(default)
+}
+
+/// A path from the environment or the default, relative paths taken from the repository root.
+pub fn env_path(name: &str, default: &str) -> PathBuf {
+    let p = PathBuf::from(env_str(name).unwrap_or_else(|| default.to_string()));
+    if p.is_absolute() {
+        p
+    } else {
+        root().join(p)
+    }
+}
+
+pub fn bench_data() -> PathBuf {
+    env_path("VITRINE_BENCH_DATA", "target/bench-data")
+}
+
+/// Exit with a hint when generated inputs are missing.
+pub fn require(path: &Path, hint: &str) {
+    if !path.exists() {
+        eprintln!("{} is missing: {hint}", path.display());
+        std::process::exit(2);
+    }
+}
+
+/// The benchmark model directory (`VITRINE_BENCH_MODEL`, else `default`).
+pub fn model_path(default: &str) -> PathBuf {
+    let p = env_path("VITRINE_BENCH_MODEL", default);
+    require(
+        &p.join("vision_model.onnx"),
+        "scripts/make_clip_fixture.py --size base --out models/clip-vit-b32-random regenerates the full-size model",
+    );
+    p
+}
+
+pub fn runtime_options() -> RuntimeOptions {
+    let device: Device =
+        env_str("VITRINE_BENCH_DEVICE").unwrap_or_else(|| "cpu".into()).parse().unwrap_or_else(|e: String| panic!("{e}"));
+    RuntimeOptions { device, intra_threads: env_usize("VITRINE_BENCH_THREADS", 0, 0), ort_lib: None, cuda_device_id: 0 }
+}
+
+pub fn load_model(path: &Path) -> ClipOnnx {
+    ClipOnnx::open(path, &runtime_options()).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().into())
+        })
+        .unwrap_or_default()
+}
+
+fn loadavg_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+fn mem_total_kib() -> Option<u64> {
+    proc_status_kib("/proc/meminfo", "MemTotal:")
+}
+
+fn proc_status_kib(file: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(file).ok()?.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident memory of this process, KiB.
+pub fn vm_rss_kib() -> Option<u64> {
+    proc_status_kib("/proc/self/status", "VmRSS:")
+}
+
+/// Machine facts, taken when the bench starts (the load average shows a busy machine).
+pub fn machine() -> Value {
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu_model": cpu_model(),
+        "mem_total_kib": mem_total_kib(),
+        "loadavg_1m_at_start": loadavg_1m(),
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+/// Print the result line: `{"bench": name, "run_id", "quick", "machine", ...fields}`.
+pub fn emit(bench: &str, machine: Value, fields: Value) {
+    let mut out = serde_json::Map::new();
+    out.insert("bench".into(), json!(bench));
+    out.insert("run_id".into(), json!(env_str("VITRINE_BENCH_RUN_ID")));
+    out.insert("quick".into(), json!(quick()));
+    out.insert("machine".into(), machine);
+    if let Value::Object(m) = fields {
+        out.extend(m);
+    }
+    println!("{}", Value::Object(out));
+}
+
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Summary of latency samples in milliseconds.
+pub fn stats_ms(samples: &[f64]) -> Value {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let mean = if s.is_empty() { f64::NAN } else { s.iter().sum::<f64>() / s.len() as f64 };
+    json!({
+        "n": s.len(),
+        "p50_ms": round3(percentile(&s, 50.0)),
+        "p90_ms": round3(percentile(&s, 90.0)),
+        "p99_ms": round3(percentile(&s, 99.0)),
+        "mean_ms": round3(mean),
+        "min_ms": round3(s.first().copied().unwrap_or(f64::NAN)),
+        "max_ms": round3(s.last().copied().unwrap_or(f64::NAN)),
+    })
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// (apparent bytes, allocated bytes) of every file under `path`.
+pub fn du(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = (0, 0);
+    let Ok(rd) = std::fs::read_dir(path) else { return total };
+    for e in rd.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            let (a, b) = du(&e.path());
+            total.0 += a;
+            total.1 += b;
+        } else {
+            total.0 += m.len();
+            total.1 += m.blocks() * 512;
+        }
+    }
+    total
+}
+
+/// JPEG files of a directory, sorted by name.
+pub fn jpegs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p: &PathBuf| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg")))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// A standard normal sample (Box-Muller).
+pub fn gaussian(rng: &mut impl Rng) -> f32 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+pub fn normalize(v: &mut [f32]) {
+    vitrine_core::embed::l2_normalize(v);
+}
+
+/// `clusters` random unit centres in `dim` dimensions.
+pub fn centers(clusters: usize, dim: usize, rng: &mut impl Rng) -> Vec<Vec<f32>> {
+    (0..clusters)
+        .map(|_| {
+            let mut c: Vec<f32> = (0..dim).map(|_| gaussian(rng)).collect();
+            normalize(&mut c);
+            c
+        })
+        .collect()
+}
+
+/// A unit vector near `center`: centre + isotropic noise of expected norm `noise`, normalized.
+pub fn near(center: &[f32], noise: f32, rng: &mut impl Rng) -> Vec<f32> {
+    let s = noise / (center.len() as f32).sqrt();
+    let mut v: Vec<f32> = center.iter().map(|c| c + s * gaussian(rng)).collect();
+    normalize(&mut v);
+    v
+}
+
+/// Dot product with independent accumulators (vectorizes; for ground truth over many points).
+pub fn fast_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+pub const CATEGORIES: &[&str] = &[
+    "shoes",
+    "bags",
+    "watches",
+    "lamps",
+    "chairs",
+    "mugs",
+    "jackets",
+    "dresses",
+    "rugs",
+    "vases",
+    "headphones",
+    "backpacks",
+    "sunglasses",
+    "tables",
+    "cushions",
+    "plates",
+    "scarves",
+    "hats",
+    "sofas",
+    "bottles",
+];
+pub const BRANDS: &[&str] = &[
+    "Nordlys", "Acme", "Vela", "Kobo", "Marlow", "Sora", "Tessin", "Brio", "Alder", "Quill", "Oakum", "Lumen", "Pike", "Rowan",
+    "Ferro", "Juno", "Halden", "Ostra", "Bexley", "Calder",
+];
+pub const COLORS: &[&str] =
+    &["red", "navy", "black", "white", "olive", "beige", "mustard", "teal", "grey", "pink", "brown", "green", "orange"];
+pub const MATERIALS: &[&str] =
+    &["leather", "cotton", "linen", "wool", "oak", "walnut", "ceramic", "glass", "steel", "brass", "suede", "canvas"];
+pub const ADJECTIVES: &[&str] = &[
+    "minimal",
+    "vintage",
+    "rustic",
+    "modern",
+    "classic",
+    "chunky",
+    "slim",
+    "oversized",
+    "handmade",
+    "striped",
+    "woven",
+    "matte",
+    "glossy",
+    "cozy",
+    "sleek",
+];
+pub const NOUNS: &[&str] = &[
+    "sneakers",
+    "tote bag",
+    "wristwatch",
+    "desk lamp",
+    "armchair",
+    "coffee mug",
+    "rain jacket",
+    "summer dress",
+    "area rug",
+    "flower vase",
+    "headphones",
+    "backpack",
+    "sunglasses",
+    "side table",
+    "throw pillow",
+    "dinner plate",
+    "scarf",
+    "bucket hat",
+    "sofa",
+    "water bottle",
+];
+
+pub fn pick<'a>(rng: &mut impl Rng, words: &[&'a str]) -> &'a str {
+    words[rng.random_range(0..words.len())]
+}
+
+/// Varied product-like search strings ("red leather tote bag", "modern oak side table under 200"...).
+pub fn product_queries(n: usize, seed: u64) -> Vec<String> {
+    let mut r = rng(seed);
+    (0..n)
+        .map(|i| match i % 5 {
+            0 => format!("{} {} {}", pick(&mut r, COLORS), pick(&mut r, MATERIALS), pick(&mut r, NOUNS)),
+            1 => format!("{} {}", pick(&mut r, ADJECTIVES), pick(&mut r, NOUNS)),
+            2 => {
+                format!("{} {} {} {}", pick(&mut r, BRANDS), pick(&mut r, ADJECTIVES), pick(&mut r, COLORS), pick(&mut r, NOUNS))
+            }
+            3 => format!(
+                "{} {} for {} with {} details",
+                pick(&mut r, ADJECTIVES),
+                pick(&mut r, NOUNS),
+                ["the living room", "summer", "the office", "travel", "a wedding"][r.random_range(0..5)],
+                pick(&mut r, MATERIALS)
+            ),
+            _ => pick(&mut r, NOUNS).to_string(),
+        })
+        .collect()
+}
