@@ -5,4 +5,5 @@ mod cli;
 mod common;
 mod fetch;
 mod index;
+mod service;
 mod parity;

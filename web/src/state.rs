@@ -110,6 +110,11 @@ impl Writer {
         r
     }
 
+    /// Close the store now (waits for a write in progress).
+    pub fn close(&self) {
+        *self.inner.lock() = None;
+    }
+
     /// Close the store if nothing used it for a while.
     pub fn close_if_idle(&self) {
         if let Some(mut g) = self.inner.try_lock() {

@@ -1,0 +1,336 @@
+//! The real service over HTTP: text and image query latency, search work, and 32 concurrent clients.
+//!
+//! Builds (once; cached under target/bench-data/http-{N}-{model hash}/) a data directory of `N`
+//! (100,000) synthetic products written straight into a `Store` (random titles, brands, categories,
+//! prices, attributes; image and text vectors clustered around ~N/100 unit centres of the model's
+//! dimension), then `generation::build_next(full)`. No model runs for the catalog. Then starts the
+//! service in-process (`vitrine_web::build_state` + `serve` on a free 127.0.0.1 port) with the
+//! benchmark model and measures with blocking ureq clients:
+//! - text: GET /v1/search?q=… p50/p99 over `TEXT_REQUESTS` (300) sequential requests;
+//! - image: multipart POST /v1/search/image of target/bench-data/photo_1000.jpg (1 MP), p50 over 50;
+//! - search work without the model: sum of the response's timings (filter/vector/keyword/fuse/hydrate);
+//! - `CLIENTS` (32) concurrent clients doing text queries for `DURATION_S` (20) s.
+//!
+//! Targets: text p50 ≤ 25 ms, p99 ≤ 60 ms; image p50 ≤ 120 ms; search work p50 ≤ 3 ms; no errors.
+//! Env: `VITRINE_BENCH_MODEL` (models/clip-vit-b32-random), `N`, `TEXT_REQUESTS`, `IMAGE_REQUESTS`,
+//! `CLIENTS`, `DURATION_S`. Run: `cargo bench --bench http_load`
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{json, Value};
+use vitrine_core::catalog::{Product, StoredProduct};
+use vitrine_core::generation::{self, BuildOptions};
+use vitrine_core::store::{ProductWrite, Store};
+use vitrine_core::{Embedder, ModelId};
+
+const READY: &str = "BENCH_READY";
+const TIMING_FIELDS: [&str; 5] = ["filter_ms", "vector_ms", "keyword_ms", "fuse_ms", "hydrate_ms"];
+
+/// Write `n` synthetic products into a fresh data directory and build its generation.
+fn build_data(dir: &Path, n: usize, model: &ModelId) -> Value {
+    if dir.join(READY).exists() {
+        let info: Value = serde_json::from_slice(&std::fs::read(dir.join(READY)).unwrap_or_default()).unwrap_or(json!({}));
+        return json!({"cached": true, "built": info});
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).expect("remove a half-built data dir");
+    }
+    eprintln!("http_load: building {n} synthetic products in {} (cached for later runs)", dir.display());
+    let t = Instant::now();
+    vitrine_migrations::open(dir).expect("data dir");
+    let store = Store::open(&dir.join("store")).expect("store");
+    store.set_model(model).expect("set model");
+    let mut rng = common::rng(1234);
+    let clusters = (n / 100).clamp(10, 1000);
+    let centers = common::centers(clusters, model.dim, &mut rng);
+    for i in 0..n {
+        let c = rng.random_range(0..clusters);
+        let (cat, noun) = (common::CATEGORIES[c % common::CATEGORIES.len()], common::NOUNS[c % common::NOUNS.len()]);
+        let brand = common::pick(&mut rng, common::BRANDS);
+        let (color, material, adj) = (
+            common::pick(&mut rng, common::COLORS),
+            common::pick(&mut rng, common::MATERIALS),
+            common::pick(&mut rng, common::ADJECTIVES),
+        );
+        let id = format!("p{i:07}");
+        let mut attributes = BTreeMap::new();
+        attributes.insert("color".to_string(), color.to_string());
+        attributes.insert("material".to_string(), material.to_string());
+        attributes.insert("size".to_string(), ["S", "M", "L", "XL"][rng.random_range(0..4)].to_string());
+        let product = Product {
+            id: id.clone(),
+            title: Some(format!("{brand} {adj} {color} {material} {noun}")),
+            description: Some(format!(
+                "A {adj} {noun} in {color} {material}. {}",
+                ["Made to last.", "For everyday use.", "Our bestseller.", "Limited edition.", "Easy to clean."]
+                    [rng.random_range(0..5)]
+            )),
+            brand: Some(brand.to_string()),
+            category: Some(cat.to_string()),
+            price: Some((rng.random_range(500..50_000) as f64) / 100.0),
+            currency: Some("EUR".into()),
+            images: vec![],
+            url: Some(format!("https://shop.example/{id}")),
+            attributes,
+        };
+        let stored = StoredProduct {
+            product,
+            ord: store.ordinal_for(&id).expect("ord"),
+            version: store.next_seq().expect("seq"),
+            hash: format!("bench-{i}"),
+            image_vectors: 1,
+            has_text_vector: true,
+            image_errors: vec![],
+            updated_at: generation::now_secs(),
+        };
+        let image = common::near(&centers[c], 0.5, &mut rng);
+        let text = common::near(&centers[c], 0.7, &mut rng);
+        store.put(ProductWrite { stored, image_vectors: vec![image], text_vector: Some(text) }).expect("put");
+    }
+    store.flush().expect("flush");
+    let store_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let opts = BuildOptions { full: true, ..Default::default() };
+    generation::build_next(dir, &store, "store", model, &opts).expect("build generation");
+    let build_s = t.elapsed().as_secs_f64();
+    drop(store);
+    let info = json!({"products": n, "store_write_s": store_s, "generation_build_s": build_s});
+    std::fs::write(dir.join(READY), info.to_string()).expect("ready marker");
+    json!({"cached": false, "built": info})
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build()
+}
+
+struct Reply {
+    ms: f64,
+    body: Value,
+}
+
+fn finish(r: Result<ureq::Response, ureq::Error>, t: Instant) -> Result<Reply, String> {
+    match r {
+        Ok(resp) => {
+            let text = resp.into_string().map_err(|e| format!("body: {e}"))?;
+            let ms = common::ms_since(t);
+            let body = serde_json::from_str(&text).map_err(|e| format!("JSON: {e}"))?;
+            Ok(Reply { ms, body })
+        }
+        Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code}")),
+        Err(e) => Err(format!("transport: {}", e.kind())),
+    }
+}
+
+fn text_query(a: &ureq::Agent, base: &str, q: &str) -> Result<Reply, String> {
+    let t = Instant::now();
+    finish(a.get(&format!("{base}/v1/search")).query("q", q).call(), t)
+}
+
+fn image_query(a: &ureq::Agent, base: &str, body: &[u8], boundary: &str) -> Result<Reply, String> {
+    let t = Instant::now();
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    finish(a.post(&format!("{base}/v1/search/image")).set("Content-Type", &ct).send_bytes(body), t)
+}
+
+fn multipart(jpeg: &[u8], boundary: &str) -> Vec<u8> {
+    let mut b = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"query.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    b.extend_from_slice(jpeg);
+    b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    b
+}
+
+/// Sum of the search-work timings of a response, and each field.
+fn work_ms(body: &Value) -> (f64, Vec<f64>) {
+    let parts: Vec<f64> = TIMING_FIELDS.iter().map(|f| body["timings"][f].as_f64().unwrap_or(0.0)).collect();
+    (parts.iter().sum(), parts)
+}
+
+fn work_stats(works: &[(f64, Vec<f64>)]) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("sum".into(), common::stats_ms(&works.iter().map(|w| w.0).collect::<Vec<_>>()));
+    for (i, f) in TIMING_FIELDS.iter().enumerate() {
+        let v: Vec<f64> = works.iter().map(|w| w.1[i]).collect();
+        m.insert(f.to_string(), json!(common::round3(common::median(&v))));
+    }
+    Value::Object(m)
+}
+
+fn main() {
+    let machine = common::machine();
+    let n = common::env_usize("N", 100_000, 2_000);
+    let text_n = common::env_usize("TEXT_REQUESTS", 300, 100);
+    let image_n = common::env_usize("IMAGE_REQUESTS", 50, 10);
+    let clients = common::env_usize("CLIENTS", 32, 32);
+    let duration = Duration::from_secs(common::env_usize("DURATION_S", 20, 5) as u64);
+    let photo = common::bench_data().join("photo_1000.jpg");
+    common::require(&photo, "run scripts/make_bench_data.py");
+
+    let model_dir = common::model_path("models/clip-vit-b32-random");
+    let embedder: Arc<dyn Embedder> = Arc::new(common::load_model(&model_dir));
+    let id = embedder.model_id().clone();
+    let dir: PathBuf = common::bench_data().join(format!("http-{n}-{}", id.content_hash.chars().take(12).collect::<String>()));
+    let data_info = build_data(&dir, n, &id);
+
+    let config = vitrine_web::ServeConfig { data: dir.clone(), ..Default::default() };
+    let ef_search = config.ef_search;
+    let workers_hint = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let state = vitrine_web::build_state(config, embedder.clone()).expect("build service state");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let bind = format!("127.0.0.1:{port}");
+    let base = format!("http://{bind}");
+    std::thread::spawn(move || actix_web::rt::System::new().block_on(vitrine_web::serve(state, &bind)));
+    let a = agent();
+    let t = Instant::now();
+    while a.get(&format!("{base}/readyz")).call().is_err() {
+        assert!(t.elapsed() < Duration::from_secs(60), "the service did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let queries = common::product_queries(500, 11);
+    for q in common::product_queries(20, 12) {
+        text_query(&a, &base, &q).expect("warm-up query");
+    }
+
+    // Sequential text queries.
+    let (mut text_ms, mut text_took, mut text_work, mut text_errors) = (vec![], vec![], vec![], 0usize);
+    let mut hits_total = vec![];
+    for q in queries.iter().cycle().take(text_n) {
+        match text_query(&a, &base, q) {
+            Ok(r) => {
+                text_ms.push(r.ms);
+                text_took.push(r.body["took_ms"].as_f64().unwrap_or(f64::NAN));
+                text_work.push(work_ms(&r.body));
+                hits_total.push(r.body["total"].as_f64().unwrap_or(0.0));
+            }
+            Err(e) => {
+                eprintln!("text query {q:?}: {e}");
+                text_errors += 1;
+            }
+        }
+    }
+
+    // Sequential image queries.
+    let jpeg = std::fs::read(&photo).expect("read photo");
+    let boundary = "vitrinebenchboundary7f3a";
+    let body = multipart(&jpeg, boundary);
+    for _ in 0..3 {
+        image_query(&a, &base, &body, boundary).expect("warm-up image query");
+    }
+    let (mut image_ms, mut image_took, mut image_work, mut image_errors) = (vec![], vec![], vec![], 0usize);
+    for _ in 0..image_n {
+        match image_query(&a, &base, &body, boundary) {
+            Ok(r) => {
+                image_ms.push(r.ms);
+                image_took.push(r.body["took_ms"].as_f64().unwrap_or(f64::NAN));
+                image_work.push(work_ms(&r.body));
+            }
+            Err(e) => {
+                eprintln!("image query: {e}");
+                image_errors += 1;
+            }
+        }
+    }
+
+    // Concurrent text queries.
+    let lat = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let works = Arc::new(Mutex::new(Vec::<(f64, Vec<f64>)>::new()));
+    let errors = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
+    let started = Instant::now();
+    let deadline = started + duration;
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            let (lat, works, errors, base, queries) = (lat.clone(), works.clone(), errors.clone(), &base, &queries);
+            s.spawn(move || {
+                let a = agent();
+                let (mut l, mut w, mut e) = (vec![], vec![], BTreeMap::<String, usize>::new());
+                let mut i = c * 7;
+                while Instant::now() < deadline {
+                    let q = &queries[i % queries.len()];
+                    i += 1;
+                    match text_query(&a, base, q) {
+                        Ok(r) => {
+                            l.push(r.ms);
+                            w.push(work_ms(&r.body));
+                        }
+                        Err(err) => *e.entry(err).or_default() += 1,
+                    }
+                }
+                lat.lock().expect("lock").extend(l);
+                works.lock().expect("lock").extend(w);
+                let mut all = errors.lock().expect("lock");
+                for (k, v) in e {
+                    *all.entry(k).or_default() += v;
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let lat = lat.lock().expect("lock").clone();
+    let works = works.lock().expect("lock").clone();
+    let errors = errors.lock().expect("lock").clone();
+    let error_count: usize = errors.values().sum();
+
+    let text_stats = common::stats_ms(&text_ms);
+    let image_stats = common::stats_ms(&image_ms);
+    let work = work_stats(&text_work);
+    let conc = common::stats_ms(&lat);
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let meets = f(&text_stats, "p50_ms") <= 25.0
+        && f(&text_stats, "p99_ms") <= 60.0
+        && f(&image_stats, "p50_ms") <= 120.0
+        && f(&work["sum"], "p50_ms") <= 3.0
+        && error_count == 0
+        && text_errors + image_errors == 0;
+    common::emit(
+        "http_load",
+        machine,
+        json!({
+            "model": model_dir.display().to_string(),
+            "model_dim": id.dim,
+            "device": embedder.device().to_string(),
+            "products": n,
+            "data_dir": dir.display().to_string(),
+            "data": data_info,
+            "data_disk_bytes": common::du(&dir).0,
+            "ef_search": ef_search,
+            "cores": workers_hint,
+            "text": {
+                "requests": text_n,
+                "errors": text_errors,
+                "client": text_stats,
+                "server_took_p50_ms": common::round3(common::median(&text_took)),
+                "search_work": work,
+                "mean_total_candidates": hits_total.iter().sum::<f64>() / hits_total.len().max(1) as f64,
+            },
+            "image": {
+                "requests": image_n,
+                "errors": image_errors,
+                "query_bytes": jpeg.len(),
+                "client": image_stats,
+                "server_took_p50_ms": common::round3(common::median(&image_took)),
+                "search_work": work_stats(&image_work),
+            },
+            "concurrent": {
+                "clients": clients,
+                "seconds": elapsed,
+                "requests_ok": lat.len(),
+                "throughput_per_s": lat.len() as f64 / elapsed,
+                "errors": error_count,
+                "errors_by_kind": errors,
+                "client": conc,
+                "search_work": work_stats(&works),
+            },
+            "targets": {"text_p50_ms": 25, "text_p99_ms": 60, "image_p50_ms": 120, "search_work_p50_ms": 3, "errors": 0},
+            "meets_targets": meets,
+        }),
+    );
+}
