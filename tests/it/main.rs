@@ -6,4 +6,5 @@ mod common;
 mod fetch;
 mod index;
 mod service;
+mod compat;
 mod parity;
