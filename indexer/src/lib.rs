@@ -37,19 +37,11 @@ pub use fetch::{FetchOptions, Fetcher};
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error(
-        "{data} was indexed with model {have_name} ({have_dim} dims, hash {have_hash}), but the model given is \
-         {want_name} ({want_dim} dims, hash {want_hash}). Use the same model, or re-embed everything with \
-         `vitrine reindex --model DIR --data {data}`"
+        "{data} was indexed with model {} ({} dims, hash {}), but the model given is {} ({} dims, hash {}). \
+         Use the same model, or re-embed everything with `vitrine reindex --model DIR --data {data}`",
+        have.name, have.dim, short(&have.content_hash), want.name, want.dim, short(&want.content_hash)
     )]
-    ModelMismatch {
-        data: String,
-        have_name: String,
-        have_dim: usize,
-        have_hash: String,
-        want_name: String,
-        want_dim: usize,
-        want_hash: String,
-    },
+    ModelMismatch { data: String, have: Box<ModelId>, want: Box<ModelId> },
     #[error(transparent)]
     Migration(#[from] vitrine_migrations::MigrationError),
     #[error(transparent)]
@@ -135,15 +127,11 @@ pub struct Indexer {
 }
 
 fn mismatch(data: &Path, have: &ModelId, want: &ModelId) -> IndexError {
-    IndexError::ModelMismatch {
-        data: data.display().to_string(),
-        have_name: have.name.clone(),
-        have_dim: have.dim,
-        have_hash: have.content_hash.chars().take(12).collect(),
-        want_name: want.name.clone(),
-        want_dim: want.dim,
-        want_hash: want.content_hash.chars().take(12).collect(),
-    }
+    IndexError::ModelMismatch { data: data.display().to_string(), have: Box::new(have.clone()), want: Box::new(want.clone()) }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
 }
 
 /// The model a data directory was indexed with, without opening the store (readers use this).

@@ -217,8 +217,8 @@ impl Searcher {
         g.product(id)?.ok_or_else(|| SearchError::NotFound(id.to_string()))
     }
 
-    /// The stored vectors of a product: (image vectors, text vector).
-    pub fn product_vectors(&self, g: &Generation, id: &str) -> Result<(Vec<Vec<f32>>, Option<Vec<f32>>)> {
+    /// The stored vectors of a product.
+    pub fn product_vectors(&self, g: &Generation, id: &str) -> Result<ProductVectors> {
         let p = g.product(id)?.ok_or_else(|| SearchError::NotFound(id.to_string()))?;
         let mut images = vec![];
         let mut text = None;
@@ -242,6 +242,9 @@ impl Searcher {
         search_generation(&g, q)
     }
 }
+
+/// A product's image vectors and its text vector.
+pub type ProductVectors = (Vec<Vec<f32>>, Option<Vec<f32>>);
 
 /// Collects the `ord` fast field of every matching document.
 struct OrdCollector;

@@ -3,8 +3,8 @@
 
 mod cli;
 mod common;
+mod compat;
 mod fetch;
 mod index;
-mod service;
-mod compat;
 mod parity;
+mod service;

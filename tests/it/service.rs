@@ -67,7 +67,14 @@ fn multipart(fields: &[(&str, &str, Vec<u8>)]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-async fn call(app: &impl actix_web::dev::Service<actix_http::Request, Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, Error = actix_web::Error>, req: TestRequest) -> (StatusCode, Value) {
+async fn call(
+    app: &impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+    req: TestRequest,
+) -> (StatusCode, Value) {
     let res = test::call_service(app, req.to_request()).await;
     let status = res.status();
     let body = test::read_body(res).await;
@@ -76,7 +83,12 @@ async fn call(app: &impl actix_web::dev::Service<actix_http::Request, Response =
 }
 
 fn ids(v: &Value) -> Vec<String> {
-    v["hits"].as_array().unwrap_or_else(|| panic!("no hits in {v}")).iter().map(|h| h["id"].as_str().unwrap().to_string()).collect()
+    v["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hits in {v}"))
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[actix_web::test]
@@ -85,7 +97,8 @@ async fn a_cropped_reencoded_catalog_photo_finds_its_product_first() {
     for sku in ["sku-001", "sku-007", "sku-011", "sku-020"] {
         let photo = std::fs::read(root().join(format!("demo/queries/{sku}.jpg"))).unwrap();
         let (ct, body) = multipart(&[("image", "q.jpg", photo.clone()), ("k", "", b"5".to_vec())]);
-        let (s, v) = call(&app, TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body)).await;
+        let (s, v) =
+            call(&app, TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body)).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(ids(&v)[0], sku, "multipart query {sku}: {v}");
         assert_eq!(v["hits"][0]["explain"]["image"]["rank"], 1);
@@ -104,10 +117,13 @@ async fn image_url_queries_fetch_the_photo() {
     let photo = std::fs::read(root().join("demo/queries/sku-011.jpg")).unwrap();
     let server = http_server(move |p| if p == "/q.jpg" { Reply::Ok(photo.clone()) } else { Reply::Status(404) });
     let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")}))).await;
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(ids(&v)[0], "sku-011");
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/missing.jpg")}))).await;
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/missing.jpg")})))
+            .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 }
 
@@ -115,8 +131,12 @@ async fn image_url_queries_fetch_the_photo() {
 async fn text_search_filters_fusion_facets_and_paging() {
     let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
     // Keyword-only ranking finds the exact title first; all channels find it in the top results.
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({
-        "q": "Vintage Cameraman Photo Print", "fusion": {"weights": {"image": 0, "text": 0, "keyword": 1}}}))).await;
+    let (s, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/search/text").set_json(json!({
+        "q": "Vintage Cameraman Photo Print", "fusion": {"weights": {"image": 0, "text": 0, "keyword": 1}}})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(ids(&v)[0], "sku-020");
     assert!(v["hits"][0]["explain"]["image"].is_null() && v["hits"][0]["explain"]["keyword"]["rank"] == 1);
@@ -127,14 +147,22 @@ async fn text_search_filters_fusion_facets_and_paging() {
     assert!(v["hits"].as_array().unwrap().iter().any(|h| h["category"] == "mug"));
 
     // Filters apply inside every channel: all hits match, and there are k of them when k exist.
-    let (_, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({
-        "q": "poster", "k": 5, "filters": {"category": ["poster", "mug"], "price": {"max": 25}}}))).await;
+    let (_, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/search/text").set_json(json!({
+        "q": "poster", "k": 5, "filters": {"category": ["poster", "mug"], "price": {"max": 25}}})),
+    )
+    .await;
     let hits = v["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 5, "{v}");
     assert!(hits.iter().all(|h| (h["category"] == "poster" || h["category"] == "mug") && h["price"].as_f64().unwrap() <= 25.0));
     // A very selective filter (one product) is scored exactly and still returns it.
-    let (_, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({
-        "q": "galaxy", "k": 10, "filters": {"brand": ["Orbit Goods"], "attributes": {"color": ["black"]}}}))).await;
+    let (_, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/search/text").set_json(json!({
+        "q": "galaxy", "k": 10, "filters": {"brand": ["Orbit Goods"], "attributes": {"color": ["black"]}}})),
+    )
+    .await;
     assert_eq!(v["exact"], true, "{v}");
     let hits = v["hits"].as_array().unwrap();
     assert!(!hits.is_empty() && hits.iter().all(|h| h["brand"] == "Orbit Goods"), "{v}");
@@ -143,14 +171,23 @@ async fn text_search_filters_fusion_facets_and_paging() {
     let cats = v["facets"]["category"].as_array().unwrap();
     assert_eq!(cats.len(), 1, "{v}");
     assert_eq!(cats[0]["value"], "poster");
-    assert!(v["facets"]["price"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>() == cats[0]["count"].as_u64().unwrap());
+    assert!(
+        v["facets"]["price"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>()
+            == cats[0]["count"].as_u64().unwrap()
+    );
     // Paging: page 2 continues page 1.
     let (_, all) = call(&app, TestRequest::get().uri("/v1/search?q=print&k=10")).await;
     let (_, p2) = call(&app, TestRequest::get().uri("/v1/search?q=print&k=5&offset=5")).await;
     assert_eq!(ids(&all)[5..], ids(&p2)[..]);
     // Both fusion modes and normalizations explain every channel and agree on fused = score.
-    for fusion in [json!({"mode": "rrf", "k": 10}), json!({"mode": "weighted", "normalization": "minmax"}), json!({"mode": "weighted", "normalization": "zscore"})] {
-        let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "orange poster", "fusion": fusion}))).await;
+    for fusion in [
+        json!({"mode": "rrf", "k": 10}),
+        json!({"mode": "weighted", "normalization": "minmax"}),
+        json!({"mode": "weighted", "normalization": "zscore"}),
+    ] {
+        let (s, v) =
+            call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "orange poster", "fusion": fusion})))
+                .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let scores: Vec<f64> = v["hits"].as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
         assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted: {scores:?}");
@@ -166,37 +203,92 @@ async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
     let photo = std::fs::read(root().join("demo/queries/sku-007.jpg")).unwrap();
     let cases: Vec<(TestRequest, StatusCode, &str)> = vec![
         (TestRequest::post().uri("/v1/search/image").set_json(json!({})), StatusCode::BAD_REQUEST, "bad_request"),
-        (TestRequest::post().uri("/v1/search/image").set_json(json!({"image_base64": "!!!"})), StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            TestRequest::post().uri("/v1/search/image").set_json(json!({"image_base64": "!!!"})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
         {
             let (ct, body) = multipart(&[("image", "x.jpg", b"this is not an image".to_vec())]);
-            (TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body), StatusCode::UNPROCESSABLE_ENTITY, "invalid_image")
+            (
+                TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_image",
+            )
         },
         {
             let (ct, body) = multipart(&[("image", "x.jpg", photo[..photo.len() / 2].to_vec())]);
-            (TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body), StatusCode::UNPROCESSABLE_ENTITY, "invalid_image")
+            (
+                TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_image",
+            )
         },
         {
             let (ct, body) = multipart(&[("image", "x.jpg", vec![0xFF; 70_000])]);
-            (TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            (
+                TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+            )
         },
         {
             let (ct, body) = multipart(&[("q", "", b"cat".to_vec())]);
-            (TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body), StatusCode::BAD_REQUEST, "bad_request")
+            (
+                TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            )
         },
-        (TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "k": 0})), StatusCode::BAD_REQUEST, "bad_request"),
-        (TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "k": 5000})), StatusCode::BAD_REQUEST, "bad_request"),
-        (TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "offset": 99999999})), StatusCode::BAD_REQUEST, "bad_request"),
-        (TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "colour": "red"})), StatusCode::BAD_REQUEST, "bad_request"),
-        (TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "fusion": {"weights": {"image": -1}}})), StatusCode::BAD_REQUEST, "bad_request"),
-        (TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "filters": {"price": {"min": 10, "max": 1}}})), StatusCode::BAD_REQUEST, "bad_request"),
-        (TestRequest::post().uri("/v1/search/text").insert_header(("content-type", "application/json")).set_payload("{not json"), StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "k": 0})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "k": 5000})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "offset": 99999999})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "colour": "red"})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "fusion": {"weights": {"image": -1}}})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cat", "filters": {"price": {"min": 10, "max": 1}}})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            TestRequest::post()
+                .uri("/v1/search/text")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{not json"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
         (TestRequest::get().uri("/v1/search"), StatusCode::BAD_REQUEST, "bad_request"),
         (TestRequest::get().uri("/v1/search?q=x&k=abc"), StatusCode::BAD_REQUEST, "bad_request"),
         (TestRequest::get().uri("/v1/products/nope"), StatusCode::NOT_FOUND, "not_found"),
         (TestRequest::get().uri("/v1/products/nope/similar"), StatusCode::NOT_FOUND, "not_found"),
         (TestRequest::get().uri("/v1/nothing-here"), StatusCode::NOT_FOUND, "not_found"),
         (TestRequest::put().uri("/v1/products/x").set_json(json!({"title": "t"})), StatusCode::UNAUTHORIZED, "unauthorized"),
-        (TestRequest::put().uri("/v1/products/x").insert_header(("x-api-key", "wrong")).set_json(json!({"title": "t"})), StatusCode::FORBIDDEN, "forbidden"),
+        (
+            TestRequest::put().uri("/v1/products/x").insert_header(("x-api-key", "wrong")).set_json(json!({"title": "t"})),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
         (TestRequest::post().uri("/v1/ingest").set_payload("{}"), StatusCode::UNAUTHORIZED, "unauthorized"),
         (TestRequest::get().uri("/v1/stats").insert_header(("authorization", "Bearer nope")), StatusCode::FORBIDDEN, "forbidden"),
         (TestRequest::delete().uri("/v1/products/nope").insert_header(("x-api-key", KEY)), StatusCode::NOT_FOUND, "not_found"),
@@ -208,7 +300,9 @@ async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
     // Query syntax never causes a 500.
-    for q in ["\"unclosed", "title:", "((a", "AND", "*", "~2", "a AND OR NOT b", "price:[1 TO", "\\", "::::", "-", "\"\"", "brand:\"x"] {
+    for q in
+        ["\"unclosed", "title:", "((a", "AND", "*", "~2", "a AND OR NOT b", "price:[1 TO", "\\", "::::", "-", "\"\"", "brand:\"x"]
+    {
         let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q}))).await;
         assert_eq!(s, StatusCode::OK, "{q:?}: {v}");
     }
@@ -235,26 +329,48 @@ async fn writes_are_searchable_when_they_return() {
     let app = test::init_service(vitrine_web::app(state_for(data, |_| {}))).await;
     let auth = ("x-api-key", KEY);
     let img = root().join("demo/images/sku-027.jpg").display().to_string();
-    let (s, v) = call(&app, TestRequest::put().uri("/v1/products/new-1").insert_header(auth).set_json(json!({
-        "title": "Zebra striped umbrella", "price": 31.5, "category": "accessories", "image": img, "colour": "black"}))).await;
+    let (s, v) = call(
+        &app,
+        TestRequest::put().uri("/v1/products/new-1").insert_header(auth).set_json(json!({
+        "title": "Zebra striped umbrella", "price": 31.5, "category": "accessories", "image": img, "colour": "black"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["attributes"]["colour"], "black", "unknown fields become attributes");
     let (_, v) = call(&app, TestRequest::get().uri("/v1/search?q=zebra%20umbrella")).await;
     assert_eq!(ids(&v)[0], "new-1");
     // Edit, then the new title is what search finds.
-    let (s, _) = call(&app, TestRequest::put().uri("/v1/products/new-1").insert_header(auth).set_json(json!({
-        "title": "Polka dot umbrella", "price": 31.5, "category": "accessories", "image": img}))).await;
+    let (s, _) = call(
+        &app,
+        TestRequest::put().uri("/v1/products/new-1").insert_header(auth).set_json(json!({
+        "title": "Polka dot umbrella", "price": 31.5, "category": "accessories", "image": img})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let (_, v) = call(&app, TestRequest::get().uri("/v1/products/new-1")).await;
     assert_eq!(v["title"], "Polka dot umbrella");
-    let (_, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "zebra", "fusion": {"weights": {"image": 0, "text": 0}}}))).await;
+    let (_, v) = call(
+        &app,
+        TestRequest::post()
+            .uri("/v1/search/text")
+            .set_json(json!({"q": "zebra", "fusion": {"weights": {"image": 0, "text": 0}}})),
+    )
+    .await;
     assert!(!ids(&v).contains(&"new-1".to_string()), "{v}");
     // Batch upsert.
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/products").insert_header(auth).set_json(json!([
-        {"id": "new-2", "title": "Walnut desk organiser"}, {"id": "new-3", "title": "Brass desk lamp"}, {"title": "no id"}]))).await;
+    let (s, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/products").insert_header(auth).set_json(json!([
+        {"id": "new-2", "title": "Walnut desk organiser"}, {"id": "new-3", "title": "Brass desk lamp"}, {"title": "no id"}])),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "a batch with an invalid product is refused whole: {v}");
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/products").insert_header(auth).set_json(json!([
-        {"id": "new-2", "title": "Walnut desk organiser"}, {"id": "new-3", "title": "Brass desk lamp"}]))).await;
+    let (s, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/products").insert_header(auth).set_json(json!([
+        {"id": "new-2", "title": "Walnut desk organiser"}, {"id": "new-3", "title": "Brass desk lamp"}])),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["ingested"], 2);
     // Delete: gone from reads and from search.
@@ -290,7 +406,15 @@ async fn ingest_jobs_run_report_progress_and_survive_a_restart() {
         }
         let mut body: String = rows.iter().map(|r| format!("{r}\n")).collect();
         body.push_str("{broken\n");
-        let (s, v) = call(&app, TestRequest::post().uri("/v1/ingest").insert_header(auth.clone()).insert_header(("content-type", "application/x-ndjson")).set_payload(body)).await;
+        let (s, v) = call(
+            &app,
+            TestRequest::post()
+                .uri("/v1/ingest")
+                .insert_header(auth.clone())
+                .insert_header(("content-type", "application/x-ndjson"))
+                .set_payload(body),
+        )
+        .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{v}");
         let id = v["job_id"].as_str().unwrap().to_string();
         let mut job = Value::Null;
@@ -306,7 +430,11 @@ async fn ingest_jobs_run_report_progress_and_survive_a_restart() {
         assert_eq!(job["counts"]["ingested"], 3);
         assert_eq!(job["counts"]["failed"], 1);
         assert_eq!(job["processed"], job["total"]);
-        let res = test::call_service(&app, TestRequest::get().uri(&format!("/v1/jobs/{id}/failures")).insert_header(auth.clone()).to_request()).await;
+        let res = test::call_service(
+            &app,
+            TestRequest::get().uri(&format!("/v1/jobs/{id}/failures")).insert_header(auth.clone()).to_request(),
+        )
+        .await;
         let report = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
         assert!(report.contains("malformed JSON"), "{report}");
         let (_, v) = call(&app, TestRequest::get().uri("/v1/jobs").insert_header(auth.clone())).await;
@@ -323,7 +451,18 @@ async fn ingest_jobs_run_report_progress_and_survive_a_restart() {
         r["id"] = json!(format!("resumed-{i}"));
     }
     write_jsonl(&jobs.join("interrupted.jsonl"), &rows);
-    let mut job: Value = serde_json::from_slice(&std::fs::read(std::fs::read_dir(&jobs).unwrap().flatten().find(|e| e.path().extension().is_some_and(|x| x == "json")).unwrap().path()).unwrap()).unwrap();
+    let mut job: Value = serde_json::from_slice(
+        &std::fs::read(
+            std::fs::read_dir(&jobs)
+                .unwrap()
+                .flatten()
+                .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     job["id"] = json!("interrupted");
     job["state"] = json!("running");
     job["catalog"] = json!("interrupted.jsonl");
@@ -358,12 +497,19 @@ async fn operations_endpoints_and_every_documented_route_exists() {
     assert_eq!(v["model"]["dim"], 64);
     assert_eq!(v["device"], "cpu");
     let (_, v) = call(&app, TestRequest::get().uri("/v1/admin/health").insert_header(("x-api-key", KEY))).await;
-    assert!(v["routes"].as_array().unwrap().iter().any(|r| r["route"] == "/v1/search" && r["count"].as_u64().unwrap() >= 1), "{v}");
+    assert!(
+        v["routes"].as_array().unwrap().iter().any(|r| r["route"] == "/v1/search" && r["count"].as_u64().unwrap() >= 1),
+        "{v}"
+    );
     assert_eq!(v["qps"].as_array().unwrap().len(), 60);
     let (s, text) = call(&app, TestRequest::get().uri("/metrics")).await;
     let text = text.as_str().unwrap().to_string();
     assert_eq!(s, StatusCode::OK);
-    for series in ["vitrine_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/search\"", "vitrine_inference_seconds", "vitrine_inference_queue_depth"] {
+    for series in [
+        "vitrine_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/search\"",
+        "vitrine_inference_seconds",
+        "vitrine_inference_queue_depth",
+    ] {
         assert!(text.contains(series), "metrics lack {series}");
     }
     let (_, doc) = call(&app, TestRequest::get().uri("/v1/openapi.json")).await;
@@ -380,7 +526,8 @@ async fn operations_endpoints_and_every_documented_route_exists() {
                 other => panic!("unexpected method {other}"),
             };
             let (s, v) = call(&app, req.uri(&uri)).await;
-            let unrouted = s == StatusCode::NOT_FOUND && v["error"]["message"].as_str().is_some_and(|m| m.starts_with("no such route"));
+            let unrouted =
+                s == StatusCode::NOT_FOUND && v["error"]["message"].as_str().is_some_and(|m| m.starts_with("no such route"));
             assert!(!unrouted && s != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not routed");
         }
     }
