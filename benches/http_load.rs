@@ -1,6 +1,6 @@
 //! The real service over HTTP: text and image query latency, search work, and 32 concurrent clients.
 //!
-//! Builds (once; cached under target/bench-data/http-{N}-{model hash}/) a data directory of `N`
+//! Builds (once; cached under target/bench-data/http-v1-{N}-{model hash}/) a data directory of `N`
 //! (100,000) synthetic products written straight into a `Store` (random titles, brands, categories,
 //! prices, attributes; image and text vectors clustered around ~N/100 unit centres of the model's
 //! dimension), then `generation::build_next(full)`. No model runs for the catalog. Then starts the
@@ -30,6 +30,8 @@ use vitrine_core::store::{ProductWrite, Store};
 use vitrine_core::{Embedder, ModelId};
 
 const READY: &str = "BENCH_READY";
+/// Bump when the synthetic catalog changes, so cached directories are rebuilt.
+const DATA_VERSION: u32 = 1;
 const TIMING_FIELDS: [&str; 5] = ["filter_ms", "vector_ms", "keyword_ms", "fuse_ms", "hydrate_ms"];
 
 /// Write `n` synthetic products into a fresh data directory and build its generation.
@@ -177,7 +179,8 @@ fn main() {
     let model_dir = common::model_path("models/clip-vit-b32-random");
     let embedder: Arc<dyn Embedder> = Arc::new(common::load_model(&model_dir));
     let id = embedder.model_id().clone();
-    let dir: PathBuf = common::bench_data().join(format!("http-{n}-{}", id.content_hash.chars().take(12).collect::<String>()));
+    let dir: PathBuf =
+        common::bench_data().join(format!("http-v{DATA_VERSION}-{n}-{}", id.content_hash.chars().take(12).collect::<String>()));
     let data_info = build_data(&dir, n, &id);
 
     let config = vitrine_web::ServeConfig { data: dir.clone(), ..Default::default() };

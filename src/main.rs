@@ -340,7 +340,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("admin key for this demo: demo-admin-key");
             }
             eprintln!("open http://{}/ (shopper) and http://{}/admin (dashboard)", serve.bind, serve.bind);
-            run_server(serve, embedder)
+            run_server(serve, Some(embedder))
         }
         Command::Model { what: ModelCommand::List } => {
             for k in fetch::KNOWN {
@@ -379,12 +379,12 @@ fn demo_root() -> Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("demo/catalog.jsonl not found: run this from the Vitrine repository"))
 }
 
+/// Listen at once (`/healthz` answers), load and warm the model in the background, then `/readyz`.
 fn serve_forever(args: ServeArgs) -> Result<ExitCode> {
-    let embedder: Arc<dyn Embedder> = Arc::new(args.model.load()?);
-    run_server(args, embedder)
+    run_server(args, None)
 }
 
-fn run_server(args: ServeArgs, embedder: Arc<dyn Embedder>) -> Result<ExitCode> {
+fn run_server(args: ServeArgs, embedder: Option<Arc<dyn Embedder>>) -> Result<ExitCode> {
     let config = ServeConfig {
         data: args.data.data.clone(),
         admin_key: args.admin_key.clone(),
@@ -397,7 +397,22 @@ fn run_server(args: ServeArgs, embedder: Arc<dyn Embedder>) -> Result<ExitCode> 
     if config.admin_key.is_none() {
         tracing::warn!("no --admin-key: writes, ingest and the admin dashboard are disabled");
     }
-    let state = vitrine_web::build_state(config, embedder).map_err(anyhow::Error::msg)?;
+    let state = vitrine_web::build_state(config).map_err(anyhow::Error::msg)?;
+    match embedder {
+        Some(e) => state.set_model(e).map_err(anyhow::Error::msg)?,
+        None => {
+            let (st, model) = (state.clone(), args.model.clone());
+            std::thread::spawn(move || {
+                let loaded = model.load().map_err(|e| format!("{e:#}")).and_then(|m| st.set_model(Arc::new(m)));
+                if let Err(e) = loaded {
+                    // The service cannot answer queries without its model: stop rather than stay unready.
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+                tracing::info!("ready");
+            });
+        }
+    }
     actix_web::rt::System::new().block_on(vitrine_web::serve(state, &args.bind))?;
     Ok(ExitCode::SUCCESS)
 }

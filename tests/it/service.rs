@@ -37,7 +37,7 @@ fn embedder() -> Arc<dyn Embedder> {
 fn state_for(data: std::path::PathBuf, tweak: impl FnOnce(&mut ServeConfig)) -> Arc<AppState> {
     let mut config = ServeConfig { data, admin_key: Some(KEY.into()), ..Default::default() };
     tweak(&mut config);
-    vitrine_web::build_state(config, embedder()).unwrap()
+    vitrine_web::build_state_with_model(config, embedder()).unwrap()
 }
 
 /// A private copy of the demo index for tests that write.
@@ -536,4 +536,48 @@ async fn operations_endpoints_and_every_documented_route_exists() {
         let res = test::call_service(&app, TestRequest::get().uri(page).to_request()).await;
         assert_eq!(res.status(), StatusCode::OK, "{page}");
     }
+}
+
+#[actix_web::test]
+async fn healthz_answers_while_the_model_loads_and_readyz_waits_for_it() {
+    let state =
+        vitrine_web::build_state(ServeConfig { data: demo_data(), admin_key: Some(KEY.into()), ..Default::default() }).unwrap();
+    let app = test::init_service(vitrine_web::app(state.clone())).await;
+    let (s, _) = call(&app, TestRequest::get().uri("/healthz")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(&app, TestRequest::get().uri("/readyz")).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")));
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/search?q=cat")).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    state.set_model(embedder()).unwrap();
+    let (s, _) = call(&app, TestRequest::get().uri("/readyz")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(&app, TestRequest::get().uri("/v1/search?q=cat")).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[test]
+fn a_running_searcher_picks_up_a_generation_built_by_the_cli() {
+    let (_d, data) = writable_data();
+    let searcher = vitrine_searcher::Searcher::open(&data, 64).unwrap();
+    let before = searcher.snapshot().unwrap();
+    assert_eq!(before.manifest.products, 34);
+    let cat = data.parent().unwrap().join("more.jsonl");
+    let mut rows = demo_products()[..2].to_vec();
+    rows[0]["id"] = json!("extra-1");
+    rows[1]["id"] = json!("extra-2");
+    write_jsonl(&cat, &rows);
+    index_json(&cat, &data, &[]);
+    // The old snapshot is untouched; a refresh swaps in the new generation.
+    assert_eq!(before.manifest.products, 34);
+    assert!(searcher.refresh().unwrap());
+    assert_eq!(searcher.snapshot().unwrap().manifest.products, 36);
+    let r = searcher
+        .search(&vitrine_searcher::SearchQuery {
+            text: Some(rows[0]["title"].as_str().unwrap().into()),
+            k: 40,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(r.hits.iter().any(|h| h.id == "extra-1"));
 }

@@ -17,8 +17,7 @@ pub mod search;
 pub mod state;
 pub mod ui;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
@@ -34,24 +33,25 @@ use crate::metrics::Metrics;
 pub use crate::state::{AppState, ServeConfig};
 use crate::state::{InferenceQueue, Writer};
 
-/// Build the shared state and start the background threads.
-pub fn build_state(config: ServeConfig, embedder: Arc<dyn Embedder>) -> anyhow_like::Result<Arc<AppState>> {
-    vitrine_indexer::check_model(&config.data, embedder.model_id()).map_err(|e| e.to_string())?;
+/// Build the shared state (without a model: see [`AppState::set_model`]) and start the
+/// background threads. The service can listen at once: `/healthz` answers, `/readyz` says 503
+/// until the model is set and an index generation is open.
+pub fn build_state(config: ServeConfig) -> anyhow_like::Result<Arc<AppState>> {
     vitrine_migrations::open(&config.data).map_err(|e| e.to_string())?;
     let searcher = Arc::new(Searcher::open(&config.data, config.ef_search).map_err(|e| e.to_string())?);
-    let writer = Arc::new(Writer::new(config.data.clone(), embedder.clone()));
+    let model: state::ModelSlot = Arc::new(OnceLock::new());
+    let writer = Arc::new(Writer::new(config.data.clone(), model.clone()));
     let jobs = Jobs::open(&config.data).map_err(|e| format!("jobs: {e}"))?;
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {
         queue: InferenceQueue::new(config.queue_capacity),
         config,
         searcher: searcher.clone(),
-        embedder,
+        model,
         writer: writer.clone(),
         jobs: jobs.clone(),
         metrics,
         started: Instant::now(),
-        ready: Default::default(),
     });
     {
         let (jobs, writer, searcher) = (jobs, writer.clone(), searcher.clone());
@@ -81,8 +81,13 @@ pub fn build_state(config: ServeConfig, embedder: Arc<dyn Embedder>) -> anyhow_l
             })
             .expect("thread");
     }
-    // The model was loaded and warmed by the caller; the index is open.
-    state.ready.store(true, Ordering::SeqCst);
+    Ok(state)
+}
+
+/// [`build_state`] with a model that is already loaded (tests, embedding in other programs).
+pub fn build_state_with_model(config: ServeConfig, embedder: Arc<dyn Embedder>) -> anyhow_like::Result<Arc<AppState>> {
+    let state = build_state(config)?;
+    state.set_model(embedder)?;
     Ok(state)
 }
 
@@ -96,8 +101,8 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    if !state.ready.load(Ordering::SeqCst) {
-        return Err(ApiError::NotReady("loading".into()));
+    if state.model.get().is_none() {
+        return Err(ApiError::NotReady("the model is loading".into()));
     }
     if state.searcher.snapshot().is_none() {
         return Err(ApiError::NotReady("no index generation yet".into()));

@@ -269,7 +269,8 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
     let disk = web::block(move || dir_size(&data)).await?;
     let g = state.searcher.snapshot();
     let m = g.as_ref().map(|g| g.manifest.clone());
-    let model = state.embedder.model_id();
+    let embedder = state.embedder().ok();
+    let model = embedder.as_ref().map(|e| e.model_id().clone());
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "products": m.as_ref().map(|m| m.products).unwrap_or(0),
         "images": m.as_ref().map(|m| m.image_points).unwrap_or(0),
@@ -278,8 +279,8 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
         "tombstones": m.as_ref().map(|m| m.tombstones()).unwrap_or(0),
         "segments": m.as_ref().map(|m| m.segments.len()).unwrap_or(0),
         "disk_bytes": disk,
-        "model": {"name": model.name, "dim": model.dim, "content_hash": model.content_hash},
-        "device": state.embedder.device().to_string(),
+        "model": model.map(|m| serde_json::json!({"name": m.name, "dim": m.dim, "content_hash": m.content_hash})),
+        "device": embedder.map(|e| e.device().to_string()),
         "generation": m.as_ref().map(|m| m.generation).unwrap_or(0),
         "uptime_s": state.started.elapsed().as_secs(),
         "queue": {"depth": state.queue.depth(), "capacity": state.queue.capacity},

@@ -2,8 +2,8 @@
 //! bounds inference work.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -81,26 +81,33 @@ impl InferenceQueue {
     }
 }
 
+/// The model, set once it is loaded and warmed (the service answers `/healthz` before that).
+pub type ModelSlot = Arc<OnceLock<Arc<dyn Embedder>>>;
+
+fn loaded(model: &ModelSlot) -> ApiResult<Arc<dyn Embedder>> {
+    model.get().cloned().ok_or_else(|| ApiError::NotReady("the model is still loading".into()))
+}
+
 /// The single writer of the data directory, opened on first use and closed when idle, so that a
 /// `vitrine index` run from the command line can take the directory while the service is idle.
 pub struct Writer {
     data: PathBuf,
-    embedder: Arc<dyn Embedder>,
+    model: ModelSlot,
     inner: Mutex<Option<(Indexer, Instant)>>,
 }
 
 const WRITER_IDLE: Duration = Duration::from_secs(10);
 
 impl Writer {
-    pub fn new(data: PathBuf, embedder: Arc<dyn Embedder>) -> Self {
-        Writer { data, embedder, inner: Mutex::new(None) }
+    pub fn new(data: PathBuf, model: ModelSlot) -> Self {
+        Writer { data, model, inner: Mutex::new(None) }
     }
 
     /// Run `f` with the writer (blocking; call from a blocking thread).
     pub fn with<T>(&self, f: impl FnOnce(&Indexer) -> ApiResult<T>) -> ApiResult<T> {
         let mut guard = self.inner.lock();
         if guard.is_none() {
-            let ix = Indexer::open(&self.data, self.embedder.clone(), IndexOptions::default())?;
+            let ix = Indexer::open(&self.data, loaded(&self.model)?, IndexOptions::default())?;
             *guard = Some((ix, Instant::now()));
         }
         let (ix, used) = guard.as_mut().expect("just opened");
@@ -129,24 +136,38 @@ impl Writer {
 pub struct AppState {
     pub config: ServeConfig,
     pub searcher: Arc<Searcher>,
-    pub embedder: Arc<dyn Embedder>,
+    pub model: ModelSlot,
     pub writer: Arc<Writer>,
     pub jobs: Arc<Jobs>,
     pub metrics: Arc<Metrics>,
     pub queue: InferenceQueue,
     pub started: Instant,
-    pub ready: AtomicBool,
 }
 
 impl AppState {
+    /// The loaded model, or 503 `not_ready` while it loads.
+    pub fn embedder(&self) -> ApiResult<Arc<dyn Embedder>> {
+        loaded(&self.model)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.model.get().is_some() && self.searcher.snapshot().is_some()
+    }
+
+    /// Install the loaded, warmed model; refuses one the index was not built with.
+    pub fn set_model(&self, embedder: Arc<dyn Embedder>) -> Result<(), String> {
+        vitrine_indexer::check_model(&self.config.data, embedder.model_id()).map_err(|e| e.to_string())?;
+        self.model.set(embedder).map_err(|_| "the model is already set".to_string())
+    }
+
     /// Run CPU-bound model work off the async executor, inside the bounded queue.
     pub async fn infer<T: Send + 'static>(
         &self,
         tower: &'static str,
         f: impl FnOnce(&dyn Embedder) -> vitrine_core::Result<T> + Send + 'static,
     ) -> ApiResult<T> {
+        let embedder = self.embedder()?;
         let _slot = self.queue.enter(&self.metrics)?;
-        let embedder = self.embedder.clone();
         let hist = self.metrics.inference.with_label_values(&[tower]);
         let r = actix_web::web::block(move || {
             let t = Instant::now();

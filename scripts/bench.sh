@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Runs Vitrine's benchmarks in sequence on a quiet machine and collects one JSON line per bench in
+# artifacts/bench/results.jsonl (appended, tagged with a run id), then prints a short table.
+#
+#   scripts/bench.sh                 full size (the full-size random ViT-B/32; tens of minutes on 2 cores)
+#   scripts/bench.sh --quick         smoke test: small N, the tiny model unless VITRINE_BENCH_MODEL is set
+#   scripts/bench.sh [--quick] NAME  only some: preprocess embed_pipeline text_query ingest ingest_full
+#                                    hnsw_recall http_load
+#
+# Builds in release (cargo bench), generates missing inputs (scripts/make_bench_data.py into
+# target/bench-data/, and models/clip-vit-b32-random with scripts/make_clip_fixture.py). Needs the
+# fixtures venv (.venv-fixtures: python -m venv .venv-fixtures && .venv-fixtures/bin/pip install -r
+# scripts/requirements-fixtures.txt). Env: VITRINE_BENCH_MODEL (full-size model dir), PY (python),
+# VITRINE_BENCH_DEVICE (cpu), and each bench's own knobs (see the header of benches/*.rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+QUICK=0
+ONLY=()
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=1 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -*) echo "unknown option $a" >&2; exit 2 ;;
+    *) ONLY+=("$a") ;;
+  esac
+done
+ALL=(preprocess embed_pipeline text_query ingest ingest_full hnsw_recall http_load)
+[ ${#ONLY[@]} -eq 0 ] && ONLY=("${ALL[@]}")
+for b in "${ONLY[@]}"; do
+  [[ " ${ALL[*]} " == *" $b "* ]] || { echo "unknown bench $b (one of: ${ALL[*]})" >&2; exit 2; }
+done
+
+PY=${PY:-.venv-fixtures/bin/python}
+[ -x "$PY" ] || { echo "$PY not found: create the fixtures venv (see scripts/requirements-fixtures.txt)" >&2; exit 1; }
+TINY=models/tiny-clip
+if [ "$QUICK" = 1 ]; then
+  export VITRINE_BENCH_QUICK=1
+  FULL=${VITRINE_BENCH_MODEL:-$TINY}
+  PHOTOS=32 INGEST_N=500 INGEST_FULL_N=64 HNSW_N=6000 HTTP_N=2000
+else
+  unset VITRINE_BENCH_QUICK
+  FULL=${VITRINE_BENCH_MODEL:-models/clip-vit-b32-random}
+  PHOTOS=256 INGEST_N=10000 INGEST_FULL_N=256 HNSW_N=100000 HTTP_N=100000
+fi
+MAX_INGEST=$((INGEST_N > INGEST_FULL_N ? INGEST_N : INGEST_FULL_N))
+
+OUT=artifacts/bench
+mkdir -p "$OUT"
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
+git diff --quiet HEAD 2>/dev/null || RUN_ID="$RUN_ID-dirty"
+[ "$QUICK" = 1 ] && RUN_ID="$RUN_ID-quick"
+export VITRINE_BENCH_RUN_ID=$RUN_ID
+
+echo "== bench run $RUN_ID (full-size model: $FULL; load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+if [ "$QUICK" = 0 ] && awk '{exit !($1 > 0.5)}' /proc/loadavg; then
+  echo "warning: the machine is not quiet (load average above 0.5); numbers will be noisy" >&2
+fi
+
+echo "== inputs" >&2
+if [ ! -f "$FULL/vision_model.onnx" ]; then
+  if [ "$FULL" = models/clip-vit-b32-random ]; then
+    "$PY" scripts/make_clip_fixture.py --size base --out models/clip-vit-b32-random
+  else
+    echo "$FULL has no vision_model.onnx" >&2
+    exit 1
+  fi
+fi
+"$PY" scripts/make_bench_data.py --photos "$PHOTOS" --ingest "$MAX_INGEST"
+
+echo "== build (release)" >&2
+cargo bench -p vitrine --no-run $(printf -- '--bench %s ' preprocess embed_pipeline text_query ingest hnsw_recall http_load) >&2
+
+FAILED=()
+run() { # label bench [VAR=value...]
+  local label=$1 bench=$2
+  shift 2
+  local log="$OUT/$label.log"
+  echo "== $label ($*)" >&2
+  local rc=0
+  env "$@" cargo bench -p vitrine --bench "$bench" 2>"$OUT/$label.stderr" | tee "$log" >&2 || rc=$?
+  "$PY" - "$label" "$RUN_ID" "$rc" "$log" >>"$OUT/results.jsonl" <<'EOF' || true
+import json, sys
+label, run_id, rc, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+found = None
+for line in open(log, errors="replace"):
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            v = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(v, dict) and "bench" in v:
+            found = v
+if found is None or rc != 0:
+    found = {"bench": label, "run_id": run_id, "error": f"exit status {rc}, see {log} and its .stderr", **(found or {})}
+found["label"] = label
+print(json.dumps(found))
+EOF
+  [ "$rc" = 0 ] || FAILED+=("$label")
+}
+
+for b in "${ONLY[@]}"; do
+  case "$b" in
+    preprocess) run preprocess preprocess VITRINE_BENCH_MODEL="$FULL" ;;
+    embed_pipeline) run embed_pipeline embed_pipeline VITRINE_BENCH_MODEL="$FULL" N="$PHOTOS" VITRINE_BENCH_PYTHON="$PY" ;;
+    text_query) run text_query text_query VITRINE_BENCH_MODEL="$FULL" ;;
+    ingest) run ingest ingest VITRINE_BENCH_MODEL="$TINY" N="$INGEST_N" ;;
+    ingest_full) run ingest_full ingest VITRINE_BENCH_MODEL="$FULL" N="$INGEST_FULL_N" ;;
+    hnsw_recall) run hnsw_recall hnsw_recall N="$HNSW_N" ;;
+    http_load) run http_load http_load VITRINE_BENCH_MODEL="$FULL" N="$HTTP_N" ;;
+  esac
+done
+
+echo "== results ($OUT/results.jsonl, run $RUN_ID)"
+"$PY" - "$OUT/results.jsonl" "$RUN_ID" <<'EOF'
+import json, sys
+path, run_id = sys.argv[1], sys.argv[2]
+rows = [json.loads(l) for l in open(path) if l.strip()]
+rows = [r for r in rows if r.get("run_id") == run_id]
+
+def g(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+def f(x, nd=1):
+    return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+def line(label, text, ok):
+    mark = "" if ok is None else ("ok  " if ok else "MISS")
+    print(f"{label:<15} {mark:<5} {text}")
+
+for r in rows:
+    b, lab = r.get("bench"), r.get("label", r.get("bench"))
+    if "error" in r:
+        line(lab, "ERROR: " + r["error"], False)
+        continue
+    if b == "preprocess":
+        line(lab, f"total median {f(g(r,'criterion_median_ms','total'),2)} ms (decode {f(g(r,'criterion_median_ms','decode_orient'),2)}, "
+             f"resize+crop+norm {f(g(r,'criterion_median_ms','resize_crop_normalize'),2)}); p99 {f(g(r,'total','p99_ms'),2)} ms; target <= 5 ms",
+             r.get("meets_target"))
+    elif b == "embed_pipeline":
+        line(lab, f"e2e {f(r.get('e2e_images_per_s'))} img/s, model-only {f(r.get('model_only_images_per_s'))} img/s "
+             f"(ratio {f(r.get('e2e_over_model_only'),3)}, target 0.95); Python e2e {f(g(r,'python','e2e_best_images_per_s'))} img/s "
+             f"(speedup {f(r.get('speedup_e2e_vs_python'),2)}x, target 1.4x)", r.get("meets_targets"))
+    elif b == "text_query":
+        line(lab, f"p50 {f(g(r,'embed_text','p50_ms'),2)} ms, p99 {f(g(r,'embed_text','p99_ms'),2)} ms "
+             f"(tokenize p50 {f(g(r,'tokenize','p50_ms'),3)} ms); target p50 <= 15 ms", r.get("meets_target"))
+    elif b == "ingest":
+        line(lab, f"{r.get('products')} products, {f(g(r,'first_run','products_per_s'))}/s (unchanged rerun "
+             f"{f(g(r,'second_run_unchanged','products_per_s'))}/s), ingest/model-only {f(r.get('ingest_over_model_only'),3)}, "
+             f"{f(g(r,'disk','bytes_per_product'),0)} B disk and {f(r.get('searcher_rss_bytes_per_product'),0)} B RSS per product "
+             f"[{r.get('model_dim')}-d model]", r.get("meets_target"))
+    elif b == "hnsw_recall":
+        efs = g(r, "ef_search") or {}
+        parts = [f"ef {ef}: recall {f(g(v,'recall_at_10'),4)} p50 {f(g(v,'k10','p50_ms'),3)} ms p99 {f(g(v,'k10','p99_ms'),3)} ms"
+                 for ef, v in sorted(efs.items(), key=lambda kv: int(kv[0]))]
+        line(lab, f"{r.get('points')} pts, build {f(r.get('build_s'))} s, load {f((r.get('load_ms') or [None])[0])} ms; " + "; ".join(parts),
+             r.get("meets_target"))
+    elif b == "http_load":
+        line(lab, f"{r.get('products')} products: text p50/p99 {f(g(r,'text','client','p50_ms'),1)}/{f(g(r,'text','client','p99_ms'),1)} ms, "
+             f"image p50 {f(g(r,'image','client','p50_ms'),1)} ms, search work p50 {f(g(r,'text','search_work','sum','p50_ms'),2)} ms; "
+             f"{g(r,'concurrent','clients')} clients: {f(g(r,'concurrent','throughput_per_s'))} req/s, p50/p99 "
+             f"{f(g(r,'concurrent','client','p50_ms'),1)}/{f(g(r,'concurrent','client','p99_ms'),1)} ms, errors {g(r,'concurrent','errors')}",
+             r.get("meets_targets"))
+    else:
+        line(lab, json.dumps(r)[:200], None)
+EOF
+
+if [ ${#FAILED[@]} -gt 0 ]; then
+  echo "failed: ${FAILED[*]}" >&2
+  exit 1
+fi
