@@ -186,7 +186,7 @@ fn main() {
     let config = vitrine_web::ServeConfig { data: dir.clone(), ..Default::default() };
     let ef_search = config.ef_search;
     let workers_hint = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let state = vitrine_web::build_state(config, embedder.clone()).expect("build service state");
+    let state = vitrine_web::build_state_with_model(config, embedder.clone()).expect("build service state");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
     let bind = format!("127.0.0.1:{port}");
     let base = format!("http://{bind}");
