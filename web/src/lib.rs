@@ -36,7 +36,7 @@ use crate::state::{InferenceQueue, Writer};
 /// Build the shared state (without a model: see [`AppState::set_model`]) and start the
 /// background threads. The service can listen at once: `/healthz` answers, `/readyz` says 503
 /// until the model is set and an index generation is open.
-pub fn build_state(config: ServeConfig) -> anyhow_like::Result<Arc<AppState>> {
+pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, String> {
     vitrine_migrations::open(&config.data).map_err(|e| e.to_string())?;
     let searcher = Arc::new(Searcher::open(&config.data, config.ef_search).map_err(|e| e.to_string())?);
     let model: state::ModelSlot = Arc::new(OnceLock::new());
@@ -85,15 +85,10 @@ pub fn build_state(config: ServeConfig) -> anyhow_like::Result<Arc<AppState>> {
 }
 
 /// [`build_state`] with a model that is already loaded (tests, embedding in other programs).
-pub fn build_state_with_model(config: ServeConfig, embedder: Arc<dyn Embedder>) -> anyhow_like::Result<Arc<AppState>> {
+pub fn build_state_with_model(config: ServeConfig, embedder: Arc<dyn Embedder>) -> Result<Arc<AppState>, String> {
     let state = build_state(config)?;
     state.set_model(embedder)?;
     Ok(state)
-}
-
-/// Tiny local alias so this crate does not need anyhow.
-pub mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, String>;
 }
 
 async fn healthz() -> HttpResponse {
