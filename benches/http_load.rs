@@ -134,6 +134,12 @@ fn text_query(a: &ureq::Agent, base: &str, q: &str) -> Result<Reply, String> {
     finish(a.get(&format!("{base}/v1/search")).query("q", q).call(), t)
 }
 
+/// A text query restricted to one category (1/20 of the catalog: the searcher's exact-scan path).
+fn filtered_query(a: &ureq::Agent, base: &str, q: &str, category: &str) -> Result<Reply, String> {
+    let t = Instant::now();
+    finish(a.get(&format!("{base}/v1/search")).query("q", q).query("category", category).call(), t)
+}
+
 fn image_query(a: &ureq::Agent, base: &str, body: &[u8], boundary: &str) -> Result<Reply, String> {
     let t = Instant::now();
     let ct = format!("multipart/form-data; boundary={boundary}");
@@ -217,6 +223,21 @@ fn main() {
             Err(e) => {
                 eprintln!("text query {q:?}: {e}");
                 text_errors += 1;
+            }
+        }
+    }
+
+    // Sequential text queries with a category filter (not part of the targets; shows the filtered path).
+    let (mut filt_ms, mut filt_work, mut filt_errors) = (vec![], vec![], 0usize);
+    for (i, q) in queries.iter().cycle().take(text_n / 3).enumerate() {
+        match filtered_query(&a, &base, q, common::CATEGORIES[i % common::CATEGORIES.len()]) {
+            Ok(r) => {
+                filt_ms.push(r.ms);
+                filt_work.push(work_ms(&r.body));
+            }
+            Err(e) => {
+                eprintln!("filtered query {q:?}: {e}");
+                filt_errors += 1;
             }
         }
     }
@@ -313,6 +334,12 @@ fn main() {
                 "server_took_p50_ms": common::round3(common::median(&text_took)),
                 "search_work": work,
                 "mean_total_candidates": hits_total.iter().sum::<f64>() / hits_total.len().max(1) as f64,
+            },
+            "text_category_filter": {
+                "requests": text_n / 3,
+                "errors": filt_errors,
+                "client": common::stats_ms(&filt_ms),
+                "search_work": work_stats(&filt_work),
             },
             "image": {
                 "requests": image_n,
