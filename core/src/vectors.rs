@@ -5,17 +5,17 @@
 //! immutable file: an old point just stops matching (a tombstone by version).
 //!
 //! Small indexes are searched exactly (a flat scan is both exact and faster below a few thousand
-//! points); larger ones get an HNSW graph (hnsw_rs, dot product on unit vectors). The raw vectors
-//! always stay on disk in `vectors.f32`, read with positioned reads for exact scoring of a
-//! filtered subset and for more-like-this.
+//! points); larger ones get an HNSW graph (hnsw_rs, dot product on unit vectors). Exact scoring
+//! of a filtered subset and more-like-this read vectors from memory: the flat array, or the
+//! graph's own point storage (shared, not copied). `vectors.f32` is the portable copy on disk.
 //!
 //! Files (`# Persisted: changing this needs a migration`): `points.bin` (per point: ord u64 LE,
 //! version u64 LE), `vectors.f32` (n × dim f32 LE), `hnsw.hnsw.graph` + `hnsw.hnsw.data`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use hnsw_rs::prelude::*;
 
@@ -92,10 +92,11 @@ fn build_hnsw<'a>(vectors: impl Iterator<Item = &'a [f32]>, n: usize, params: Hn
 pub struct VectorIndex {
     pub points: Vec<PointRef>,
     dim: usize,
-    vectors: File,
     /// In memory when the index is small enough to scan.
     flat: Option<Vec<f32>>,
     hnsw: Option<Hnsw<'static, f32, DistDot>>,
+    /// The graph's points by index, sharing the graph's vector storage.
+    graph_points: Vec<Arc<Point<'static, f32>>>,
     ef_search: usize,
 }
 
@@ -110,27 +111,37 @@ impl VectorIndex {
             })
             .collect();
         let vpath = dir.join("vectors.f32");
-        let vectors = File::open(&vpath).map_err(|e| io_err(&vpath, e))?;
-        let len = vectors.metadata().map_err(|e| io_err(&vpath, e))?.len();
+        let len = std::fs::metadata(&vpath).map_err(|e| io_err(&vpath, e))?.len();
         if len != (points.len() * dim * 4) as u64 {
             return Err(CoreError::Index {
                 path: dir.into(),
                 message: format!("vectors.f32 has {len} bytes for {} points", points.len()),
             });
         }
-        let (flat, hnsw) = if dir.join("hnsw.hnsw.graph").exists() {
+        let (flat, hnsw, graph_points) = if dir.join("hnsw.hnsw.graph").exists() {
             // load_hnsw borrows its HnswIo for the index's lifetime (hnsw_rs #19); the HnswIo is a
             // few paths and options, so it is leaked once per loaded segment to get a 'static index.
             let io: &'static HnswIo = Box::leak(Box::new(HnswIo::new(dir, "hnsw")));
             let h = io
                 .load_hnsw_with_dist::<f32, DistDot>(DistDot {})
                 .map_err(|e| CoreError::Index { path: dir.into(), message: format!("HNSW load: {e}") })?;
-            (None, Some(h))
+            let mut by_id: Vec<Option<Arc<Point<'static, f32>>>> = vec![None; points.len()];
+            for p in h.get_point_indexation() {
+                if let Some(slot) = by_id.get_mut(p.get_origin_id()) {
+                    *slot = Some(p);
+                }
+            }
+            let graph_points = by_id
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| p.ok_or_else(|| CoreError::Index { path: dir.into(), message: format!("point {i} missing from the graph") }))
+                .collect::<Result<Vec<_>>>()?;
+            (None, Some(h), graph_points)
         } else {
             let bytes = std::fs::read(&vpath).map_err(|e| io_err(&vpath, e))?;
-            (Some(crate::store::bytes_to_vec(&bytes)), None)
+            (Some(crate::store::bytes_to_vec(&bytes)), None, vec![])
         };
-        Ok(VectorIndex { points, dim, vectors, flat, hnsw, ef_search })
+        Ok(VectorIndex { points, dim, flat, hnsw, graph_points, ef_search })
     }
 
     pub fn len(&self) -> usize {
@@ -145,14 +156,17 @@ impl VectorIndex {
         self.hnsw.is_some()
     }
 
+    /// The vector of point `i`, borrowed from memory.
+    pub fn vector_ref(&self, i: usize) -> &[f32] {
+        match &self.flat {
+            Some(flat) => &flat[i * self.dim..(i + 1) * self.dim],
+            None => self.graph_points[i].get_v(),
+        }
+    }
+
     /// The vector of point `i`.
     pub fn vector(&self, i: usize) -> Result<Vec<f32>> {
-        if let Some(flat) = &self.flat {
-            return Ok(flat[i * self.dim..(i + 1) * self.dim].to_vec());
-        }
-        let mut buf = vec![0u8; self.dim * 4];
-        self.vectors.read_exact_at(&mut buf, (i * self.dim * 4) as u64).map_err(|e| CoreError::io("reading vectors.f32", e))?;
-        Ok(crate::store::bytes_to_vec(&buf))
+        Ok(self.vector_ref(i).to_vec())
     }
 
     /// Approximate top-k by similarity among points accepted by `accept` (graph), or exact (flat).
@@ -178,25 +192,11 @@ impl VectorIndex {
         accept: &(dyn Fn(usize) -> bool + Sync),
         candidates: Option<&[usize]>,
     ) -> Result<Vec<(usize, f32)>> {
-        let mut scored: Vec<(usize, f32)> = Vec::new();
-        let all: Vec<usize>;
-        let ids = match candidates {
-            Some(c) => c,
-            None => {
-                all = (0..self.points.len()).collect();
-                &all
-            }
+        let score = |i: usize| accept(i).then(|| (i, dot(q, self.vector_ref(i))));
+        let mut scored: Vec<(usize, f32)> = match candidates {
+            Some(c) => c.iter().filter_map(|&i| score(i)).collect(),
+            None => (0..self.points.len()).filter_map(score).collect(),
         };
-        for &i in ids {
-            if !accept(i) {
-                continue;
-            }
-            let s = match &self.flat {
-                Some(flat) => dot(q, &flat[i * self.dim..(i + 1) * self.dim]),
-                None => dot(q, &self.vector(i)?),
-            };
-            scored.push((i, s));
-        }
         top_k(&mut scored, k);
         Ok(scored)
     }
