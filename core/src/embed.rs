@@ -44,8 +44,21 @@ pub fn l2_normalize(v: &mut [f32]) {
     }
 }
 
+/// Dot product with eight independent accumulators, so the compiler can vectorize it (a plain
+/// `sum()` of f32 must keep its order and stays scalar).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 /// CLIP's two towers exported to ONNX (the model directory contract in [`crate::model`]).

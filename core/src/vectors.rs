@@ -134,7 +134,9 @@ impl VectorIndex {
             let graph_points = by_id
                 .into_iter()
                 .enumerate()
-                .map(|(i, p)| p.ok_or_else(|| CoreError::Index { path: dir.into(), message: format!("point {i} missing from the graph") }))
+                .map(|(i, p)| {
+                    p.ok_or_else(|| CoreError::Index { path: dir.into(), message: format!("point {i} missing from the graph") })
+                })
                 .collect::<Result<Vec<_>>>()?;
             (None, Some(h), graph_points)
         } else {

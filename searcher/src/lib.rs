@@ -21,7 +21,7 @@
 
 pub mod fusion;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -170,11 +170,14 @@ pub struct SearchResult {
 
 pub const MAX_K: usize = 200;
 pub const MAX_OFFSET: usize = 10_000;
-/// Below this share of all products (or this many), filtered vector search is exact.
-const EXACT_SHARE: f64 = 0.05;
-const EXACT_MIN: usize = 2_000;
-/// Keyword matches considered for fusion and facets.
-const KEYWORD_DEPTH: usize = 1_000;
+/// Below this share of all products (or this many), filtered vector search is exact: scoring the
+/// allowed set from memory beats a graph search that must skip most of what it visits.
+const EXACT_SHARE: f64 = 0.25;
+const EXACT_MIN: usize = 5_000;
+/// Keyword matches considered for facets (fusion takes the channel depth).
+const FACET_KEYWORD_DEPTH: usize = 1_000;
+/// Each channel contributes at least this many products to fusion.
+const MIN_DEPTH: usize = 50;
 
 pub struct Searcher {
     data: PathBuf,
@@ -332,12 +335,12 @@ fn vector_channel(
     pick: impl Fn(&(Arc<VectorIndex>, Arc<VectorIndex>)) -> &Arc<VectorIndex>,
     q: &[f32],
     depth: usize,
-    allowed: Option<&HashSet<u64>>,
+    allowed: Option<&[bool]>,
     exact: bool,
 ) -> Result<Ranked> {
     let mut best: HashMap<u64, f32> = HashMap::new();
-    // Products have a few images; fetch extra points so `depth` distinct products survive.
-    let fetch = depth * 3;
+    // Some products have several images; fetch extra points so `depth` distinct products survive.
+    let fetch = depth + depth / 2;
     for seg in &g.segments {
         let idx = pick(seg);
         if idx.is_empty() {
@@ -345,7 +348,7 @@ fn vector_channel(
         }
         let accept = |i: usize| {
             let p = &idx.points[i];
-            g.alive(p) && allowed.is_none_or(|a| a.contains(&p.ord))
+            g.alive(p) && allowed.is_none_or(|a| a.get(p.ord as usize).copied().unwrap_or(false))
         };
         let hits = if exact { idx.exact(q, fetch, &accept, None)? } else { idx.search(q, fetch, &accept) };
         for (i, s) in hits {
@@ -412,52 +415,58 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
     let mut timings = Timings::default();
     let t0 = Instant::now();
     let fq = filter_query(g, &q.filters)?;
-    let allowed: Option<HashSet<u64>> = match &fq {
-        Some(f) => Some(g.searcher.search(&**f, &OrdCollector)?.into_iter().collect()),
-        None => None,
-    };
+    // The allowed products as a bitset over ordinals.
+    let mut allowed: Option<Vec<bool>> = None;
+    let mut allowed_count = 0;
+    if let Some(f) = &fq {
+        let mut bits = vec![false; g.live.len()];
+        for o in g.searcher.search(&**f, &OrdCollector)? {
+            if let Some(b) = bits.get_mut(o as usize) {
+                allowed_count += usize::from(!*b);
+                *b = true;
+            }
+        }
+        allowed = Some(bits);
+    }
     let exclude_ord = match &q.exclude {
         Some(id) => g.product(id)?.map(|p| p.ord),
         None => None,
     };
-    let allowed = match (allowed, exclude_ord) {
-        (Some(mut a), Some(o)) => {
-            a.remove(&o);
-            Some(a)
+    if let Some(o) = exclude_ord {
+        // Excluding one product is a filter over everything else.
+        let bits = allowed.get_or_insert_with(|| g.live.iter().map(|v| *v != 0).collect());
+        if let Some(b) = bits.get_mut(o as usize) {
+            *b = false;
         }
-        (None, Some(o)) => {
-            // Excluding one product is a filter over everything else.
-            let mut all: HashSet<u64> = (0..g.live.len() as u64).filter(|x| g.live[*x as usize] != 0).collect();
-            all.remove(&o);
-            Some(all)
-        }
-        (a, None) => a,
-    };
+    }
     let products = g.manifest.products.max(1) as usize;
-    let exact = allowed
-        .as_ref()
-        .is_some_and(|a| a.len() <= EXACT_MIN.max((products as f64 * EXACT_SHARE) as usize) && q.exclude.is_none());
+    let exact = fq.is_some() && allowed_count <= EXACT_MIN.max((products as f64 * EXACT_SHARE) as usize);
     timings.filter_ms = ms(t0);
 
-    let depth = (q.offset + q.k).max(100);
+    let depth = (q.offset + q.k).max(MIN_DEPTH);
     let w = q.fusion.weights.unwrap_or_else(|| Weights::default_for(q.image_vector.is_some(), text.is_some()));
     let t1 = Instant::now();
     let image_q = q.image_vector.as_ref().or(q.text_vector.as_ref());
     let text_q = q.text_vector.as_ref().or(q.image_vector.as_ref());
-    let image_ch = match image_q {
-        Some(v) if w.image > 0.0 => vector_channel(g, |s| &s.0, v, depth, allowed.as_ref(), exact)?,
-        _ => vec![],
-    };
-    let text_ch = match text_q {
-        Some(v) if w.text > 0.0 => vector_channel(g, |s| &s.1, v, depth, allowed.as_ref(), exact)?,
-        _ => vec![],
-    };
+    // The two vector channels are independent: run them on both cores.
+    let (image_ch, text_ch) = rayon::join(
+        || match image_q {
+            Some(v) if w.image > 0.0 => vector_channel(g, |s| &s.0, v, depth, allowed.as_deref(), exact),
+            _ => Ok(vec![]),
+        },
+        || match text_q {
+            Some(v) if w.text > 0.0 => vector_channel(g, |s| &s.1, v, depth, allowed.as_deref(), exact),
+            _ => Ok(vec![]),
+        },
+    );
+    let (image_ch, text_ch) = (image_ch?, text_ch?);
     timings.vector_ms = ms(t1);
     let t2 = Instant::now();
     let keyword_ch = match text {
         Some(t) if w.keyword > 0.0 => {
             let excl_filter: Option<Box<dyn Query>> = fq.as_ref().map(|f| f.box_clone());
-            let mut r = keyword_channel(g, t, excl_filter.as_deref(), KEYWORD_DEPTH.max(depth))?;
+            let kdepth = if q.facets { FACET_KEYWORD_DEPTH.max(depth) } else { depth };
+            let mut r = keyword_channel(g, t, excl_filter.as_deref(), kdepth)?;
             if let Some(o) = exclude_ord {
                 r.retain(|(x, _)| *x != o);
             }
@@ -578,7 +587,7 @@ pub fn count_facets(g: &Generation, ords: impl Iterator<Item = u64>) -> Result<F
 pub fn list_products(g: &Generation, text: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<StoredProduct>, usize)> {
     let (ords, total): (Vec<u64>, usize) = match text.map(str::trim).filter(|t| !t.is_empty()) {
         Some(t) => {
-            let r = keyword_channel(g, t, None, KEYWORD_DEPTH)?;
+            let r = keyword_channel(g, t, None, FACET_KEYWORD_DEPTH)?;
             let total = r.len();
             (r.into_iter().map(|(o, _)| o).collect(), total)
         }
