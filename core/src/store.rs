@@ -111,11 +111,16 @@ impl Store {
         Ok(u64::from_be_bytes(new.expect("just set").as_ref().try_into().expect("8 bytes")))
     }
 
+    /// A fresh ordinal, never handed out before.
+    pub fn new_ordinal(&self) -> Result<u64> {
+        self.next_counter("next_ord")
+    }
+
     /// The ordinal of `id`: its existing one, or a fresh one.
     pub fn ordinal_for(&self, id: &str) -> Result<u64> {
         match self.get(id)? {
             Some(p) => Ok(p.ord),
-            None => self.next_counter("next_ord"),
+            None => self.new_ordinal(),
         }
     }
 

@@ -340,7 +340,8 @@ impl Indexer {
             rec: &'a Record,
             images: Vec<Result<Arc<[u8]>, String>>,
             hash: String,
-            existed: bool,
+            /// The ordinal of the version already stored, if any.
+            old_ord: Option<u64>,
         }
         let mut pending = vec![];
         for rec in chunk {
@@ -360,7 +361,7 @@ impl Indexer {
                 res.summary.unchanged += 1;
                 continue;
             }
-            pending.push(Pending { rec, images, hash, existed: old.is_some() });
+            pending.push(Pending { rec, images, hash, old_ord: old.map(|o| o.ord) });
         }
         if pending.is_empty() {
             return Ok(());
@@ -429,7 +430,10 @@ impl Indexer {
             }
             let stored = StoredProduct {
                 product: product.clone(),
-                ord: self.store.ordinal_for(&product.id)?,
+                ord: match p.old_ord {
+                    Some(o) => o,
+                    None => self.store.new_ordinal()?,
+                },
                 version: self.store.next_seq()?,
                 hash: p.hash,
                 image_vectors: image_vectors.len() as u16,
@@ -438,7 +442,7 @@ impl Indexer {
                 updated_at: generation::now_secs(),
             };
             self.store.put(ProductWrite { stored, image_vectors, text_vector })?;
-            if p.existed {
+            if p.old_ord.is_some() {
                 res.summary.updated += 1;
             } else {
                 res.summary.ingested += 1;

@@ -128,11 +128,17 @@ pub async fn batch(req: HttpRequest, state: web::Data<AppState>, body: web::Json
     Ok(HttpResponse::Ok().json(v))
 }
 
+/// A product and the reference (path or URL) of its n-th image.
+fn image_source(state: &AppState, id: &str, n: usize) -> ApiResult<(StoredProduct, String)> {
+    let sp = state.searcher.product(id)?;
+    let src = sp.product.images.get(n).ok_or_else(|| ApiError::NotFound(format!("product {id} has no image {n}")))?.clone();
+    Ok((sp, src))
+}
+
 /// The n-th original image: a local file is sent, a URL is redirected to.
 pub async fn image(state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
     let (id, n) = path.into_inner();
-    let sp = state.searcher.product(&id)?;
-    let src = sp.product.images.get(n).ok_or_else(|| ApiError::NotFound(format!("product {id} has no image {n}")))?.clone();
+    let (_, src) = image_source(&state, &id, n)?;
     if src.starts_with("http://") || src.starts_with("https://") {
         return Ok(HttpResponse::Found().insert_header(("Location", src)).finish());
     }
@@ -152,8 +158,7 @@ fn guess_type(b: &[u8]) -> &'static str {
 /// A 256 px JPEG thumbnail, made on first request and cached under `DATA/cache/thumbs`.
 pub async fn thumb(state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
     let (id, n) = path.into_inner();
-    let sp = state.searcher.product(&id)?;
-    let src = sp.product.images.get(n).ok_or_else(|| ApiError::NotFound(format!("product {id} has no image {n}")))?.clone();
+    let (sp, src) = image_source(&state, &id, n)?;
     let cache_dir = state.config.data.join("cache/thumbs");
     let key = blake3::hash(format!("{src}\0{}", sp.hash).as_bytes()).to_hex().to_string();
     let bytes = web::block(move || -> ApiResult<Vec<u8>> {
