@@ -2,7 +2,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN apt-get update && apt-get install -y --no-install-recommends python3-pip unzip && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends python3-pip unzip cmake nasm && rm -rf /var/lib/apt/lists/*
 RUN VITRINE_SKIP_BUILD=1 scripts/setup.sh && cargo build --release --locked --bin vitrine
 
 FROM debian:bookworm-slim

@@ -2,6 +2,8 @@
 # One-command set-up for Vitrine on a fresh machine.
 #   - installs ONNX Runtime's shared library from the PyPI wheel into .ort/ (no build-time downloads:
 #     ort is built with `load-dynamic`, and `vitrine` finds .ort/ by itself)
+#   - installs the build tools libjpeg-turbo needs (cmake, nasm) with apt-get when they are missing;
+#     the `turbojpeg` crate builds libjpeg-turbo from source and links it statically
 #   - builds the `vitrine` binary in release mode
 # Options (environment):
 #   VITRINE_ORT_VERSION   onnxruntime wheel version (default 1.32.0)
@@ -31,6 +33,21 @@ else
   rm -f .ort/libonnxruntime_providers_tensorrt.so
   echo "$pkg==$ver" > .ort/VERSION
   echo "setup: installed $(ls .ort | tr '\n' ' ')into .ort/"
+fi
+
+missing=()
+for tool in cmake nasm; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]} with apt-get (to build libjpeg-turbo)"
+    sudo_cmd=""
+    [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: ${missing[*]} needed to build libjpeg-turbo; install them with your package manager" >&2
+    exit 1
+  fi
 fi
 
 if [ "${VITRINE_SKIP_BUILD:-0}" != 1 ]; then

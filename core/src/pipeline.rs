@@ -70,9 +70,7 @@ where
                     .zip(pixels.par_chunks_mut(len))
                     .map(|(src, out)| {
                         let bytes = src.read(limits)?;
-                        let img = crate::preprocess::decode(&bytes, &src.name(), limits)?;
-                        pre.run_into(&img, out);
-                        Ok(())
+                        pre.load_into(&bytes, &src.name(), limits, out)
                     })
                     .collect();
                 if tx.send((tags, pixels, results)).is_err() {
