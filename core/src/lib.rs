@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod embed;
 pub mod error;
 pub mod generation;
+pub mod graph;
 pub mod keyword;
 pub mod model;
 pub mod pipeline;

@@ -138,7 +138,13 @@ fn base_builder(opts: &RuntimeOptions) -> ort::Result<SessionBuilder> {
     } else {
         opts.intra_threads
     };
-    let b = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::Level3)?.with_intra_threads(threads)?;
+    // No spinning: ONNX Runtime's workers otherwise busy-wait after every run, taking the cores
+    // from whatever comes next (the search right after a query embedding, the decoders beside a
+    // batch), which cost the search service more than the wake-up latency spinning saves.
+    let b = Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_intra_threads(threads)?
+        .with_intra_op_spinning(false)?;
     Ok(b)
 }
 

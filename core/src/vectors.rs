@@ -5,9 +5,10 @@
 //! immutable file: an old point just stops matching (a tombstone by version).
 //!
 //! Small indexes are searched exactly (a flat scan is both exact and faster below a few thousand
-//! points); larger ones get an HNSW graph (hnsw_rs, dot product on unit vectors). Exact scoring
-//! of a filtered subset and more-like-this read vectors from memory: the flat array, or the
-//! graph's own point storage (shared, not copied). `vectors.f32` is the portable copy on disk.
+//! points); larger ones get an HNSW graph, built and persisted by hnsw_rs (dot product on unit
+//! vectors) and searched as a [`FlatGraph`] (see `graph.rs` for why). Exact scoring of a filtered
+//! subset and more-like-this read vectors from memory, from one contiguous array either way.
+//! `vectors.f32` is the portable copy on disk.
 //!
 //! Files (`# Persisted: changing this needs a migration`): `points.bin` (per point: ord u64 LE,
 //! version u64 LE), `vectors.f32` (n × dim f32 LE), `hnsw.hnsw.graph` + `hnsw.hnsw.data`.
@@ -15,12 +16,12 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use hnsw_rs::prelude::*;
 
 use crate::embed::dot;
 use crate::error::{CoreError, Result};
+use crate::graph::FlatGraph;
 
 /// Below this many points an index is searched by exact scan.
 pub const FLAT_MAX_POINTS: usize = 4096;
@@ -92,12 +93,14 @@ fn build_hnsw<'a>(vectors: impl Iterator<Item = &'a [f32]>, n: usize, params: Hn
 pub struct VectorIndex {
     pub points: Vec<PointRef>,
     dim: usize,
-    /// In memory when the index is small enough to scan.
-    flat: Option<Vec<f32>>,
-    hnsw: Option<Hnsw<'static, f32, DistDot>>,
-    /// The graph's points by index, sharing the graph's vector storage.
-    graph_points: Vec<Arc<Point<'static, f32>>>,
+    storage: Storage,
     ef_search: usize,
+}
+
+enum Storage {
+    /// Small: scanned exactly. n × dim.
+    Flat(Vec<f32>),
+    Graph(FlatGraph),
 }
 
 impl VectorIndex {
@@ -118,32 +121,18 @@ impl VectorIndex {
                 message: format!("vectors.f32 has {len} bytes for {} points", points.len()),
             });
         }
-        let (flat, hnsw, graph_points) = if dir.join("hnsw.hnsw.graph").exists() {
-            // load_hnsw borrows its HnswIo for the index's lifetime (hnsw_rs #19); the HnswIo is a
-            // few paths and options, so it is leaked once per loaded segment to get a 'static index.
-            let io: &'static HnswIo = Box::leak(Box::new(HnswIo::new(dir, "hnsw")));
-            let h = io
-                .load_hnsw_with_dist::<f32, DistDot>(DistDot {})
-                .map_err(|e| CoreError::Index { path: dir.into(), message: format!("HNSW load: {e}") })?;
-            let mut by_id: Vec<Option<Arc<Point<'static, f32>>>> = vec![None; points.len()];
-            for p in h.get_point_indexation() {
-                if let Some(slot) = by_id.get_mut(p.get_origin_id()) {
-                    *slot = Some(p);
-                }
-            }
-            let graph_points = by_id
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    p.ok_or_else(|| CoreError::Index { path: dir.into(), message: format!("point {i} missing from the graph") })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            (None, Some(h), graph_points)
+        let index_err = |message: String| CoreError::Index { path: dir.into(), message };
+        let storage = if dir.join("hnsw.hnsw.graph").exists() {
+            // hnsw_rs reads the graph and its vectors; they are copied into a FlatGraph and the
+            // hnsw_rs structure (which borrows `io`) is dropped.
+            let io = HnswIo::new(dir, "hnsw");
+            let h = io.load_hnsw_with_dist::<f32, DistDot>(DistDot {}).map_err(|e| index_err(format!("HNSW load: {e}")))?;
+            Storage::Graph(FlatGraph::from_hnsw(&h, points.len(), dim).map_err(index_err)?)
         } else {
             let bytes = std::fs::read(&vpath).map_err(|e| io_err(&vpath, e))?;
-            (Some(crate::store::bytes_to_vec(&bytes)), None, vec![])
+            Storage::Flat(crate::store::bytes_to_vec(&bytes))
         };
-        Ok(VectorIndex { points, dim, flat, hnsw, graph_points, ef_search })
+        Ok(VectorIndex { points, dim, storage, ef_search })
     }
 
     pub fn len(&self) -> usize {
@@ -155,14 +144,14 @@ impl VectorIndex {
     }
 
     pub fn is_graph(&self) -> bool {
-        self.hnsw.is_some()
+        matches!(self.storage, Storage::Graph(_))
     }
 
     /// The vector of point `i`, borrowed from memory.
     pub fn vector_ref(&self, i: usize) -> &[f32] {
-        match &self.flat {
-            Some(flat) => &flat[i * self.dim..(i + 1) * self.dim],
-            None => self.graph_points[i].get_v(),
+        match &self.storage {
+            Storage::Flat(flat) => &flat[i * self.dim..(i + 1) * self.dim],
+            Storage::Graph(g) => g.vector(i),
         }
     }
 
@@ -173,16 +162,9 @@ impl VectorIndex {
 
     /// Approximate top-k by similarity among points accepted by `accept` (graph), or exact (flat).
     pub fn search(&self, q: &[f32], k: usize, accept: &(dyn Fn(usize) -> bool + Sync)) -> Vec<(usize, f32)> {
-        match &self.hnsw {
-            Some(h) => {
-                let filter = |id: &usize| accept(*id);
-                let ef = self.ef_search.max(k);
-                h.search_filter(q, k, ef, Some(&filter))
-                    .into_iter()
-                    .map(|n| (n.get_origin_id(), 1.0 - n.get_distance()))
-                    .collect()
-            }
-            None => self.exact(q, k, accept, None).unwrap_or_default(),
+        match &self.storage {
+            Storage::Graph(g) => g.search(q, k, self.ef_search.max(k), accept),
+            Storage::Flat(_) => self.exact(q, k, accept, None).unwrap_or_default(),
         }
     }
 
@@ -257,6 +239,33 @@ mod tests {
         let queries = n.div_ceil(97);
         let recall = hits as f64 / (queries * 10) as f64;
         assert!(recall > 0.9, "recall@10 {recall}");
+    }
+
+    #[test]
+    fn graph_search_with_a_filter_returns_k_accepted_points_close_to_exact() {
+        let dim = 24;
+        let n = FLAT_MAX_POINTS + 1000;
+        let points: Vec<_> = (0..n).map(|i| (PointRef { ord: i as u64, version: 1 }, unit(i as u64 + 7, dim))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        write_index(dir.path(), dim, &points, HnswParams::default()).unwrap();
+        let idx = VectorIndex::open(dir.path(), dim, 64).unwrap();
+        assert!(idx.is_graph());
+        let accept = |i: usize| i % 10 == 3;
+        let mut hits = 0;
+        for qi in (0..n).step_by(211) {
+            let q = &points[qi].1;
+            let approx = idx.search(q, 10, &accept);
+            assert_eq!(approx.len(), 10, "a filter keeping 10% still fills k");
+            assert!(approx.iter().all(|(i, _)| accept(*i)));
+            assert!(approx.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+            for (i, s) in &approx {
+                assert!((s - dot(q, &points[*i].1)).abs() < 1e-5, "returned scores are exact f32 scores");
+            }
+            let exact = idx.exact(q, 10, &accept, None).unwrap();
+            hits += approx.iter().filter(|a| exact.iter().any(|e| e.0 == a.0)).count();
+        }
+        let recall = hits as f64 / (n.div_ceil(211) * 10) as f64;
+        assert!(recall > 0.9, "filtered recall@10 {recall}");
     }
 
     #[test]

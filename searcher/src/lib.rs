@@ -144,10 +144,13 @@ pub struct Facets {
     pub price: Vec<PriceBucket>,
 }
 
-/// Where query time went, for the explain/metrics surface.
+/// Where query time went, for the explain/metrics surface. The three channels run concurrently,
+/// so `search_ms` (the wall time of the whole search, model excluded) is less than the sum.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
+    pub search_ms: f64,
     pub filter_ms: f64,
+    /// Both vector channels (image and text), which run side by side.
     pub vector_ms: f64,
     pub keyword_ms: f64,
     pub fuse_ms: f64,
@@ -445,36 +448,42 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
 
     let depth = (q.offset + q.k).max(MIN_DEPTH);
     let w = q.fusion.weights.unwrap_or_else(|| Weights::default_for(q.image_vector.is_some(), text.is_some()));
-    let t1 = Instant::now();
     let image_q = q.image_vector.as_ref().or(q.text_vector.as_ref());
     let text_q = q.text_vector.as_ref().or(q.image_vector.as_ref());
-    // The two vector channels are independent: run them on both cores.
-    let (image_ch, text_ch) = rayon::join(
-        || match image_q {
-            Some(v) if w.image > 0.0 => vector_channel(g, |s| &s.0, v, depth, allowed.as_deref(), exact),
-            _ => Ok(vec![]),
-        },
-        || match text_q {
-            Some(v) if w.text > 0.0 => vector_channel(g, |s| &s.1, v, depth, allowed.as_deref(), exact),
-            _ => Ok(vec![]),
-        },
-    );
-    let (image_ch, text_ch) = (image_ch?, text_ch?);
-    timings.vector_ms = ms(t1);
-    let t2 = Instant::now();
-    let keyword_ch = match text {
-        Some(t) if w.keyword > 0.0 => {
-            let excl_filter: Option<Box<dyn Query>> = fq.as_ref().map(|f| f.box_clone());
-            let kdepth = if q.facets { FACET_KEYWORD_DEPTH.max(depth) } else { depth };
-            let mut r = keyword_channel(g, t, excl_filter.as_deref(), kdepth)?;
-            if let Some(o) = exclude_ord {
-                r.retain(|(x, _)| *x != o);
-            }
-            r
-        }
-        _ => vec![],
+    let vectors = || {
+        let t = Instant::now();
+        // The two vector channels are independent of each other and of the keyword channel.
+        let (image_ch, text_ch) = rayon::join(
+            || match image_q {
+                Some(v) if w.image > 0.0 => vector_channel(g, |s| &s.0, v, depth, allowed.as_deref(), exact),
+                _ => Ok(vec![]),
+            },
+            || match text_q {
+                Some(v) if w.text > 0.0 => vector_channel(g, |s| &s.1, v, depth, allowed.as_deref(), exact),
+                _ => Ok(vec![]),
+            },
+        );
+        Ok::<_, SearchError>((image_ch?, text_ch?, ms(t)))
     };
-    timings.keyword_ms = ms(t2);
+    let keywords = || {
+        let t = Instant::now();
+        let ch = match text {
+            Some(text) if w.keyword > 0.0 => {
+                let kdepth = if q.facets { FACET_KEYWORD_DEPTH.max(depth) } else { depth };
+                let mut r = keyword_channel(g, text, fq.as_deref(), kdepth)?;
+                if let Some(o) = exclude_ord {
+                    r.retain(|(x, _)| *x != o);
+                }
+                r
+            }
+            _ => vec![],
+        };
+        Ok::<_, SearchError>((ch, ms(t)))
+    };
+    let (v, k) = rayon::join(vectors, keywords);
+    let ((image_ch, text_ch, vector_ms), (keyword_ch, keyword_ms)) = (v?, k?);
+    timings.vector_ms = vector_ms;
+    timings.keyword_ms = keyword_ms;
 
     let t3 = Instant::now();
     let channels: [(&[(u64, f32)], f32); 3] = [(&image_ch, w.image), (&text_ch, w.text), (&keyword_ch, w.keyword)];
@@ -512,6 +521,7 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
         });
     }
     timings.hydrate_ms = ms(t4);
+    timings.search_ms = ms(t0);
     Ok(SearchResult {
         hits,
         total: fused.len(),
