@@ -31,8 +31,9 @@ use vitrine_core::store::{ProductWrite, Store};
 use vitrine_core::{Embedder, ModelId};
 
 const READY: &str = "BENCH_READY";
-/// Bump when the synthetic catalog changes, so cached directories are rebuilt.
-const DATA_VERSION: u32 = 1;
+/// Bump when the synthetic catalog or the index layout changes, so cached directories are rebuilt
+/// (2: graph segments save graph.bin instead of the hnsw_rs dump).
+const DATA_VERSION: u32 = 2;
 const TIMING_FIELDS: [&str; 5] = ["filter_ms", "vector_ms", "keyword_ms", "fuse_ms", "hydrate_ms"];
 
 /// Write `n` synthetic products into a fresh data directory and build its generation.

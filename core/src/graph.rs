@@ -1,5 +1,5 @@
-//! The search side of an HNSW index: hnsw_rs builds and persists the graph; at load it is copied
-//! into flat arrays and searched by the loop here.
+//! The search side of an HNSW index: hnsw_rs builds the graph, its links are saved flat
+//! (`graph.bin`, see [`Adjacency`]) beside the segment's vectors, and the loop here searches it.
 //!
 //! Why not hnsw_rs's own search: it keeps each point behind an `Arc` with its neighbour lists
 //! under a `RwLock`, tracks visited points in a `HashMap` and allocates an `Arc` per heap entry.
@@ -21,6 +21,9 @@
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
 use hnsw_rs::prelude::*;
 
@@ -39,15 +42,114 @@ impl Layer {
     }
 }
 
+/// The links of an HNSW graph over points `0..n`, layer 0 first, and its entry point.
+///
+/// Persisted as `graph.bin` (`# Persisted: changing this needs a migration`), little endian:
+/// `b"VTGRAPH1"`, n u32, layer count u32, entry u32, then per layer: offsets (n + 1 × u32),
+/// target count u32, targets (u32 each).
+pub struct Adjacency {
+    n: usize,
+    layers: Vec<Layer>,
+    entry: u32,
+}
+
+const MAGIC: &[u8; 8] = b"VTGRAPH1";
+
+impl Adjacency {
+    /// The links of `hnsw`, whose points are identified by their origin id `0..n`.
+    pub fn from_hnsw(hnsw: &Hnsw<'_, f32, DistDot>, n: usize) -> Result<Self, String> {
+        if n == 0 || n > u32::MAX as usize {
+            return Err(format!("{n} points: a graph needs 1 to 2^32 - 1"));
+        }
+        let top = usize::from(hnsw.get_point_indexation().get_max_level_observed());
+        let mut lists: Vec<Vec<Vec<u32>>> = (0..=top).map(|_| vec![Vec::new(); n]).collect();
+        let mut seen = vec![false; n];
+        let mut entry = None;
+        for p in hnsw.get_point_indexation() {
+            let id = p.get_origin_id();
+            if id >= n {
+                return Err(format!("graph point with id {id} beyond the {n} points"));
+            }
+            seen[id] = true;
+            if usize::from(p.get_point_id().0) == top && entry.is_none() {
+                entry = Some(id as u32);
+            }
+            for (layer, list) in p.get_neighborhood_id().into_iter().enumerate().take(top + 1) {
+                lists[layer][id] = list.into_iter().map(|nb| nb.d_id as u32).filter(|&t| (t as usize) < n).collect();
+            }
+        }
+        if let Some(missing) = seen.iter().position(|s| !s) {
+            return Err(format!("point {missing} missing from the graph"));
+        }
+        let layers = lists
+            .into_iter()
+            .map(|lists| {
+                let mut offsets = Vec::with_capacity(n + 1);
+                let mut targets = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+                offsets.push(0);
+                for list in lists {
+                    targets.extend(list);
+                    offsets.push(targets.len() as u32);
+                }
+                Layer { offsets, targets }
+            })
+            .collect();
+        Ok(Adjacency { n, layers, entry: entry.ok_or("graph has no entry point")? })
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut f = BufWriter::new(File::create(path)?);
+        f.write_all(MAGIC)?;
+        for x in [self.n as u32, self.layers.len() as u32, self.entry] {
+            f.write_all(&x.to_le_bytes())?;
+        }
+        for layer in &self.layers {
+            for x in &layer.offsets {
+                f.write_all(&x.to_le_bytes())?;
+            }
+            f.write_all(&(layer.targets.len() as u32).to_le_bytes())?;
+            for x in &layer.targets {
+                f.write_all(&x.to_le_bytes())?;
+            }
+        }
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+
+    /// Read a `graph.bin` of `n` points, checking every offset and target.
+    pub fn read(path: &Path, n: usize) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        let mut words =
+            bytes.get(MAGIC.len()..).unwrap_or_default().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        if !bytes.starts_with(MAGIC) {
+            return Err("not a graph file".into());
+        }
+        let mut next = || words.next().ok_or_else(|| "graph file ends early".to_string());
+        let (stored_n, count, entry) = (next()? as usize, next()? as usize, next()?);
+        if stored_n != n || count == 0 || count > 64 || entry as usize >= n {
+            return Err(format!("graph header (n {stored_n}, {count} layers, entry {entry}) does not fit {n} points"));
+        }
+        let mut layers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let offsets = (0..=n).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            let len = next()? as usize;
+            let targets = (0..len).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            let sorted = offsets.windows(2).all(|w| w[0] <= w[1]);
+            if offsets[0] != 0 || offsets[n] as usize != len || !sorted || targets.iter().any(|&t| t as usize >= n) {
+                return Err("graph layer with out-of-range links".into());
+            }
+            layers.push(Layer { offsets, targets });
+        }
+        Ok(Adjacency { n, layers, entry })
+    }
+}
+
 /// A read-only HNSW graph over `n` unit vectors of `dim` dimensions, in point order.
 pub struct FlatGraph {
     dim: usize,
     vectors: Vec<f32>,
     /// `vectors` quantized: round(x * 127 / max |x|).
     codes: Vec<i8>,
-    /// Layer 0 first.
-    layers: Vec<Layer>,
-    entry: u32,
+    adj: Adjacency,
 }
 
 /// A similarity with a total order, for the heaps.
@@ -74,58 +176,13 @@ thread_local! {
 }
 
 impl FlatGraph {
-    /// Copy the graph `hnsw` of `n` points (identified by their origin id `0..n`) with their
-    /// vectors into flat arrays. Returns an error naming what is inconsistent.
-    pub fn from_hnsw(hnsw: &Hnsw<'_, f32, DistDot>, n: usize, dim: usize) -> Result<Self, String> {
-        if n == 0 || dim == 0 {
-            return Err("empty graph".into());
+    /// The graph `adj` over `vectors` (n × dim, in point order).
+    pub fn new(adj: Adjacency, vectors: Vec<f32>, dim: usize) -> Result<Self, String> {
+        if dim == 0 || vectors.len() != adj.n * dim {
+            return Err(format!("{} floats for a graph of {} points of {dim} dimensions", vectors.len(), adj.n));
         }
-        if n > u32::MAX as usize {
-            return Err(format!("{n} points do not fit 32-bit ids"));
-        }
-        let top = usize::from(hnsw.get_point_indexation().get_max_level_observed());
-        // adjacency[layer][point] while collecting; flattened below.
-        let mut adjacency: Vec<Vec<Vec<u32>>> = (0..=top).map(|_| vec![Vec::new(); n]).collect();
-        let mut vectors = vec![0f32; n * dim];
-        let mut seen = vec![false; n];
-        let mut entry = None;
-        for p in hnsw.get_point_indexation() {
-            let id = p.get_origin_id();
-            if id >= n {
-                return Err(format!("graph point with id {id} beyond the {n} vectors"));
-            }
-            seen[id] = true;
-            let v = p.get_v();
-            if v.len() != dim {
-                return Err(format!("graph point {id} has {} dimensions, expected {dim}", v.len()));
-            }
-            vectors[id * dim..(id + 1) * dim].copy_from_slice(v);
-            let level = usize::from(p.get_point_id().0);
-            if level == top && entry.is_none() {
-                entry = Some(id as u32);
-            }
-            for (layer, list) in p.get_neighborhood_id().into_iter().enumerate().take(top + 1) {
-                adjacency[layer][id] = list.into_iter().map(|nb| nb.d_id as u32).filter(|&t| (t as usize) < n).collect();
-            }
-        }
-        if let Some(missing) = seen.iter().position(|s| !s) {
-            return Err(format!("point {missing} missing from the graph"));
-        }
-        let layers = adjacency
-            .into_iter()
-            .map(|lists| {
-                let mut offsets = Vec::with_capacity(n + 1);
-                let mut targets = Vec::with_capacity(lists.iter().map(Vec::len).sum());
-                offsets.push(0);
-                for list in lists {
-                    targets.extend(list);
-                    offsets.push(targets.len() as u32);
-                }
-                Layer { offsets, targets }
-            })
-            .collect();
         let codes = quantize(&vectors);
-        Ok(FlatGraph { dim, vectors, codes, layers, entry: entry.ok_or("graph has no entry point")? })
+        Ok(FlatGraph { dim, vectors, codes, adj })
     }
 
     pub fn len(&self) -> usize {
@@ -158,8 +215,8 @@ impl FlatGraph {
         let exact = q;
         let q8 = quantize(q);
         let q = q8.as_slice();
-        let mut cur = Scored(self.sim(q, self.entry), self.entry);
-        for layer in self.layers[1..].iter().rev() {
+        let mut cur = Scored(self.sim(q, self.adj.entry), self.adj.entry);
+        for layer in self.adj.layers[1..].iter().rev() {
             loop {
                 let mut moved = false;
                 for &nb in layer.neighbours(cur.1) {
@@ -203,7 +260,7 @@ impl FlatGraph {
         epoch: u32,
         stamps: &mut [u32],
     ) -> Vec<Scored> {
-        let layer = &self.layers[0];
+        let layer = &self.adj.layers[0];
         let mut fresh: Vec<u32> = Vec::with_capacity(64);
         let mut candidates = BinaryHeap::with_capacity(ef * 4);
         let mut results: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(ef + 1);

@@ -11,7 +11,11 @@
 //! `vectors.f32` is the portable copy on disk.
 //!
 //! Files (`# Persisted: changing this needs a migration`): `points.bin` (per point: ord u64 LE,
-//! version u64 LE), `vectors.f32` (n × dim f32 LE), `hnsw.hnsw.graph` + `hnsw.hnsw.data`.
+//! version u64 LE), `vectors.f32` (n × dim f32 LE), and for a graph `graph.bin` (the links, see
+//! [`Adjacency`]). Segments written before `graph.bin` existed carry hnsw_rs's own dump
+//! (`hnsw.hnsw.graph` + `hnsw.hnsw.data`) instead: they are loaded through hnsw_rs and flattened,
+//! which works but needs about three times the memory while loading. A reader that predates
+//! `graph.bin` sees a new graph segment as a flat one and scans it exactly: slower, still correct.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -21,7 +25,7 @@ use hnsw_rs::prelude::*;
 
 use crate::embed::dot;
 use crate::error::{CoreError, Result};
-use crate::graph::FlatGraph;
+use crate::graph::{Adjacency, FlatGraph};
 
 /// Below this many points an index is searched by exact scan.
 pub const FLAT_MAX_POINTS: usize = 4096;
@@ -69,15 +73,9 @@ pub fn write_index(dir: &Path, dim: usize, points: &[(PointRef, Vec<f32>)], para
     }
     if points.len() > FLAT_MAX_POINTS {
         let hnsw = build_hnsw(points.iter().map(|(_, v)| v.as_slice()), points.len(), params);
-        // file_dump needs the default 16 layers (PITFALLS.md); it names files basename.hnsw.{graph,data}.
-        let name =
-            hnsw.file_dump(dir, "hnsw").map_err(|e| CoreError::Index { path: dir.into(), message: format!("HNSW dump: {e}") })?;
-        if name != "hnsw" {
-            return Err(CoreError::Index {
-                path: dir.into(),
-                message: format!("HNSW dumped under {name}, expected a fresh dir"),
-            });
-        }
+        let adj = Adjacency::from_hnsw(&hnsw, points.len()).map_err(|message| CoreError::Index { path: dir.into(), message })?;
+        let path = dir.join("graph.bin");
+        adj.write(&path).map_err(|e| io_err(&path, e))?;
     }
     Ok(())
 }
@@ -122,15 +120,22 @@ impl VectorIndex {
             });
         }
         let index_err = |message: String| CoreError::Index { path: dir.into(), message };
-        let storage = if dir.join("hnsw.hnsw.graph").exists() {
-            // hnsw_rs reads the graph and its vectors; they are copied into a FlatGraph and the
-            // hnsw_rs structure (which borrows `io`) is dropped.
+        let graph = dir.join("graph.bin");
+        let adj = if graph.exists() {
+            Some(Adjacency::read(&graph, points.len()).map_err(|e| index_err(format!("{}: {e}", graph.display())))?)
+        } else if dir.join("hnsw.hnsw.graph").exists() {
+            // An older segment: hnsw_rs loads its dump (graph and vectors), only the links are
+            // kept, and the hnsw_rs structure (which borrows `io`) is dropped here.
             let io = HnswIo::new(dir, "hnsw");
             let h = io.load_hnsw_with_dist::<f32, DistDot>(DistDot {}).map_err(|e| index_err(format!("HNSW load: {e}")))?;
-            Storage::Graph(FlatGraph::from_hnsw(&h, points.len(), dim).map_err(index_err)?)
+            Some(Adjacency::from_hnsw(&h, points.len()).map_err(index_err)?)
         } else {
-            let bytes = std::fs::read(&vpath).map_err(|e| io_err(&vpath, e))?;
-            Storage::Flat(crate::store::bytes_to_vec(&bytes))
+            None
+        };
+        let vectors = crate::store::bytes_to_vec(&std::fs::read(&vpath).map_err(|e| io_err(&vpath, e))?);
+        let storage = match adj {
+            Some(adj) => Storage::Graph(FlatGraph::new(adj, vectors, dim).map_err(index_err)?),
+            None => Storage::Flat(vectors),
         };
         Ok(VectorIndex { points, dim, storage, ef_search })
     }
@@ -266,6 +271,40 @@ mod tests {
         }
         let recall = hits as f64 / (n.div_ceil(211) * 10) as f64;
         assert!(recall > 0.9, "filtered recall@10 {recall}");
+    }
+
+    #[test]
+    fn segments_with_only_the_hnsw_rs_dump_still_load_as_graphs() {
+        let dim = 16;
+        let n = FLAT_MAX_POINTS + 200;
+        let points: Vec<_> = (0..n).map(|i| (PointRef { ord: i as u64, version: 1 }, unit(i as u64 + 3, dim))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        write_index(dir.path(), dim, &points, HnswParams::default()).unwrap();
+        // The layout before graph.bin: hnsw_rs's own dump (16 layers, as file_dump needs).
+        std::fs::remove_file(dir.path().join("graph.bin")).unwrap();
+        let hnsw = build_hnsw(points.iter().map(|(_, v)| v.as_slice()), n, HnswParams::default());
+        assert_eq!(hnsw.file_dump(dir.path(), "hnsw").unwrap(), "hnsw");
+        let idx = VectorIndex::open(dir.path(), dim, 64).unwrap();
+        assert!(idx.is_graph());
+        let hits = idx.search(&points[11].1, 5, &|_| true);
+        assert_eq!(hits[0].0, 11, "a point is its own nearest neighbour");
+    }
+
+    #[test]
+    fn a_corrupt_graph_file_is_an_error_not_a_panic() {
+        let dim = 8;
+        let n = FLAT_MAX_POINTS + 10;
+        let points: Vec<_> = (0..n).map(|i| (PointRef { ord: i as u64, version: 1 }, unit(i as u64, dim))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        write_index(dir.path(), dim, &points, HnswParams::default()).unwrap();
+        let path = dir.path().join("graph.bin");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len();
+        bytes[len - 4..].copy_from_slice(&u32::MAX.to_le_bytes()); // a link to a point that does not exist
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(VectorIndex::open(dir.path(), dim, 64), Err(CoreError::Index { .. })));
+        std::fs::write(&path, &bytes[..len / 2]).unwrap();
+        assert!(matches!(VectorIndex::open(dir.path(), dim, 64), Err(CoreError::Index { .. })));
     }
 
     #[test]
