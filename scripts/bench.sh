@@ -163,8 +163,8 @@ for r in rows:
              r.get("meets_target"))
     elif b == "http_load":
         line(lab, f"{r.get('products')} products: text p50/p99 {f(g(r,'text','client','p50_ms'),1)}/{f(g(r,'text','client','p99_ms'),1)} ms, "
-             f"image p50 {f(g(r,'image','client','p50_ms'),1)} ms, search work p50 {f(g(r,'text','search_work','sum','p50_ms'),2)} ms "
-             f"(with a category filter {f(g(r,'text_category_filter','search_work','sum','p50_ms'),2)} ms); "
+             f"image p50 {f(g(r,'image','client','p50_ms'),1)} ms, search work p50 {f(g(r,'text','search_work','search_ms','p50_ms'),2)} ms "
+             f"(with a category filter {f(g(r,'text_category_filter','search_work','search_ms','p50_ms'),2)} ms); "
              f"{g(r,'concurrent','clients')} clients: {f(g(r,'concurrent','throughput_per_s'))} req/s, p50/p99 "
              f"{f(g(r,'concurrent','client','p50_ms'),1)}/{f(g(r,'concurrent','client','p99_ms'),1)} ms, errors {g(r,'concurrent','errors')}",
              r.get("meets_targets"))

@@ -31,7 +31,9 @@ use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, SegmentCollector, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, QueryParser, RangeQuery, TermQuery,
+};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, Term};
 use vitrine_core::catalog::StoredProduct;
@@ -367,17 +369,20 @@ fn vector_channel(
 
 fn keyword_channel(g: &Generation, text: &str, filter: Option<&dyn Query>, depth: usize) -> Result<Ranked> {
     let fl = &g.fields;
-    let mut fields: Vec<_> = fl.search_fields().iter().map(|(f, _)| *f).collect();
-    fields.push(fl.title_raw);
-    let mut parser = QueryParser::for_index(&g.index, fields);
+    let mut parser = QueryParser::for_index(&g.index, fl.search_fields().iter().map(|(f, _)| *f).collect());
     for (f, boost) in fl.search_fields() {
         parser.set_field_boost(f, boost);
     }
-    // Typo tolerance on the raw (unstemmed) title; it scores constantly, so give it a low boost.
-    parser.set_field_fuzzy(fl.title_raw, false, 1, true);
-    parser.set_field_boost(fl.title_raw, 0.5);
     // Lenient parsing: quotes, colons, parentheses, AND, *, ~ never fail a query.
-    let (user, _errors) = parser.parse_query_lenient(text);
+    let (parsed, _errors) = parser.parse_query_lenient(text);
+    let typos = typo_clauses(g, text)?;
+    let user: Box<dyn Query> = if typos.is_empty() {
+        parsed
+    } else {
+        Box::new(BooleanQuery::new(
+            std::iter::once((Occur::Should, parsed)).chain(typos.into_iter().map(|q| (Occur::Should, q))).collect(),
+        ))
+    };
     let query: Box<dyn Query> = match filter {
         Some(f) => Box::new(BooleanQuery::new(vec![
             (Occur::Must, user),
@@ -400,6 +405,35 @@ fn keyword_channel(g: &Generation, text: &str, filter: Option<&dyn Query>, depth
         }
     }
     Ok(out)
+}
+
+/// Words shorter than this get no typo tolerance (too many neighbours at edit distance 1).
+const TYPO_MIN_CHARS: usize = 4;
+
+/// Typo tolerance: each query word that no product title contains matches titles within one edit
+/// (a transposition counts as one) on the raw, unstemmed title, with a constant score of 0.5. Words
+/// the catalog knows get no fuzzy clause: it would only add near-misses of a word that already
+/// matches, and a fuzzy clause walks the term dictionary and keeps tantivy from pruning the whole
+/// query with block-max WAND, which made it the most expensive part of a keyword search.
+fn typo_clauses(g: &Generation, text: &str) -> Result<Vec<Box<dyn Query>>> {
+    let title_raw = g.fields.title_raw;
+    let mut analyzer = g.index.tokenizer_for_field(title_raw)?;
+    let mut words = Vec::new();
+    let mut stream = analyzer.token_stream(text);
+    while let Some(token) = stream.next() {
+        if token.text.chars().count() >= TYPO_MIN_CHARS && !words.contains(&token.text) {
+            words.push(token.text.clone());
+        }
+    }
+    let mut clauses: Vec<Box<dyn Query>> = Vec::new();
+    for word in words {
+        let term = Term::from_field_text(title_raw, &word);
+        if g.searcher.doc_freq(&term)? == 0 {
+            let fuzzy = FuzzyTermQuery::new(term, 1, true);
+            clauses.push(Box::new(BoostQuery::new(Box::new(ConstScoreQuery::new(Box::new(fuzzy), 1.0)), 0.5)));
+        }
+    }
+    Ok(clauses)
 }
 
 /// Run a query on one generation.

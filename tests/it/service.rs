@@ -142,6 +142,18 @@ async fn text_search_filters_fusion_facets_and_paging() {
     assert!(v["hits"][0]["explain"]["image"].is_null() && v["hits"][0]["explain"]["keyword"]["rank"] == 1);
     let (_, v) = call(&app, TestRequest::get().uri("/v1/search?q=vintage%20cameraman%20photo&k=5")).await;
     assert!(ids(&v).contains(&"sku-020".to_string()), "{v}");
+    // Typo tolerance: a word no title contains matches titles one edit away (a substitution in
+    // "cameramen", a transposition in "cmaeraman"), beside words that match as they are.
+    let keyword_only = json!({"weights": {"image": 0, "text": 0, "keyword": 1}});
+    let (_, v) =
+        call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "cameramen", "fusion": keyword_only}))).await;
+    assert_eq!(ids(&v).first().map(String::as_str), Some("sku-020"), "{v}");
+    let (_, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "vintage cmaeraman", "fusion": keyword_only})),
+    )
+    .await;
+    assert_eq!(ids(&v).first().map(String::as_str), Some("sku-020"), "{v}");
     // Stemming: "mugs" matches "Mug".
     let (_, v) = call(&app, TestRequest::get().uri("/v1/search?q=mugs&k=5&fusion=weighted")).await;
     assert!(v["hits"].as_array().unwrap().iter().any(|h| h["category"] == "mug"));
