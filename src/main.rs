@@ -127,6 +127,13 @@ struct ServeArgs {
     /// HNSW search breadth (higher: better recall, slower).
     #[arg(long, default_value_t = 128)]
     ef_search: usize,
+    /// Refuse `image_url` in image searches (the server never fetches a URL a searcher sends).
+    #[arg(long, env = "VITRINE_NO_IMAGE_URLS")]
+    no_image_urls: bool,
+    /// Let `image_url` reach loopback, private and link-local addresses (refused by default, so
+    /// searchers cannot make the server fetch from its own network).
+    #[arg(long, env = "VITRINE_ALLOW_PRIVATE_IMAGE_URLS")]
+    allow_private_image_urls: bool,
 }
 
 #[derive(Subcommand)]
@@ -392,6 +399,8 @@ fn run_server(args: ServeArgs, embedder: Option<Arc<dyn Embedder>>) -> Result<Ex
         max_upload: args.max_upload,
         queue_capacity: args.queue,
         ef_search: args.ef_search,
+        allow_image_urls: !args.no_image_urls,
+        allow_private_image_urls: args.allow_private_image_urls,
         ..Default::default()
     };
     if config.admin_key.is_none() {

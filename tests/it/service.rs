@@ -116,7 +116,19 @@ async fn a_cropped_reencoded_catalog_photo_finds_its_product_first() {
 async fn image_url_queries_fetch_the_photo() {
     let photo = std::fs::read(root().join("demo/queries/sku-011.jpg")).unwrap();
     let server = http_server(move |p| if p == "/q.jpg" { Reply::Ok(photo.clone()) } else { Reply::Status(404) });
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+    // By default a searcher's URL may not reach the server's own network (the test server is on
+    // 127.0.0.1), nor can image URLs be used at all when they are switched off.
+    let locked = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+    let (s, v) =
+        call(&locked, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")})))
+            .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("non-public"), "{v}");
+    let off = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.allow_image_urls = false))).await;
+    let (s, v) =
+        call(&off, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.allow_private_image_urls = true))).await;
     let (s, v) =
         call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");

@@ -293,10 +293,14 @@ async fn fetch_url(state: &AppState, url: String) -> ApiResult<Vec<u8>> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ApiError::BadRequest("image_url must be http(s)".into()));
     }
-    let max = state.config.max_upload as u64;
+    let opts = vitrine_indexer::FetchOptions {
+        max_bytes: state.config.max_upload as u64,
+        retries: 1,
+        public_only: !state.config.allow_private_image_urls,
+        ..Default::default()
+    };
     web::block(move || {
-        let fetcher =
-            vitrine_indexer::Fetcher::new(vitrine_indexer::FetchOptions { max_bytes: max, retries: 1, ..Default::default() });
+        let fetcher = vitrine_indexer::Fetcher::new(opts);
         fetcher.load(&url)
     })
     .await?

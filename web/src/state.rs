@@ -31,6 +31,9 @@ pub struct ServeConfig {
     pub ef_search: usize,
     /// Whether `image_url` queries may fetch from the network.
     pub allow_image_urls: bool,
+    /// Whether `image_url` may point at loopback, private or link-local addresses. Off by default:
+    /// the URL comes from whoever can search, and must not reach the server's own network.
+    pub allow_private_image_urls: bool,
 }
 
 impl Default for ServeConfig {
@@ -44,6 +47,7 @@ impl Default for ServeConfig {
             queue_capacity: 64,
             ef_search: 128,
             allow_image_urls: true,
+            allow_private_image_urls: false,
         }
     }
 }
