@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of Vitrine. Installs what the tests need first (ONNX Runtime from PyPI; for the
-# browser tests Debian's chromium and the npm packages), so it passes on a fresh machine.
+# Runs every test of Vitrine. Installs what the tests need first (ONNX Runtime from PyPI; cmake and
+# nasm for libjpeg-turbo's build, with apt-get; for the browser tests Debian's chromium and the npm
+# packages), so it passes on a fresh machine.
 #   VITRINE_SKIP_BROWSER=1  skip the browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
