@@ -158,6 +158,7 @@ for r in rows:
     elif b == "hnsw_recall":
         efs = g(r, "ef_search") or {}
         parts = [f"ef {ef}: recall {f(g(v,'recall_at_10'),4)} p50 {f(g(v,'k10','p50_ms'),3)} ms p99 {f(g(v,'k10','p99_ms'),3)} ms"
+                 f" (off-distribution: recall {f(g(v,'ood_recall_at_10'),4)} p50 {f(g(v,'ood_k10','p50_ms'),3)} ms)"
                  for ef, v in sorted(efs.items(), key=lambda kv: int(kv[0]))]
         line(lab, f"{r.get('points')} pts, build {f(r.get('build_s'))} s, load {f((r.get('load_ms') or [None])[0])} ms; " + "; ".join(parts),
              r.get("meets_target"))
