@@ -70,7 +70,7 @@ pub fn decode_into(bytes: &[u8], input: &str, limits: &ImageLimits, buf: &mut Ve
 /// the `turbojpeg` crate): about 25% faster than zune-jpeg behind `image` on a 1 MP photo, and
 /// its fancy upsampling and colour conversion are PIL's own, so decoded pixels match the Python
 /// reference. Handles YCbCr, RGB and grayscale JPEGs, which is nearly all of them; returns `None`
-/// for CMYK/YCCK, which take the general path.
+/// for CMYK/YCCK and for anything libjpeg-turbo fails or warns on, which take the general path.
 fn decode_jpeg_into(bytes: &[u8], input: &str, limits: &ImageLimits, buf: &mut Vec<u8>) -> Result<Option<(u32, u32)>> {
     let err = |kind| CoreError::image(input, kind);
     // libjpeg fills a truncated scan with grey and only warns; refuse it here.
@@ -83,7 +83,10 @@ fn decode_jpeg_into(bytes: &[u8], input: &str, limits: &ImageLimits, buf: &mut V
             Some(d) => d,
             None => slot.insert(turbojpeg::Decompressor::new().map_err(|e| err(ImageErrorKind::Decode(e.to_string())))?),
         };
-        let header = dec.read_header(bytes).map_err(|e| err(ImageErrorKind::Decode(e.to_string())))?;
+        // Anything libjpeg-turbo will not take goes to the general path, which then decides:
+        // this keeps one verdict for bad input, and tolerates what libjpeg only warns about
+        // (TurboJPEG reports warnings such as "extraneous bytes before marker" as failures).
+        let Ok(header) = dec.read_header(bytes) else { return Ok(None) };
         if !matches!(header.colorspace, turbojpeg::Colorspace::YCbCr | turbojpeg::Colorspace::RGB | turbojpeg::Colorspace::Gray) {
             return Ok(None);
         }
@@ -106,7 +109,9 @@ fn decode_jpeg_into(bytes: &[u8], input: &str, limits: &ImageLimits, buf: &mut V
             height: header.height,
             format: turbojpeg::PixelFormat::RGB,
         };
-        dec.decompress(bytes, image).map_err(|e| err(ImageErrorKind::Decode(e.to_string())))?;
+        if dec.decompress(bytes, image).is_err() {
+            return Ok(None);
+        }
         let (w, h) = (w as u32, h as u32);
         let orientation = jpeg_orientation(bytes);
         if orientation == image::metadata::Orientation::NoTransforms {
@@ -509,6 +514,30 @@ mod tests {
         let diff: f64 = fast.as_raw().iter().zip(general.as_raw()).map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs()).sum();
         let mean = diff / fast.as_raw().len() as f64;
         assert!(mean < 1.5, "mean absolute difference {mean}");
+    }
+
+    #[test]
+    fn jpegs_libjpeg_only_warns_about_still_decode() {
+        // Stray bytes before the end-of-image marker: libjpeg warns ("extraneous bytes before
+        // marker 0xd9"), which TurboJPEG reports as a failure; the general path accepts it.
+        let src = RgbImage::from_fn(48, 32, |x, y| image::Rgb([(x * 5) as u8, (y * 7) as u8, 90]));
+        let jpeg = jpeg_of(&src);
+        let eoi = jpeg.len() - 2;
+        let damaged = [&jpeg[..eoi], &[0x12, 0x34, 0x56], &jpeg[eoi..]].concat();
+        let mut pixels = vec![0u8; 48 * 32 * 3];
+        let out = turbojpeg::Image {
+            pixels: &mut pixels[..],
+            width: 48,
+            pitch: 48 * 3,
+            height: 32,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        assert!(turbojpeg::Decompressor::new().unwrap().decompress(&damaged, out).is_err(), "the premise: TurboJPEG fails it");
+        let img = decode(&damaged, "x.jpg", &ImageLimits::default()).unwrap();
+        assert_eq!(img.dimensions(), (48, 32));
+        let clean = decode(&jpeg, "x.jpg", &ImageLimits::default()).unwrap();
+        let diff = img.as_raw().iter().zip(clean.as_raw()).map(|(a, b)| a.abs_diff(*b) as u32).max().unwrap();
+        assert!(diff <= 8, "same picture (max difference {diff})");
     }
 
     #[test]
