@@ -153,41 +153,27 @@ impl VectorIndex {
     }
 
     /// The vector of point `i`, borrowed from memory.
-    pub fn vector_ref(&self, i: usize) -> &[f32] {
+    pub fn vector(&self, i: usize) -> &[f32] {
         match &self.storage {
             Storage::Flat(flat) => &flat[i * self.dim..(i + 1) * self.dim],
             Storage::Graph(g) => g.vector(i),
         }
     }
 
-    /// The vector of point `i`.
-    pub fn vector(&self, i: usize) -> Result<Vec<f32>> {
-        Ok(self.vector_ref(i).to_vec())
-    }
-
     /// Approximate top-k by similarity among points accepted by `accept` (graph), or exact (flat).
     pub fn search(&self, q: &[f32], k: usize, accept: &(dyn Fn(usize) -> bool + Sync)) -> Vec<(usize, f32)> {
         match &self.storage {
             Storage::Graph(g) => g.search(q, k, self.ef_search.max(k), accept),
-            Storage::Flat(_) => self.exact(q, k, accept, None).unwrap_or_default(),
+            Storage::Flat(_) => self.exact(q, k, accept),
         }
     }
 
-    /// Exact top-k over accepted points; `candidates` restricts the scan to these point indices.
-    pub fn exact(
-        &self,
-        q: &[f32],
-        k: usize,
-        accept: &(dyn Fn(usize) -> bool + Sync),
-        candidates: Option<&[usize]>,
-    ) -> Result<Vec<(usize, f32)>> {
-        let score = |i: usize| accept(i).then(|| (i, dot(q, self.vector_ref(i))));
-        let mut scored: Vec<(usize, f32)> = match candidates {
-            Some(c) => c.iter().filter_map(|&i| score(i)).collect(),
-            None => (0..self.points.len()).filter_map(score).collect(),
-        };
+    /// Exact top-k over accepted points.
+    pub fn exact(&self, q: &[f32], k: usize, accept: &(dyn Fn(usize) -> bool + Sync)) -> Vec<(usize, f32)> {
+        let mut scored: Vec<(usize, f32)> =
+            (0..self.points.len()).filter(|&i| accept(i)).map(|i| (i, dot(q, self.vector(i)))).collect();
         top_k(&mut scored, k);
-        Ok(scored)
+        scored
     }
 }
 
@@ -232,12 +218,12 @@ mod tests {
         let idx = VectorIndex::open(dir.path(), dim, 128).unwrap();
         assert!(idx.is_graph());
         assert_eq!(idx.len(), n);
-        assert_eq!(idx.vector(7).unwrap(), points[7].1);
+        assert_eq!(idx.vector(7), points[7].1.as_slice());
         let mut hits = 0;
         for qi in (0..n).step_by(97) {
             let q = &points[qi].1;
             let approx = idx.search(q, 10, &|_| true);
-            let exact = idx.exact(q, 10, &|_| true, None).unwrap();
+            let exact = idx.exact(q, 10, &|_| true);
             assert_eq!(exact[0].0, qi, "a point is its own nearest neighbour");
             hits += approx.iter().filter(|a| exact.iter().any(|e| e.0 == a.0)).count();
         }
@@ -266,7 +252,7 @@ mod tests {
             for (i, s) in &approx {
                 assert!((s - dot(q, &points[*i].1)).abs() < 1e-5, "returned scores are exact f32 scores");
             }
-            let exact = idx.exact(q, 10, &accept, None).unwrap();
+            let exact = idx.exact(q, 10, &accept);
             hits += approx.iter().filter(|a| exact.iter().any(|e| e.0 == a.0)).count();
         }
         let recall = hits as f64 / (n.div_ceil(211) * 10) as f64;

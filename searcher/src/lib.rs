@@ -233,12 +233,12 @@ impl Searcher {
         for (img, txt) in &g.segments {
             for (i, pt) in img.points.iter().enumerate() {
                 if pt.ord == p.ord && pt.version == p.version {
-                    images.push(img.vector(i)?);
+                    images.push(img.vector(i).to_vec());
                 }
             }
             if text.is_none() {
                 if let Some(i) = txt.points.iter().position(|pt| pt.ord == p.ord && pt.version == p.version) {
-                    text = Some(txt.vector(i)?);
+                    text = Some(txt.vector(i).to_vec());
                 }
             }
         }
@@ -355,7 +355,7 @@ fn vector_channel(
             let p = &idx.points[i];
             g.alive(p) && allowed.is_none_or(|a| a.get(p.ord as usize).copied().unwrap_or(false))
         };
-        let hits = if exact { idx.exact(q, fetch, &accept, None)? } else { idx.search(q, fetch, &accept) };
+        let hits = if exact { idx.exact(q, fetch, &accept) } else { idx.search(q, fetch, &accept) };
         for (i, s) in hits {
             let ord = idx.points[i].ord;
             let e = best.entry(ord).or_insert(f32::NEG_INFINITY);
