@@ -55,7 +55,12 @@ pub fn decode_into(bytes: &[u8], input: &str, limits: &ImageLimits, buf: &mut Ve
     if bytes.len() as u64 > limits.max_bytes {
         return Err(err(ImageErrorKind::TooManyBytes { bytes: bytes.len() as u64, limit: limits.max_bytes }));
     }
+    // The same magic `image` guesses JPEG by, so both paths below see only complete JPEGs.
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        // Both JPEG decoders fill a truncated scan with grey instead of failing; refuse it here.
+        if !jpeg_is_complete(bytes) {
+            return Err(err(ImageErrorKind::Decode("truncated: the JPEG has no end-of-image marker after its scan".into())));
+        }
         if let Some(dims) = decode_jpeg_into(bytes, input, limits, buf)? {
             return Ok(dims);
         }
@@ -73,10 +78,6 @@ pub fn decode_into(bytes: &[u8], input: &str, limits: &ImageLimits, buf: &mut Ve
 /// for CMYK/YCCK and for anything libjpeg-turbo fails or warns on, which take the general path.
 fn decode_jpeg_into(bytes: &[u8], input: &str, limits: &ImageLimits, buf: &mut Vec<u8>) -> Result<Option<(u32, u32)>> {
     let err = |kind| CoreError::image(input, kind);
-    // libjpeg fills a truncated scan with grey and only warns; refuse it here.
-    if !jpeg_is_complete(bytes) {
-        return Err(err(ImageErrorKind::Decode("truncated: the JPEG has no end-of-image marker after its scan".into())));
-    }
     TURBO.with(|cell| {
         let mut slot = cell.borrow_mut();
         let dec = match slot.as_mut() {
@@ -90,18 +91,11 @@ fn decode_jpeg_into(bytes: &[u8], input: &str, limits: &ImageLimits, buf: &mut V
         if !matches!(header.colorspace, turbojpeg::Colorspace::YCbCr | turbojpeg::Colorspace::RGB | turbojpeg::Colorspace::Gray) {
             return Ok(None);
         }
-        let (w, h) = (header.width as u64, header.height as u64);
-        if w == 0 || h == 0 {
-            return Err(err(ImageErrorKind::Decode("image has zero width or height".into())));
-        }
-        if w * h > limits.max_pixels || w > u64::from(limits.max_side) || h > u64::from(limits.max_side) {
-            return Err(err(too_large(w as u32, h as u32, limits)));
-        }
-        let len = header.width * header.height * 3;
-        if buf.len() != len {
-            buf.clear();
-            buf.resize(len, 0);
-        }
+        let (w, h) = (u32::try_from(header.width), u32::try_from(header.height));
+        let (Ok(w), Ok(h)) = (w, h) else { return Err(err(too_large(0, 0, limits))) };
+        check_dimensions(w, h, input, limits)?;
+        // Every byte is overwritten, so only a grown buffer needs zeroing.
+        buf.resize(header.width * header.height * 3, 0);
         let image = turbojpeg::Image {
             pixels: &mut buf[..],
             width: header.width,
@@ -112,7 +106,6 @@ fn decode_jpeg_into(bytes: &[u8], input: &str, limits: &ImageLimits, buf: &mut V
         if dec.decompress(bytes, image).is_err() {
             return Ok(None);
         }
-        let (w, h) = (w as u32, h as u32);
         let orientation = jpeg_orientation(bytes);
         if orientation == image::metadata::Orientation::NoTransforms {
             return Ok(Some((w, h)));
@@ -163,12 +156,8 @@ fn decode_general(bytes: &[u8], input: &str, limits: &ImageLimits) -> Result<Rgb
     let err = |kind| CoreError::image(input, kind);
     let mut reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| err(ImageErrorKind::Read(e.to_string())))?;
-    match reader.format() {
-        None => return Err(err(ImageErrorKind::UnknownFormat)),
-        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
-            return Err(err(ImageErrorKind::Decode("truncated: the JPEG has no end-of-image marker after its scan".into())))
-        }
-        Some(_) => {}
+    if reader.format().is_none() {
+        return Err(err(ImageErrorKind::UnknownFormat));
     }
     // The into_decoder path does not enforce max_alloc (PITFALLS.md), so the side limits are what
     // stop a bomb before allocation; the pixel-count check below covers wide-and-tall images.
@@ -179,12 +168,7 @@ fn decode_general(bytes: &[u8], input: &str, limits: &ImageLimits) -> Result<Rgb
     reader.limits(l);
     let mut decoder = reader.into_decoder().map_err(|e| classify(e, input, limits))?;
     let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(err(ImageErrorKind::Decode("image has zero width or height".into())));
-    }
-    if u64::from(w) * u64::from(h) > limits.max_pixels || w > limits.max_side || h > limits.max_side {
-        return Err(err(too_large(w, h, limits)));
-    }
+    check_dimensions(w, h, input, limits)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(e, input, limits))?;
     img.apply_orientation(orientation);
@@ -197,6 +181,18 @@ fn decode_general(bytes: &[u8], input: &str, limits: &ImageLimits) -> Result<Rgb
 fn jpeg_is_complete(b: &[u8]) -> bool {
     let last = |m: &[u8]| memchr::memmem::rfind(b, m);
     matches!((last(&[0xFF, 0xDA]), last(&[0xFF, 0xD9])), (Some(sos), Some(eoi)) if eoi > sos)
+}
+
+/// Refuse empty images and images over the pixel or side limits, from their header, before any
+/// pixel buffer is allocated.
+fn check_dimensions(w: u32, h: u32, input: &str, limits: &ImageLimits) -> Result<()> {
+    if w == 0 || h == 0 {
+        return Err(CoreError::image(input, ImageErrorKind::Decode("image has zero width or height".into())));
+    }
+    if u64::from(w) * u64::from(h) > limits.max_pixels || w > limits.max_side || h > limits.max_side {
+        return Err(CoreError::image(input, too_large(w, h, limits)));
+    }
+    Ok(())
 }
 
 fn too_large(width: u32, height: u32, limits: &ImageLimits) -> ImageErrorKind {
