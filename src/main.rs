@@ -368,7 +368,7 @@ fn report(res: &vitrine_indexer::IngestResult, json: bool) {
             s.ingested, s.unchanged, s.updated, s.deleted, s.failed
         );
     }
-    let warnings = res.failures.iter().filter(|f| f.severity == "warning").count();
+    let warnings = res.failures.iter().filter(|f| f.severity == vitrine_indexer::Severity::Warning).count();
     if let Some(p) = &res.report {
         eprintln!("{} failures and {warnings} warnings, one per line in {}", s.failed, p.display());
     }
@@ -406,13 +406,13 @@ fn run_server(args: ServeArgs, embedder: Option<Arc<dyn Embedder>>) -> Result<Ex
     if config.admin_key.is_none() {
         tracing::warn!("no --admin-key: writes, ingest and the admin dashboard are disabled");
     }
-    let state = vitrine_web::build_state(config).map_err(anyhow::Error::msg)?;
+    let state = vitrine_web::build_state(config)?;
     match embedder {
-        Some(e) => state.set_model(e).map_err(anyhow::Error::msg)?,
+        Some(e) => state.set_model(e)?,
         None => {
             let (st, model) = (state.clone(), args.model.clone());
             std::thread::spawn(move || {
-                let loaded = model.load().map_err(|e| format!("{e:#}")).and_then(|m| st.set_model(Arc::new(m)));
+                let loaded = model.load().map_err(|e| format!("{e:#}")).and_then(|m| st.set_model(Arc::new(m)).map_err(|e| e.to_string()));
                 if let Err(e) = loaded {
                     // The service cannot answer queries without its model: stop rather than stay unready.
                     eprintln!("error: {e}");

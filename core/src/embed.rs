@@ -36,6 +36,10 @@ pub trait Embedder: Send + Sync {
     }
 }
 
+/// The service's model, set once it is loaded and warmed: the service listens (and answers
+/// `/healthz`) before that, and both the query and the write side read it from here.
+pub type ModelSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn Embedder>>>;
+
 /// Scale `v` to unit length in place (a zero vector stays zero).
 pub fn l2_normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();

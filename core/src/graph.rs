@@ -29,6 +29,31 @@ use hnsw_rs::prelude::*;
 
 use crate::embed::dot;
 
+/// Why a graph could not be built or read.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("{n} points: a graph needs 1 to 2^32 - 1")]
+    PointCount { n: usize },
+    #[error("graph point with id {id} beyond the {n} points")]
+    PointOutOfRange { id: usize, n: usize },
+    #[error("point {id} missing from the graph")]
+    MissingPoint { id: usize },
+    #[error("not a graph file")]
+    NotAGraphFile,
+    #[error("graph has no entry point")]
+    NoEntryPoint,
+    #[error("graph file ends early")]
+    Truncated,
+    #[error("graph header (n {stored_n}, {count} layers, entry {entry}) does not fit {n} points")]
+    Header { stored_n: usize, count: usize, entry: u32, n: usize },
+    #[error("graph layer with out-of-range links")]
+    LinksOutOfRange,
+    #[error("{floats} floats for a graph of {n} points of {dim} dimensions")]
+    VectorCount { floats: usize, n: usize, dim: usize },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// One layer's adjacency: the neighbours of point `i` are `targets[offsets[i]..offsets[i + 1]]`.
 struct Layer {
     offsets: Vec<u32>,
@@ -57,9 +82,9 @@ const MAGIC: &[u8; 8] = b"VTGRAPH1";
 
 impl Adjacency {
     /// The links of `hnsw`, whose points are identified by their origin id `0..n`.
-    pub fn from_hnsw(hnsw: &Hnsw<'_, f32, DistDot>, n: usize) -> Result<Self, String> {
+    pub fn from_hnsw(hnsw: &Hnsw<'_, f32, DistDot>, n: usize) -> Result<Self, GraphError> {
         if n == 0 || n > u32::MAX as usize {
-            return Err(format!("{n} points: a graph needs 1 to 2^32 - 1"));
+            return Err(GraphError::PointCount { n });
         }
         let top = usize::from(hnsw.get_point_indexation().get_max_level_observed());
         let mut lists: Vec<Vec<Vec<u32>>> = (0..=top).map(|_| vec![Vec::new(); n]).collect();
@@ -68,7 +93,7 @@ impl Adjacency {
         for p in hnsw.get_point_indexation() {
             let id = p.get_origin_id();
             if id >= n {
-                return Err(format!("graph point with id {id} beyond the {n} points"));
+                return Err(GraphError::PointOutOfRange { id, n });
             }
             seen[id] = true;
             if usize::from(p.get_point_id().0) == top && entry.is_none() {
@@ -79,7 +104,7 @@ impl Adjacency {
             }
         }
         if let Some(missing) = seen.iter().position(|s| !s) {
-            return Err(format!("point {missing} missing from the graph"));
+            return Err(GraphError::MissingPoint { id: missing });
         }
         let layers = lists
             .into_iter()
@@ -94,7 +119,7 @@ impl Adjacency {
                 Layer { offsets, targets }
             })
             .collect();
-        Ok(Adjacency { n, layers, entry: entry.ok_or("graph has no entry point")? })
+        Ok(Adjacency { n, layers, entry: entry.ok_or(GraphError::NoEntryPoint)? })
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
@@ -116,17 +141,17 @@ impl Adjacency {
     }
 
     /// Read a `graph.bin` of `n` points, checking every offset and target.
-    pub fn read(path: &Path, n: usize) -> Result<Self, String> {
-        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    pub fn read(path: &Path, n: usize) -> Result<Self, GraphError> {
+        let bytes = std::fs::read(path)?;
         let mut words =
             bytes.get(MAGIC.len()..).unwrap_or_default().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
         if !bytes.starts_with(MAGIC) {
-            return Err("not a graph file".into());
+            return Err(GraphError::NotAGraphFile);
         }
-        let mut next = || words.next().ok_or_else(|| "graph file ends early".to_string());
+        let mut next = || words.next().ok_or(GraphError::Truncated);
         let (stored_n, count, entry) = (next()? as usize, next()? as usize, next()?);
         if stored_n != n || count == 0 || count > 64 || entry as usize >= n {
-            return Err(format!("graph header (n {stored_n}, {count} layers, entry {entry}) does not fit {n} points"));
+            return Err(GraphError::Header { stored_n, count, entry, n });
         }
         let mut layers = Vec::with_capacity(count);
         for _ in 0..count {
@@ -135,7 +160,7 @@ impl Adjacency {
             let targets = (0..len).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
             let sorted = offsets.windows(2).all(|w| w[0] <= w[1]);
             if offsets[0] != 0 || offsets[n] as usize != len || !sorted || targets.iter().any(|&t| t as usize >= n) {
-                return Err("graph layer with out-of-range links".into());
+                return Err(GraphError::LinksOutOfRange);
             }
             layers.push(Layer { offsets, targets });
         }
@@ -177,9 +202,9 @@ thread_local! {
 
 impl FlatGraph {
     /// The graph `adj` over `vectors` (n × dim, in point order).
-    pub fn new(adj: Adjacency, vectors: Vec<f32>, dim: usize) -> Result<Self, String> {
+    pub fn new(adj: Adjacency, vectors: Vec<f32>, dim: usize) -> Result<Self, GraphError> {
         if dim == 0 || vectors.len() != adj.n * dim {
-            return Err(format!("{} floats for a graph of {} points of {dim} dimensions", vectors.len(), adj.n));
+            return Err(GraphError::VectorCount { floats: vectors.len(), n: adj.n, dim });
         }
         let codes = quantize(&vectors);
         Ok(FlatGraph { dim, vectors, codes, adj })

@@ -1,7 +1,7 @@
 //! The keyword index: tantivy over title, description, brand, category and attributes.
 //!
 //! English stemming on the prose fields; a non-stemmed `title_raw` for typo tolerance (fuzzy
-//! queries match stemmed terms poorly, PITFALLS.md); `brand`, `category` and `attr` (`key=value`)
+//! queries match stemmed terms poorly: a typo of a word meets the stem, not the word); `brand`, `category` and `attr` (`key=value`)
 //! as exact terms for filters and facets; `price` as a fast field for range filters and buckets;
 //! `ord` and `version` as fast fields that tie a document to the vector points of that product
 //! version. The whole product is stored as JSON in `doc`, so a generation answers reads alone.

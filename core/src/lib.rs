@@ -23,7 +23,7 @@ pub mod store;
 pub mod tokenize;
 pub mod vectors;
 
-pub use embed::{ClipOnnx, Embedder, FakeEmbedder};
+pub use embed::{ClipOnnx, Embedder, FakeEmbedder, ModelSlot};
 pub use error::{CoreError, ImageErrorKind, Result};
 pub use model::{ModelDir, ModelId};
 pub use preprocess::{ImageLimits, Preprocessor};

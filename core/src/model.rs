@@ -148,6 +148,14 @@ pub struct ModelId {
     pub dim: usize,
 }
 
+impl ModelId {
+    /// The same model: same files (by content hash) and dimension; the name is only a label.
+    /// Every "may this model read or write that index" check goes through here.
+    pub fn same_model(&self, other: &ModelId) -> bool {
+        self.content_hash == other.content_hash && self.dim == other.dim
+    }
+}
+
 /// A validated model directory: every file is present and the configs parse.
 #[derive(Debug, Clone)]
 pub struct ModelDir {

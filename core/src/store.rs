@@ -1,4 +1,4 @@
-//! The store: sled is the source of truth for products, their embeddings and thumbnails.
+//! The store: sled is the source of truth for products and their embeddings.
 //!
 //! Everything derived (vector segments, the keyword index) can be rebuilt from here without
 //! running the model. One sled tree holds all records under one-byte prefixes, so that a product
@@ -9,7 +9,8 @@
 //! - `v\0{id}\0{slot:u16 BE}` → embedding, little-endian f32 (slot `TEXT_SLOT` is the text vector)
 //! - `l\0{seq:u64 BE}` → product id changed by that write (the change log)
 //! - `m\0{name}` → metadata (`next_ord`, `model`)
-//! - `j\0{job id}` → job records of the service
+//!
+//! Ingest jobs are not here: they are files under `DATA/jobs/` (see `vitrine_indexer::jobs`).
 //!
 //! Only one process can open a sled database: the store is the single writer. Readers (the
 //! searcher) never open it; they read immutable generations (see [`crate::generation`]).

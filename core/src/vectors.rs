@@ -73,7 +73,7 @@ pub fn write_index(dir: &Path, dim: usize, points: &[(PointRef, Vec<f32>)], para
     }
     if points.len() > FLAT_MAX_POINTS {
         let hnsw = build_hnsw(points.iter().map(|(_, v)| v.as_slice()), points.len(), params);
-        let adj = Adjacency::from_hnsw(&hnsw, points.len()).map_err(|message| CoreError::Index { path: dir.into(), message })?;
+        let adj = Adjacency::from_hnsw(&hnsw, points.len()).map_err(|e| CoreError::Index { path: dir.into(), message: e.to_string() })?;
         let path = dir.join("graph.bin");
         adj.write(&path).map_err(|e| io_err(&path, e))?;
     }
@@ -128,13 +128,13 @@ impl VectorIndex {
             // kept, and the hnsw_rs structure (which borrows `io`) is dropped here.
             let io = HnswIo::new(dir, "hnsw");
             let h = io.load_hnsw_with_dist::<f32, DistDot>(DistDot {}).map_err(|e| index_err(format!("HNSW load: {e}")))?;
-            Some(Adjacency::from_hnsw(&h, points.len()).map_err(index_err)?)
+            Some(Adjacency::from_hnsw(&h, points.len()).map_err(|e| index_err(e.to_string()))?)
         } else {
             None
         };
         let vectors = crate::store::bytes_to_vec(&std::fs::read(&vpath).map_err(|e| io_err(&vpath, e))?);
         let storage = match adj {
-            Some(adj) => Storage::Graph(FlatGraph::new(adj, vectors, dim).map_err(index_err)?),
+            Some(adj) => Storage::Graph(FlatGraph::new(adj, vectors, dim).map_err(|e| index_err(e.to_string()))?),
             None => Storage::Flat(vectors),
         };
         Ok(VectorIndex { points, dim, storage, ef_search })

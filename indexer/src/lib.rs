@@ -18,6 +18,8 @@
 
 pub mod catalog;
 pub mod fetch;
+pub mod jobs;
+pub mod service;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -68,8 +70,19 @@ pub struct Failure {
     pub line: Option<usize>,
     pub id: Option<String>,
     pub reason: String,
-    /// `error`: the record was skipped; `warning`: it was indexed without something (an image).
-    pub severity: String,
+    pub severity: Severity,
+}
+
+/// How bad a [`Failure`] is.
+///
+/// # Persisted (in failure reports): changing this needs a migration
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The record was skipped.
+    Error,
+    /// The record was indexed without something (an image).
+    Warning,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -78,6 +91,36 @@ pub struct IngestResult {
     pub failures: Vec<Failure>,
     pub report: Option<PathBuf>,
     pub generation: Option<u64>,
+}
+
+/// An ingest in progress: see [`Indexer::ingest`], or drive it chunk by chunk with
+/// [`Indexer::ingest_step`] and [`Indexer::finish_ingest`].
+pub struct IngestRun {
+    res: IngestResult,
+    seen: HashSet<String>,
+    processed: u64,
+    parse_errors: u64,
+    delete_missing: bool,
+    last_checkpoint: Instant,
+}
+
+impl IngestRun {
+    pub fn new(records: &[Record], parse_errors: Vec<RecordError>, delete_missing: bool, progress: &dyn Progress) -> Self {
+        let mut res = IngestResult::default();
+        for e in &parse_errors {
+            res.failures.push(Failure { line: Some(e.line), id: e.id.clone(), reason: e.reason.clone(), severity: Severity::Error });
+        }
+        res.summary.failed = parse_errors.len() as u64;
+        progress.start((records.len() + parse_errors.len()) as u64);
+        IngestRun {
+            res,
+            seen: records.iter().map(|r| r.product.id.clone()).collect(),
+            processed: parse_errors.len() as u64,
+            parse_errors: parse_errors.len() as u64,
+            delete_missing,
+            last_checkpoint: Instant::now(),
+        }
+    }
 }
 
 /// Progress callbacks; all optional.
@@ -141,7 +184,7 @@ pub fn indexed_model(data: &Path) -> Result<Option<ModelId>> {
 
 /// The same model: same files (by content hash) and dimension; the name is only a label.
 pub fn same_model(a: &ModelId, b: &ModelId) -> bool {
-    a.content_hash == b.content_hash && a.dim == b.dim
+    a.same_model(b)
 }
 
 /// Refuse to serve or write `data` with a model other than the one it was indexed with.
@@ -241,23 +284,35 @@ impl Indexer {
         delete_missing: bool,
         progress: &dyn Progress,
     ) -> Result<IngestResult> {
-        let mut res = IngestResult::default();
-        for e in &parse_errors {
-            res.failures.push(Failure {
-                line: Some(e.line),
-                id: e.id.clone(),
-                reason: e.reason.clone(),
-                severity: "error".into(),
-            });
+        let mut run = IngestRun::new(&records, parse_errors, delete_missing, progress);
+        for chunk in records.chunks(self.opts.chunk.max(1)) {
+            self.ingest_step(&mut run, chunk, progress)?;
         }
-        res.summary.failed = parse_errors.len() as u64;
-        let total = (records.len() + parse_errors.len()) as u64;
-        progress.start(total);
-        let seen: HashSet<String> = records.iter().map(|r| r.product.id.clone()).collect();
-        let processed = self.run_chunks(&records, &mut res, parse_errors.len() as u64, progress, true)?;
-        if delete_missing {
-            if parse_errors.is_empty() {
-                let stale: Vec<String> = self.store.ids().filter_map(|r| r.ok()).filter(|id| !seen.contains(id)).collect();
+        self.finish_ingest(run, progress)
+    }
+
+    /// One chunk of an [`IngestRun`]: embed and store it, and build a searchable generation when
+    /// the checkpoint interval has passed. A caller that shares this writer (the service) can let
+    /// other writes in between steps.
+    pub fn ingest_step(&self, run: &mut IngestRun, chunk: &[Record], progress: &dyn Progress) -> Result<()> {
+        self.process_chunk(chunk, &mut run.res)?;
+        run.processed += chunk.len() as u64;
+        progress.update(run.processed, &run.res.summary);
+        if run.last_checkpoint.elapsed() >= self.opts.checkpoint {
+            self.sync()?;
+            run.last_checkpoint = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// End an [`IngestRun`]: delete what the catalog no longer holds (when asked and safe), make
+    /// everything durable and searchable, and write the failure report.
+    pub fn finish_ingest(&self, mut run: IngestRun, progress: &dyn Progress) -> Result<IngestResult> {
+        let res = &mut run.res;
+        if run.delete_missing {
+            if run.parse_errors == 0 {
+                let stale: Vec<String> =
+                    self.store.ids().filter_map(|r| r.ok()).filter(|id| !run.seen.contains(id)).collect();
                 for id in stale {
                     if self.store.delete(&id)? {
                         res.summary.deleted += 1;
@@ -269,16 +324,16 @@ impl Indexer {
                     id: None,
                     reason: format!(
                         "--delete-missing skipped: {} lines could not be read, and the products they held would be deleted",
-                        parse_errors.len()
+                        run.parse_errors
                     ),
-                    severity: "warning".into(),
+                    severity: Severity::Warning,
                 });
             }
         }
         res.generation = self.sync()?.map(|r| r.generation);
-        progress.update(processed, &res.summary);
+        progress.update(run.processed, &res.summary);
         res.report = self.write_report(&res.failures)?;
-        Ok(res)
+        Ok(run.res)
     }
 
     /// Upsert products given directly (the HTTP API); becomes searchable when this returns.
@@ -415,7 +470,7 @@ impl Indexer {
                     line: Some(p.rec.line),
                     id: Some(product.id.clone()),
                     reason: format!("nothing to index: {why}"),
-                    severity: "error".into(),
+                    severity: Severity::Error,
                 });
                 res.summary.failed += 1;
                 continue;
@@ -425,7 +480,7 @@ impl Indexer {
                     line: Some(p.rec.line),
                     id: Some(product.id.clone()),
                     reason: format!("image skipped, product indexed without it: {e}"),
-                    severity: "warning".into(),
+                    severity: Severity::Warning,
                 });
             }
             let stored = StoredProduct {

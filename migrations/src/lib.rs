@@ -6,8 +6,11 @@
 //! where it stopped), and refuses a version newer than this build understands.
 //!
 //! Format history:
-//! - **1**: `store/` (sled: products, embeddings, thumbnails, change log), `generations/gen-N/`
-//!   (manifest.json, tantivy `keyword/`, vector `segments/`), `CURRENT`, `reports/`.
+//! - **1**: `store/` (sled: products, embeddings, change log, metadata), `generations/gen-N/`
+//!   (manifest.json, tantivy `keyword/`, vector `segments/` whose graphs are hnsw_rs dumps or,
+//!   since the flat search loop, `graph.bin`: both load, no version step was needed),
+//!   `CURRENT`, `reports/`, `jobs/` (the service's ingest jobs, JSON with their catalogs), and
+//!   `cache/thumbs/` (derived, safe to delete).
 //!
 //! Add a step by appending to [`MIGRATIONS`] in a module of its own (`v1_to_v2.rs`), bumping
 //! [`CURRENT_FORMAT`], and committing a data directory of the old format under

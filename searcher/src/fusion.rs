@@ -85,6 +85,13 @@ impl Fusion {
         }
         Ok(())
     }
+
+    /// The channel weights this query runs with: the request's, else [`Weights::default_for`]
+    /// what it holds. The query service decides which model towers run from these, and the
+    /// searcher which channels run, so both read them here.
+    pub fn weights_for(&self, has_image: bool, has_text: bool) -> Weights {
+        self.weights.unwrap_or_else(|| Weights::default_for(has_image, has_text))
+    }
 }
 
 /// Reciprocal rank fusion: `score(d) = Σ_c w_c / (k + rank_c(d))`, ranks starting at 1.

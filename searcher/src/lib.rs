@@ -20,6 +20,7 @@
 //! (arc-swap) when `CURRENT` changes; queries in flight keep the one they started with.
 
 pub mod fusion;
+pub mod service;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -46,8 +47,12 @@ pub use fusion::{Fusion, FusionMode, Normalization, Weights};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
+    /// A parameter is out of range (k, offset, fusion, filters).
     #[error("{0}")]
     BadRequest(String),
+    /// The keyword query is too long, too deeply nested, or names a field that cannot be queried.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     #[error("no index yet: run `vitrine index` or POST /v1/ingest first")]
     NoIndex,
     #[error("product {0} not found")]
@@ -77,10 +82,103 @@ pub struct PriceRange {
     pub max: Option<f64>,
 }
 
+/// Values in one filter list (a category, brand or attribute key).
+pub const MAX_FILTER_VALUES: usize = 100;
+/// Attribute keys in one filter.
+pub const MAX_FILTER_ATTRIBUTES: usize = 32;
+/// Bytes of one filter value or attribute key.
+pub const MAX_FILTER_VALUE_BYTES: usize = 256;
+
 impl Filters {
     pub fn is_empty(&self) -> bool {
         self.category.is_empty() && self.brand.is_empty() && self.price.is_none() && self.attributes.is_empty()
     }
+
+    /// Bounds on what one query may filter by: a filter is evaluated per query, so its size is
+    /// the client's to choose only within these limits.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(SearchError::BadRequest(m));
+        if self.attributes.len() > MAX_FILTER_ATTRIBUTES {
+            return bad(format!("filters.attributes: at most {MAX_FILTER_ATTRIBUTES} keys"));
+        }
+        let lists = [("category", &self.category), ("brand", &self.brand)]
+            .into_iter()
+            .chain(self.attributes.iter().map(|(k, v)| (k.as_str(), v)));
+        for (name, values) in lists {
+            if values.len() > MAX_FILTER_VALUES {
+                return bad(format!("filters.{name}: at most {MAX_FILTER_VALUES} values"));
+            }
+            if name.len() > MAX_FILTER_VALUE_BYTES || values.iter().any(|v| v.len() > MAX_FILTER_VALUE_BYTES) {
+                return bad(format!("filters.{name}: keys and values are at most {MAX_FILTER_VALUE_BYTES} bytes"));
+            }
+        }
+        if let Some(p) = self.price {
+            for (name, v) in [("min", p.min), ("max", p.max)] {
+                if v.is_some_and(|v| !v.is_finite()) {
+                    return bad(format!("filters.price.{name} must be a finite number"));
+                }
+            }
+            if let (Some(lo), Some(hi)) = (p.min, p.max) {
+                if lo > hi {
+                    return bad(format!("filters.price: min {lo} is above max {hi}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Characters in a keyword query.
+pub const MAX_QUERY_CHARS: usize = 1_000;
+/// Parentheses open at once in a keyword query. tantivy's query grammar recurses once per level,
+/// so an unbounded depth overflows the stack of the thread that parses it.
+pub const MAX_QUERY_NESTING: usize = 8;
+
+/// The keyword query limits, checked before tantivy parses anything: at most
+/// [`MAX_QUERY_CHARS`] characters, [`MAX_QUERY_NESTING`] levels of parentheses, and `field:`
+/// prefixes only for fields a shopper may search (`title:`, `description:`, …; others, such as
+/// `id:` or `price:`, are refused rather than left to fail inside the index).
+pub fn validate_keyword_query(text: &str) -> Result<()> {
+    let invalid = |m: String| Err(SearchError::InvalidQuery(m));
+    if text.chars().count() > MAX_QUERY_CHARS {
+        return invalid(format!("q is longer than {MAX_QUERY_CHARS} characters"));
+    }
+    let (mut depth, mut max_depth, mut quoted) = (0usize, 0usize, false);
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' | '[' | '{' if !quoted => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            ')' | ']' | '}' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if max_depth > MAX_QUERY_NESTING {
+        return invalid(format!("q nests parentheses {max_depth} deep; at most {MAX_QUERY_NESTING}"));
+    }
+    static FIELDS: std::sync::OnceLock<vitrine_core::keyword::KeywordFields> = std::sync::OnceLock::new();
+    let fields = FIELDS.get_or_init(vitrine_core::keyword::KeywordFields::new);
+    let searchable: Vec<&str> = fields.search_fields().iter().map(|(f, _)| fields.schema.get_field_name(*f)).collect();
+    for word in text.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '+' | '-' | '"')) {
+        let Some((field, _)) = word.split_once(':') else { continue };
+        if fields.schema.get_field(field).is_ok() && !searchable.contains(&field) {
+            return invalid(format!("the field {field:?} cannot be searched; searchable: {}", searchable.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+/// `k` and `offset` within their bounds.
+pub fn validate_paging(k: usize, offset: usize) -> Result<()> {
+    if k == 0 || k > MAX_K {
+        return Err(SearchError::BadRequest(format!("k must be between 1 and {MAX_K}")));
+    }
+    if offset > MAX_OFFSET {
+        return Err(SearchError::BadRequest(format!("offset must be at most {MAX_OFFSET}")));
+    }
+    Ok(())
 }
 
 /// A query. At least one of `image_vector`, `text_vector`, `text` must be set.
@@ -216,6 +314,23 @@ impl Searcher {
         self.current.load_full()
     }
 
+    /// Refresh every `every` on a background thread, for generations written by another process
+    /// (`vitrine index`); writes of this process refresh at once. The thread ends with the last
+    /// other reference to the searcher.
+    pub fn spawn_refresher(self: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("refresh".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(s) = weak.upgrade() else { return };
+                if let Err(e) = s.refresh() {
+                    tracing::warn!("refresh: {e}");
+                }
+            })
+            .expect("thread");
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data
     }
@@ -313,11 +428,6 @@ fn filter_query(g: &Generation, f: &Filters) -> Result<Option<Box<dyn Query>>> {
         must.push((Occur::Must, any_of(fl.brand, &f.brand)));
     }
     if let Some(p) = f.price {
-        if let (Some(lo), Some(hi)) = (p.min, p.max) {
-            if lo > hi {
-                return Err(SearchError::BadRequest(format!("filters.price: min {lo} is above max {hi}")));
-            }
-        }
         let lo = p.min.map(|v| Bound::Included(Term::from_field_f64(fl.price, v))).unwrap_or(Bound::Unbounded);
         let hi = p.max.map(|v| Bound::Included(Term::from_field_f64(fl.price, v))).unwrap_or(Bound::Unbounded);
         must.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
@@ -368,6 +478,7 @@ fn vector_channel(
 }
 
 fn keyword_channel(g: &Generation, text: &str, filter: Option<&dyn Query>, depth: usize) -> Result<Ranked> {
+    validate_keyword_query(text)?;
     let fl = &g.fields;
     let mut parser = QueryParser::for_index(&g.index, fl.search_fields().iter().map(|(f, _)| *f).collect());
     for (f, boost) in fl.search_fields() {
@@ -438,13 +549,9 @@ fn typo_clauses(g: &Generation, text: &str) -> Result<Vec<Box<dyn Query>>> {
 
 /// Run a query on one generation.
 pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult> {
-    if q.k == 0 || q.k > MAX_K {
-        return Err(SearchError::BadRequest(format!("k must be between 1 and {MAX_K}")));
-    }
-    if q.offset > MAX_OFFSET {
-        return Err(SearchError::BadRequest(format!("offset must be at most {MAX_OFFSET}")));
-    }
+    validate_paging(q.k, q.offset)?;
     q.fusion.validate().map_err(SearchError::BadRequest)?;
+    q.filters.validate()?;
     let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
     if q.image_vector.is_none() && q.text_vector.is_none() && text.is_none() {
         return Err(SearchError::BadRequest("a query needs text (q) or an image".into()));
@@ -481,7 +588,7 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
     timings.filter_ms = ms(t0);
 
     let depth = (q.offset + q.k).max(MIN_DEPTH);
-    let w = q.fusion.weights.unwrap_or_else(|| Weights::default_for(q.image_vector.is_some(), text.is_some()));
+    let w = q.fusion.weights_for(q.image_vector.is_some(), text.is_some());
     let image_q = q.image_vector.as_ref().or(q.text_vector.as_ref());
     let text_q = q.text_vector.as_ref().or(q.image_vector.as_ref());
     let vectors = || {
@@ -649,4 +756,73 @@ pub fn list_products(g: &Generation, text: Option<&str>, offset: usize, limit: u
         }
     }
     Ok((out, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyword_limits() {
+        assert!(validate_keyword_query("red (leather OR suede) bag").is_ok());
+        assert!(validate_keyword_query(&format!("{}a{}", "(".repeat(MAX_QUERY_NESTING), ")".repeat(MAX_QUERY_NESTING))).is_ok());
+        let deep = format!("{}a", "(".repeat(MAX_QUERY_NESTING + 1));
+        assert!(matches!(validate_keyword_query(&deep), Err(SearchError::InvalidQuery(_))));
+        // Parentheses inside a phrase are words, not nesting.
+        assert!(validate_keyword_query(&format!("\"{}\"", "(".repeat(50))).is_ok());
+        assert!(matches!(validate_keyword_query(&"a".repeat(MAX_QUERY_CHARS + 1)), Err(SearchError::InvalidQuery(_))));
+        for bad in ["id:*", "price:>3", "doc:x", "ord:1", "red version:2"] {
+            assert!(matches!(validate_keyword_query(bad), Err(SearchError::InvalidQuery(_))), "{bad}");
+        }
+        for ok in ["title:mug", "brand_text:acme", "ratio 16:9", "unknown:field"] {
+            assert!(validate_keyword_query(ok).is_ok(), "{ok}");
+        }
+    }
+
+    /// Every query that passes the limits parses on a thread with a small stack: the limits, not
+    /// luck, keep tantivy's recursive grammar in bounds.
+    #[test]
+    fn accepted_queries_parse_within_a_small_stack() {
+        let index = tantivy::Index::create_in_ram(vitrine_core::keyword::KeywordFields::new().schema);
+        let fields = vitrine_core::keyword::KeywordFields::new();
+        let worst: Vec<String> = ["(", "[", "{", "-", "+", "NOT ", "\"", "a AND ", "a OR ", "~", "^", ":", "*", "\\"]
+            .iter()
+            .flat_map(|op| {
+                let n = MAX_QUERY_CHARS / op.len();
+                vec![op.repeat(n), format!("{}a", op.repeat(n - 1)), format!("{}a", op.repeat(MAX_QUERY_NESTING))]
+            })
+            .collect();
+        let accepted: Vec<String> = worst.into_iter().filter(|q| validate_keyword_query(q).is_ok()).collect();
+        assert!(accepted.len() > 20, "the limits should accept most of these");
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let parser = QueryParser::for_index(&index, fields.search_fields().iter().map(|(f, _)| *f).collect());
+                for q in &accepted {
+                    let _ = parser.parse_query_lenient(q);
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("parsing overflowed a 256 KiB stack");
+    }
+
+    #[test]
+    fn filter_bounds() {
+        let mut f = Filters { category: vec!["x".into(); MAX_FILTER_VALUES], ..Default::default() };
+        assert!(f.validate().is_ok());
+        f.category.push("y".into());
+        assert!(matches!(f.validate(), Err(SearchError::BadRequest(_))));
+        let f = Filters { brand: vec!["b".repeat(MAX_FILTER_VALUE_BYTES + 1)], ..Default::default() };
+        assert!(f.validate().is_err());
+        let f = Filters {
+            attributes: (0..=MAX_FILTER_ATTRIBUTES).map(|i| (format!("k{i}"), vec!["v".into()])).collect(),
+            ..Default::default()
+        };
+        assert!(f.validate().is_err());
+        let f = Filters { price: Some(PriceRange { min: Some(5.0), max: Some(1.0) }), ..Default::default() };
+        assert!(f.validate().is_err());
+        let f = Filters { price: Some(PriceRange { min: Some(f64::NAN), max: None }), ..Default::default() };
+        assert!(f.validate().is_err());
+    }
 }

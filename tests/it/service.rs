@@ -338,7 +338,7 @@ async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
 async fn a_full_inference_queue_answers_503_instead_of_queueing_forever() {
     let state = state_for(demo_data(), |c| c.queue_capacity = 1);
     let app = test::init_service(vitrine_web::app(state.clone())).await;
-    let slot = state.queue.enter(&state.metrics).unwrap();
+    let slot = state.query.admit().unwrap();
     let (s, v) = call(&app, TestRequest::get().uri("/v1/search?q=cat")).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(v["error"]["code"], "overloaded");
@@ -466,7 +466,7 @@ async fn ingest_jobs_run_report_progress_and_survive_a_restart() {
         let (_, v) = call(&app, TestRequest::get().uri("/v1/products/job-2")).await;
         assert_eq!(v["id"], "job-2");
         // What a stopping process does: release the data directory.
-        state.writer.close();
+        state.writes.close();
     }
     // A job that was running when the service died is resumed by the next start.
     let jobs = data.join("jobs");

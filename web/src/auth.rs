@@ -28,11 +28,22 @@ pub fn require_admin(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
     }
 }
 
-pub fn require_search(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
-    let Some(want) = &state.config.search_key else { return Ok(()) };
+/// A route guarded by `key` when it is set (the admin key opens it too); open when unset.
+fn require_optional(req: &HttpRequest, state: &AppState, key: Option<&str>) -> ApiResult<()> {
+    let Some(want) = key else { return Ok(()) };
     match presented(req) {
         None => Err(ApiError::Unauthorized),
         Some(k) if same(&k, want) || state.config.admin_key.as_deref().is_some_and(|a| same(&k, a)) => Ok(()),
         Some(_) => Err(ApiError::Forbidden),
     }
+}
+
+/// Everything a shopper reads: searches, products, images and thumbnails.
+pub fn require_search(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
+    require_optional(req, state, state.config.search_key.as_deref())
+}
+
+/// `/metrics`, when `metrics_key` is set.
+pub fn require_metrics(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
+    require_optional(req, state, state.config.metrics_key.as_deref())
 }

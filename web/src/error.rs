@@ -1,15 +1,25 @@
-//! API errors: one enum, one exhaustive mapping to HTTP status and a stable snake_case code.
-//! Body: `{"error": {"code": "...", "message": "..."}}`.
+//! API errors: the typed errors of the query and write services, plus the few the HTTP layer
+//! finds itself (authentication, body parsing), mapped to an HTTP status and a stable snake_case
+//! code in one exhaustive function, [`ApiError::status_and_code`]. Every code is listed in
+//! docs/API.md.
+//!
+//! Body: `{"error": {"code": "...", "message": "..."}}`. A 5xx never shows its cause to the client
+//! (it may name server paths); the cause goes to the log.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use vitrine_core::CoreError;
+use vitrine_indexer::service::WriteError;
 use vitrine_indexer::IndexError;
+use vitrine_searcher::service::QueryError;
 use vitrine_searcher::SearchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The request could not be parsed (body, query string, path, multipart).
     #[error("{0}")]
     BadRequest(String),
+    /// A product write whose images all failed.
     #[error("{0}")]
     InvalidImage(String),
     #[error("{0}")]
@@ -21,102 +31,188 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
-    Conflict(String),
-    #[error("the model queue is full ({0} requests waiting); retry shortly")]
-    Overloaded(usize),
-    #[error("{0}")]
-    NotReady(String),
-    #[error("{0}")]
-    Internal(String),
+    NotReady(&'static str),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("worker pool: {0}")]
+    Blocking(#[from] actix_web::error::BlockingError),
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Migration(#[from] vitrine_migrations::MigrationError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
+
+const BAD: StatusCode = StatusCode::BAD_REQUEST;
+const INTERNAL: (StatusCode, &str) = (StatusCode::INTERNAL_SERVER_ERROR, "internal");
+
+fn core(e: &CoreError) -> (StatusCode, &'static str) {
+    match e {
+        CoreError::Image { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+        CoreError::Tokenizer { .. } => (BAD, "bad_request"),
+        CoreError::ModelLoad { .. }
+        | CoreError::Runtime { .. }
+        | CoreError::Inference { .. }
+        | CoreError::Store { .. }
+        | CoreError::Index { .. }
+        | CoreError::Io { .. } => INTERNAL,
+    }
+}
+
+fn search(e: &SearchError) -> (StatusCode, &'static str) {
+    match e {
+        SearchError::BadRequest(_) => (BAD, "bad_request"),
+        SearchError::InvalidQuery(_) => (BAD, "invalid_query"),
+        SearchError::NoIndex => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        SearchError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        SearchError::Core(c) => core(c),
+        SearchError::Tantivy(_) => INTERNAL,
+    }
+}
+
+fn query(e: &QueryError) -> (StatusCode, &'static str) {
+    match e {
+        QueryError::MissingInput | QueryError::Conflicting(_) => (BAD, "bad_request"),
+        QueryError::Search(s) => search(s),
+        QueryError::ImageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        QueryError::ImageUrlsDisabled => (BAD, "image_url_disabled"),
+        QueryError::Fetch(_) => (BAD, "image_url_failed"),
+        QueryError::Model(c) => core(c),
+        QueryError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        QueryError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        QueryError::ModelMismatch { .. } | QueryError::ModelAlreadySet => (StatusCode::CONFLICT, "conflict"),
+    }
+}
+
+fn index(e: &IndexError) -> (StatusCode, &'static str) {
+    match e {
+        IndexError::ModelMismatch { .. } => (StatusCode::CONFLICT, "conflict"),
+        IndexError::Invalid(_) => (BAD, "bad_request"),
+        IndexError::Core(c) => core(c),
+        IndexError::Migration(_) => INTERNAL,
+    }
+}
+
+fn write(e: &WriteError) -> (StatusCode, &'static str) {
+    match e {
+        WriteError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        WriteError::Index(i) => index(i),
+        WriteError::JobNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        WriteError::ReportGone { .. } => (StatusCode::GONE, "report_gone"),
+        WriteError::Io { .. } => INTERNAL,
+    }
 }
 
 impl ApiError {
-    pub fn code(&self) -> &'static str {
+    /// The one map from every error the service can return to its HTTP status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::InvalidImage(_) => "invalid_image",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden => "forbidden",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::Overloaded(_) => "overloaded",
-            ApiError::NotReady(_) => "not_ready",
-            ApiError::Internal(_) => "internal",
+            ApiError::BadRequest(_) => (BAD, "bad_request"),
+            ApiError::InvalidImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::Query(e) => query(e),
+            ApiError::Search(e) => search(e),
+            ApiError::Write(e) => write(e),
+            ApiError::Blocking(_) => INTERNAL,
         }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Overloaded(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.status_and_code().0
     }
 
     fn error_response(&self) -> HttpResponse {
-        if matches!(self, ApiError::Internal(_)) {
+        let (status, code) = self.status_and_code();
+        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!("internal error: {self}");
-        }
-        let mut r = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Overloaded(_)) {
+            "internal error; the server log has the details".to_string()
+        } else {
+            self.to_string()
+        };
+        let mut r = HttpResponse::build(status);
+        if code == "overloaded" {
             r.insert_header(("Retry-After", "1"));
         }
-        r.json(serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}}))
+        r.json(serde_json::json!({"error": {"code": code, "message": message}}))
     }
 }
 
-impl From<vitrine_core::CoreError> for ApiError {
-    fn from(e: vitrine_core::CoreError) -> Self {
-        use vitrine_core::CoreError as C;
-        match e {
-            C::Image { .. } => ApiError::InvalidImage(e.to_string()),
-            C::Tokenizer { .. } => ApiError::BadRequest(e.to_string()),
-            C::Store { ref message } if message.contains("in use by another vitrine process") => {
-                ApiError::Conflict(e.to_string())
-            }
-            C::ModelLoad { .. } | C::Runtime { .. } | C::Inference { .. } | C::Store { .. } | C::Index { .. } | C::Io { .. } => {
-                ApiError::Internal(e.to_string())
-            }
-        }
-    }
-}
-
-impl From<SearchError> for ApiError {
-    fn from(e: SearchError) -> Self {
-        match e {
-            SearchError::BadRequest(m) => ApiError::BadRequest(m),
-            SearchError::NoIndex => ApiError::NotReady(e.to_string()),
-            SearchError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            SearchError::Core(c) => c.into(),
-            SearchError::Tantivy(t) => ApiError::Internal(t.to_string()),
-        }
-    }
-}
-
-impl From<IndexError> for ApiError {
-    fn from(e: IndexError) -> Self {
-        match e {
-            IndexError::ModelMismatch { .. } => ApiError::Conflict(e.to_string()),
-            IndexError::Invalid(m) => ApiError::BadRequest(m),
-            IndexError::Core(c) => c.into(),
-            IndexError::Migration(m) => ApiError::Internal(m.to_string()),
-        }
-    }
-}
-
-impl From<actix_web::error::BlockingError> for ApiError {
-    fn from(e: actix_web::error::BlockingError) -> Self {
-        ApiError::Internal(format!("worker pool: {e}"))
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        ApiError::Search(SearchError::Core(e))
     }
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_errors_are_4xx_and_faults_5xx() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (QueryError::MissingInput.into(), 400, "bad_request"),
+            (SearchError::InvalidQuery("deep".into()).into(), 400, "invalid_query"),
+            (QueryError::Search(SearchError::InvalidQuery("x".into())).into(), 400, "invalid_query"),
+            (QueryError::ImageTooLarge { limit: 1 }.into(), 413, "payload_too_large"),
+            (QueryError::ImageUrlsDisabled.into(), 400, "image_url_disabled"),
+            (QueryError::Overloaded { capacity: 1 }.into(), 503, "overloaded"),
+            (QueryError::NotReady.into(), 503, "not_ready"),
+            (SearchError::NoIndex.into(), 503, "not_ready"),
+            (SearchError::NotFound("a".into()).into(), 404, "not_found"),
+            (
+                QueryError::Model(CoreError::image("x", vitrine_core::ImageErrorKind::UnknownFormat)).into(),
+                422,
+                "invalid_image",
+            ),
+            (WriteError::JobNotFound { id: "j".into() }.into(), 404, "not_found"),
+            (WriteError::ReportGone { id: "j".into() }.into(), 410, "report_gone"),
+            (WriteError::NotReady.into(), 503, "not_ready"),
+            (CoreError::Store { message: "/secret/path broke".into() }.into(), 500, "internal"),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::Forbidden, 403, "forbidden"),
+        ];
+        for (e, status, code) in cases {
+            let (s, c) = e.status_and_code();
+            assert_eq!((s.as_u16(), c), (status, code), "{e}");
+        }
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let e: ApiError = CoreError::Store { message: "/srv/data/store: disk on fire".into() }.into();
+        let body = actix_web::body::MessageBody::try_into_bytes(e.error_response().into_body()).unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("/srv/data"), "{text}");
+        assert!(text.contains("\"code\":\"internal\""), "{text}");
+    }
+
+    #[test]
+    fn overload_says_when_to_retry() {
+        let e: ApiError = QueryError::Overloaded { capacity: 4 }.into();
+        assert_eq!(e.error_response().headers().get("retry-after").unwrap(), "1");
+    }
+}

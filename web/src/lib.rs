@@ -1,93 +1,78 @@
-//! The HTTP service: search, products, ingest jobs, operations, and the embedded UI.
+//! The HTTP service: routes, authentication, request parsing and the error map, over two
+//! services that own the data flow:
+//! - [`vitrine_searcher::service::QueryService`] (the read side): which model towers run, the
+//!   bounded admission queue, `image_url` fetching, decoding, embedding and the search;
+//! - [`vitrine_indexer::service::WriteService`] (the write side): the data directory's single
+//!   writer, product writes, ingest jobs, and telling the searcher about new generations.
 //!
-//! Handlers are thin: they authenticate, parse, call the searcher or the indexer off the async
-//! executor (`web::block`), and map errors through [`error::ApiError`]. Model inference passes
-//! through a bounded queue ([`state::InferenceQueue`]) and answers 503 when it is full, so latency
-//! cannot grow without bound under overload.
+//! Handlers authenticate, parse, call one of them (blocking work on `web::block`) and map the
+//! result or the error ([`error::ApiError`], one exhaustive map to status and code). Body sizes
+//! are bounded per route ([`limits`]).
 //!
-//! Threads besides actix's: the ingest job worker, a refresher that picks up new generations
-//! written by other processes (`vitrine index`), and a closer for the idle writer.
+//! Threads besides actix's: the write service's job worker and idle closer, and the searcher's
+//! refresher, which picks up generations written by other processes (`vitrine index`).
 
 pub mod auth;
 pub mod error;
-pub mod jobs;
 pub mod metrics;
 pub mod products;
 pub mod search;
 pub mod state;
 pub mod ui;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpResponse, HttpServer};
-use vitrine_core::Embedder;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use vitrine_core::{Embedder, ModelSlot};
+use vitrine_indexer::service::{WriteConfig, WriteService};
+use vitrine_indexer::IndexOptions;
+use vitrine_searcher::service::{ImageUrls, QueryConfig, QueryService};
 use vitrine_searcher::Searcher;
 
-use crate::error::{ApiError, ApiResult};
-use crate::jobs::Jobs;
+use crate::error::{ApiError, ApiResult, StartError};
 use crate::metrics::Metrics;
 pub use crate::state::{AppState, ServeConfig};
-use crate::state::{InferenceQueue, Writer};
+
+/// How often the service looks for a generation written by another process.
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 /// Build the shared state (without a model: see [`AppState::set_model`]) and start the
 /// background threads. The service can listen at once: `/healthz` answers, `/readyz` says 503
 /// until the model is set and an index generation is open.
-pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, String> {
-    vitrine_migrations::open(&config.data).map_err(|e| e.to_string())?;
-    let searcher = Arc::new(Searcher::open(&config.data, config.ef_search).map_err(|e| e.to_string())?);
-    let model: state::ModelSlot = Arc::new(OnceLock::new());
-    let writer = Arc::new(Writer::new(config.data.clone(), model.clone()));
-    let jobs = Jobs::open(&config.data).map_err(|e| format!("jobs: {e}"))?;
-    let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(AppState {
-        queue: InferenceQueue::new(config.queue_capacity),
-        config,
-        searcher: searcher.clone(),
-        model,
-        writer: writer.clone(),
-        jobs: jobs.clone(),
-        metrics,
-        started: Instant::now(),
+pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
+    vitrine_migrations::open(&config.data)?;
+    let searcher = Arc::new(Searcher::open(&config.data, config.ef_search)?);
+    searcher.spawn_refresher(REFRESH_EVERY);
+    let model = ModelSlot::default();
+    let urls = match (config.allow_image_urls, config.allow_private_image_urls) {
+        (false, _) => ImageUrls::Disabled,
+        (true, false) => ImageUrls::PublicOnly,
+        (true, true) => ImageUrls::Any,
+    };
+    let query =
+        Arc::new(QueryService::new(searcher.clone(), model.clone(), QueryConfig::new(config.max_upload, config.queue_capacity, urls)));
+    let readers = searcher.clone();
+    let notify = Box::new(move || {
+        if let Err(e) = readers.refresh() {
+            tracing::warn!("refresh after a write: {e}");
+        }
     });
-    {
-        let (jobs, writer, searcher) = (jobs, writer.clone(), searcher.clone());
-        std::thread::Builder::new().name("ingest-jobs".into()).spawn(move || jobs.run_worker(writer, searcher)).expect("thread");
+    let writes = WriteService::start(WriteConfig::new(config.data.clone(), IndexOptions::default()), model, notify)?;
+    // Acknowledged writes of a process that died before building their generation.
+    if let Err(e) = writes.repair() {
+        tracing::warn!("repair at start: {e}");
     }
-    {
-        let st = state.clone();
-        std::thread::Builder::new()
-            .name("refresh".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(500));
-                if let Err(e) = st.searcher.refresh() {
-                    tracing::warn!("refresh: {e}");
-                }
-                st.writer.close_if_idle();
-                if let Some(g) = st.searcher.snapshot() {
-                    let m = &g.manifest;
-                    for (k, v) in [
-                        ("products", m.products),
-                        ("vectors", m.points()),
-                        ("tombstones", m.tombstones()),
-                        ("generation", m.generation),
-                    ] {
-                        st.metrics.index.with_label_values(&[k]).set(v as i64);
-                    }
-                }
-            })
-            .expect("thread");
-    }
-    Ok(state)
+    Ok(Arc::new(AppState { config, query, writes, metrics: Arc::new(Metrics::new()), started: Instant::now() }))
 }
 
 /// [`build_state`] with a model that is already loaded (tests, embedding in other programs).
-pub fn build_state_with_model(config: ServeConfig, embedder: Arc<dyn Embedder>) -> Result<Arc<AppState>, String> {
+pub fn build_state_with_model(config: ServeConfig, embedder: Arc<dyn Embedder>) -> Result<Arc<AppState>, StartError> {
     let state = build_state(config)?;
-    state.set_model(embedder)?;
+    state.query.set_model(embedder)?;
     Ok(state)
 }
 
@@ -96,17 +81,22 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    if state.model.get().is_none() {
-        return Err(ApiError::NotReady("the model is loading".into()));
+    if state.query.embedder().is_none() {
+        return Err(ApiError::NotReady("the model is loading"));
     }
-    if state.searcher.snapshot().is_none() {
-        return Err(ApiError::NotReady("no index generation yet".into()));
+    if state.searcher().snapshot().is_none() {
+        return Err(ApiError::NotReady("no index generation yet"));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
-async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+async fn metrics_text(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    auth::require_metrics(&req, &state)?;
+    state.metrics.set_queue_depth(state.query.queue().0);
+    if let Some(g) = state.searcher().snapshot() {
+        state.metrics.set_index(&g.manifest);
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render()))
 }
 
 async fn openapi() -> HttpResponse {
@@ -122,15 +112,16 @@ async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
-    let method = req.method().to_string();
+    let method = metrics::method_label(req.method());
     let res = next.call(req).await?;
     if let Some(m) = metrics {
         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-        m.observe(&route, &method, res.status().as_u16(), started.elapsed());
+        m.observe(&route, method, res.status().as_u16(), started.elapsed());
     }
     Ok(res)
 }
 
+/// A JSON body extractor limited to `limit` bytes; over it answers 413, malformed 400.
 fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default().limit(limit).error_handler(|err, _| {
         let e = match &err {
@@ -140,6 +131,25 @@ fn json_config(limit: usize) -> web::JsonConfig {
         };
         e.into()
     })
+}
+
+/// Body limits per route (bytes). A search body holds a query and filters, never data, so it is
+/// small; product bodies hold records, not images (images are URLs or media-root paths).
+pub mod limits {
+    /// `POST /v1/search/text`.
+    pub const SEARCH_JSON: usize = 64 << 10;
+    /// `PUT /v1/products/{id}`.
+    pub const PRODUCT_JSON: usize = 1 << 20;
+    /// `POST /v1/products` (at most [`MAX_BATCH`] products).
+    pub const BATCH_JSON: usize = 16 << 20;
+    /// Products in one `POST /v1/products`.
+    pub const MAX_BATCH: usize = 1000;
+    /// Non-image fields of a multipart image search, each.
+    pub const MULTIPART_FIELD: usize = 64 << 10;
+    /// Fields of a multipart image search (image, q, k, offset, filters, fusion, facets).
+    pub const MULTIPART_FIELDS: usize = 16;
+    /// A query string (`GET /v1/search`).
+    pub const QUERY_STRING: usize = 16 << 10;
 }
 
 fn query_config() -> web::QueryConfig {
@@ -156,9 +166,8 @@ async fn not_found() -> ApiResult<HttpResponse> {
 
 /// Register every route on an actix `App`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: Arc<AppState>) {
-    let json_limit = state.config.max_upload * 4 / 3 + (1 << 20);
     cfg.app_data(web::Data::from(state))
-        .app_data(json_config(json_limit))
+        .app_data(json_config(limits::PRODUCT_JSON))
         .app_data(query_config())
         .app_data(path_config())
         .route("/healthz", web::get().to(healthz))
@@ -166,10 +175,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Arc<AppState>) {
         .route("/metrics", web::get().to(metrics_text))
         .route("/v1/openapi.json", web::get().to(openapi))
         .route("/v1/search", web::get().to(search::get))
-        .route("/v1/search/text", web::post().to(search::text))
+        .service(web::resource("/v1/search/text").app_data(json_config(limits::SEARCH_JSON)).route(web::post().to(search::text)))
         .route("/v1/search/image", web::post().to(search::image))
-        .route("/v1/products", web::get().to(products::list))
-        .route("/v1/products", web::post().to(products::batch))
+        .service(web::resource("/v1/products").app_data(json_config(limits::BATCH_JSON)).route(web::post().to(products::batch)).route(web::get().to(products::list)))
         .route("/v1/products/{id}/similar", web::get().to(search::similar))
         .route("/v1/products/{id}", web::get().to(products::get))
         .route("/v1/products/{id}", web::put().to(products::put))

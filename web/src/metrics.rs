@@ -17,6 +17,24 @@ pub struct Metrics {
     recent: Mutex<HashMap<String, VecDeque<(Instant, f64)>>>,
 }
 
+/// The `method` label of a request: the standard methods by name, anything else as `OTHER`, so
+/// a client inventing methods cannot create series without bound.
+pub fn method_label(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
 /// Latency buckets in milliseconds for the dashboard histogram.
 const BUCKETS_MS: [f64; 10] = [1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 const WINDOW: Duration = Duration::from_secs(300);
@@ -64,6 +82,18 @@ impl Metrics {
             registry.register(c).expect("registered once");
         }
         Metrics { registry, http, inference, queue_depth, index, recent: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.queue_depth.set(depth as i64);
+    }
+
+    /// The live generation's sizes, read at scrape time.
+    pub fn set_index(&self, m: &vitrine_core::generation::Manifest) {
+        for (k, v) in [("products", m.products), ("vectors", m.points()), ("tombstones", m.tombstones()), ("generation", m.generation)]
+        {
+            self.index.with_label_values(&[k]).set(v as i64);
+        }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use vitrine_core::catalog::{Product, StoredProduct};
 use vitrine_indexer::catalog::{product_from_map, Format};
 
-use crate::auth::require_admin;
+use crate::auth::{require_admin, require_search};
 use crate::error::{ApiError, ApiResult};
 use crate::search::{read_limited, urlencode};
 use crate::state::AppState;
@@ -31,8 +31,9 @@ pub fn product_json(sp: &StoredProduct) -> serde_json::Value {
     v
 }
 
-pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
-    let sp = state.searcher.product(&path)?;
+pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    require_search(&req, &state)?;
+    let sp = state.searcher().product(&path)?;
     Ok(HttpResponse::Ok().json(product_json(&sp)))
 }
 
@@ -46,7 +47,7 @@ pub struct ListParams {
 pub async fn list(req: HttpRequest, state: web::Data<AppState>, p: web::Query<ListParams>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(20).clamp(1, 200));
-    let g = state.searcher.snapshot().ok_or(vitrine_searcher::SearchError::NoIndex)?;
+    let g = state.searcher().snapshot().ok_or(vitrine_searcher::SearchError::NoIndex)?;
     let q = p.q.clone();
     let (products, total) = web::block(move || vitrine_searcher::list_products(&g, q.as_deref(), offset, limit)).await??;
     let products: Vec<_> = products.iter().map(product_json).collect();
@@ -70,10 +71,8 @@ fn parse_product(v: serde_json::Value, id: Option<&str>) -> ApiResult<Product> {
 }
 
 async fn write(state: &web::Data<AppState>, products: Vec<Product>) -> ApiResult<vitrine_indexer::IngestResult> {
-    let writer = state.writer.clone();
-    let res = web::block(move || writer.with(|ix| Ok(ix.put(products)?))).await??;
-    state.searcher.refresh()?;
-    Ok(res)
+    let writes = state.writes.clone();
+    Ok(web::block(move || writes.put(products)).await??)
 }
 
 pub async fn put(
@@ -89,7 +88,7 @@ pub async fn put(
         let reason = res.failures.iter().map(|f| f.reason.clone()).collect::<Vec<_>>().join("; ");
         return Err(ApiError::InvalidImage(reason));
     }
-    let sp = state.searcher.product(&path)?;
+    let sp = state.searcher().product(&path)?;
     let mut v = product_json(&sp);
     v["warnings"] = res.failures.iter().map(|f| f.reason.clone()).collect::<Vec<_>>().into();
     Ok(HttpResponse::Ok().json(v))
@@ -98,10 +97,9 @@ pub async fn put(
 pub async fn delete(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let id = path.into_inner();
-    let writer = state.writer.clone();
+    let writes = state.writes.clone();
     let ids = vec![id.clone()];
-    let gone = web::block(move || writer.with(|ix| Ok(ix.delete(&ids)?))).await??;
-    state.searcher.refresh()?;
+    let gone = web::block(move || writes.delete(&ids)).await??;
     if gone.is_empty() {
         return Err(ApiError::NotFound(format!("product {id} not found")));
     }
@@ -118,8 +116,11 @@ pub async fn batch(req: HttpRequest, state: web::Data<AppState>, body: web::Json
         },
         _ => return Err(ApiError::BadRequest("send a JSON array of products".into())),
     };
-    if items.len() > 1000 {
-        return Err(ApiError::PayloadTooLarge("at most 1000 products per batch; use POST /v1/ingest for more".into()));
+    if items.len() > crate::limits::MAX_BATCH {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "at most {} products per batch; use POST /v1/ingest for more",
+            crate::limits::MAX_BATCH
+        )));
     }
     let products = items.into_iter().map(|v| parse_product(v, None)).collect::<ApiResult<Vec<_>>>()?;
     let res = write(&state, products).await?;
@@ -130,13 +131,14 @@ pub async fn batch(req: HttpRequest, state: web::Data<AppState>, body: web::Json
 
 /// A product and the reference (path or URL) of its n-th image.
 fn image_source(state: &AppState, id: &str, n: usize) -> ApiResult<(StoredProduct, String)> {
-    let sp = state.searcher.product(id)?;
+    let sp = state.searcher().product(id)?;
     let src = sp.product.images.get(n).ok_or_else(|| ApiError::NotFound(format!("product {id} has no image {n}")))?.clone();
     Ok((sp, src))
 }
 
 /// The n-th original image: a local file is sent, a URL is redirected to.
-pub async fn image(state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
+pub async fn image(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
+    require_search(&req, &state)?;
     let (id, n) = path.into_inner();
     let (_, src) = image_source(&state, &id, n)?;
     if src.starts_with("http://") || src.starts_with("https://") {
@@ -156,7 +158,8 @@ fn guess_type(b: &[u8]) -> &'static str {
 }
 
 /// A 256 px JPEG thumbnail, made on first request and cached under `DATA/cache/thumbs`.
-pub async fn thumb(state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
+pub async fn thumb(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
+    require_search(&req, &state)?;
     let (id, n) = path.into_inner();
     let (sp, src) = image_source(&state, &id, n)?;
     let cache_dir = state.config.data.join("cache/thumbs");
@@ -225,32 +228,29 @@ pub async fn ingest(
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::BadRequest("the catalog is empty".into()));
     }
-    let jobs = state.jobs.clone();
+    let writes = state.writes.clone();
     let delete_missing = p.delete_missing.unwrap_or(false);
-    let job =
-        web::block(move || jobs.submit(&bytes, format, delete_missing)).await?.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let job = web::block(move || writes.submit(&bytes, format, delete_missing)).await??;
     Ok(HttpResponse::Accepted()
         .json(serde_json::json!({"job_id": job.id, "status_url": format!("/v1/jobs/{}", job.id), "job": job})))
 }
 
 pub async fn jobs(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"jobs": state.jobs.list()})))
+    Ok(HttpResponse::Ok().json(serde_json::json!({"jobs": state.writes.jobs().list()})))
 }
 
 pub async fn job(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
-    let job = state.jobs.get(&path).ok_or_else(|| ApiError::NotFound(format!("job {path} not found")))?;
+    let job = state.writes.jobs().get(&path).ok_or_else(|| ApiError::NotFound(format!("job {path} not found")))?;
     Ok(HttpResponse::Ok().json(job))
 }
 
 pub async fn job_failures(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
-    let body = state
-        .jobs
-        .failures(&path)
-        .ok_or_else(|| ApiError::NotFound(format!("job {path} not found")))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let writes = state.writes.clone();
+    let id = path.clone();
+    let body = web::block(move || writes.job_failures(&id)).await??;
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .insert_header(("Content-Disposition", format!("attachment; filename=\"job-{path}-failures.jsonl\"")))
@@ -272,9 +272,10 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
     require_admin(&req, &state)?;
     let data = state.config.data.clone();
     let disk = web::block(move || dir_size(&data)).await?;
-    let g = state.searcher.snapshot();
+    let g = state.searcher().snapshot();
     let m = g.as_ref().map(|g| g.manifest.clone());
-    let embedder = state.embedder().ok();
+    let embedder = state.query.embedder();
+    let (depth, capacity) = state.query.queue();
     let model = embedder.as_ref().map(|e| e.model_id().clone());
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "products": m.as_ref().map(|m| m.products).unwrap_or(0),
@@ -288,17 +289,18 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
         "device": embedder.map(|e| e.device().to_string()),
         "generation": m.as_ref().map(|m| m.generation).unwrap_or(0),
         "uptime_s": state.started.elapsed().as_secs(),
-        "queue": {"depth": state.queue.depth(), "capacity": state.queue.capacity},
-        "jobs_active": state.jobs.active(),
+        "queue": {"depth": depth, "capacity": capacity},
+        "jobs_active": state.writes.jobs().active(),
     })))
 }
 
 pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let (routes, qps) = state.metrics.health();
+    let (depth, capacity) = state.query.queue();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "routes": routes,
         "qps": qps,
-        "queue": {"depth": state.queue.depth(), "capacity": state.queue.capacity},
+        "queue": {"depth": depth, "capacity": capacity},
     })))
 }

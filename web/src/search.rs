@@ -4,9 +4,9 @@ use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use futures_util::StreamExt;
-use serde::Deserialize;
-use vitrine_core::ImageLimits;
-use vitrine_searcher::{Filters, Fusion, SearchQuery, SearchResult};
+use serde::{Deserialize, Serialize};
+use vitrine_searcher::service::{Admission, ImageInput, Query, QueryOutcome};
+use vitrine_searcher::{Facets, Filters, Fusion, Hit, Timings};
 
 use crate::auth::require_search;
 use crate::error::{ApiError, ApiResult};
@@ -42,42 +42,58 @@ pub struct ImageJsonRequest {
     pub facets: bool,
 }
 
-const DEFAULT_K: usize = 10;
-const MAX_QUERY_CHARS: usize = 1_000;
+/// A search hit as the API shows it: the searcher's hit plus the URLs of its first image.
+#[derive(Debug, Serialize)]
+pub struct HitBody {
+    #[serde(flatten)]
+    pub hit: Hit,
+    pub image_url: Option<String>,
+    pub thumb_url: Option<String>,
+}
 
-fn response(res: SearchResult, took_ms: f64) -> HttpResponse {
-    let hits: Vec<serde_json::Value> = res
-        .hits
-        .iter()
-        .map(|h| {
-            let mut v = serde_json::to_value(h).expect("serializes");
-            let (img, thumb) = if h.images > 0 {
-                (
-                    serde_json::json!(format!("/v1/images/{}/0", urlencode(&h.id))),
-                    serde_json::json!(format!("/v1/thumbs/{}/0", urlencode(&h.id))),
-                )
-            } else {
-                (serde_json::Value::Null, serde_json::Value::Null)
-            };
-            v["image_url"] = img;
-            v["thumb_url"] = thumb;
-            v
-        })
-        .collect();
-    let mut body = serde_json::json!({
-        "hits": hits,
-        "total": res.total,
-        "took_ms": took_ms,
-        "offset": res.offset,
-        "k": res.k,
-        "generation": res.generation,
-        "exact": res.exact,
-        "timings": res.timings,
-    });
-    if let Some(f) = res.facets {
-        body["facets"] = serde_json::to_value(f).expect("serializes");
+/// The body of every search route.
+#[derive(Debug, Serialize)]
+pub struct SearchBody {
+    pub hits: Vec<HitBody>,
+    pub total: usize,
+    pub took_ms: f64,
+    pub offset: usize,
+    pub k: usize,
+    pub generation: u64,
+    pub exact: bool,
+    pub timings: Timings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facets: Option<Facets>,
+}
+
+impl From<QueryOutcome> for SearchBody {
+    fn from(o: QueryOutcome) -> Self {
+        let r = o.result;
+        let hits = r
+            .hits
+            .into_iter()
+            .map(|hit| {
+                let id = urlencode(&hit.id);
+                let (image_url, thumb_url) = if hit.images > 0 {
+                    (Some(format!("/v1/images/{id}/0")), Some(format!("/v1/thumbs/{id}/0")))
+                } else {
+                    (None, None)
+                };
+                HitBody { hit, image_url, thumb_url }
+            })
+            .collect();
+        SearchBody {
+            hits,
+            total: r.total,
+            took_ms: o.took_ms,
+            offset: r.offset,
+            k: r.k,
+            generation: r.generation,
+            exact: r.exact,
+            timings: r.timings,
+            facets: r.facets,
+        }
     }
-    HttpResponse::Ok().json(body)
 }
 
 pub fn urlencode(s: &str) -> String {
@@ -89,55 +105,28 @@ pub fn urlencode(s: &str) -> String {
         .collect()
 }
 
-fn check_text(q: &Option<String>) -> ApiResult<Option<String>> {
-    match q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(t) if t.chars().count() > MAX_QUERY_CHARS => {
-            Err(ApiError::BadRequest(format!("q is longer than {MAX_QUERY_CHARS} characters")))
+/// Run a parsed query on a blocking thread, holding `admission` throughout, and record where the
+/// model time went.
+async fn run(state: &web::Data<AppState>, admission: Admission, q: Query) -> ApiResult<HttpResponse> {
+    let query = state.query.clone();
+    let outcome = web::block(move || query.search(admission, q)).await??;
+    for (tower, t) in [("vision", outcome.vision_ms), ("text", outcome.text_ms)] {
+        if let Some(ms) = t {
+            state.metrics.inference.with_label_values(&[tower]).observe(ms / 1000.0);
         }
-        Some(t) => Ok(Some(t.to_string())),
-        None => Ok(None),
     }
+    Ok(HttpResponse::Ok().json(SearchBody::from(outcome)))
 }
 
-/// Embed what needs embedding, then search, both off the async executor.
-async fn run(state: &AppState, image: Option<Vec<u8>>, text: Option<String>, mut q: SearchQuery) -> ApiResult<HttpResponse> {
-    let started = std::time::Instant::now();
-    if let Some(bytes) = image {
-        let limits = ImageLimits { max_bytes: state.config.max_upload as u64, ..Default::default() };
-        let v = state
-            .infer("vision", move |e| {
-                let pixels = e.preprocessor().load(&bytes, "upload", &limits)?;
-                Ok(e.embed_pixels(&pixels, 1)?.remove(0))
-            })
-            .await?;
-        q.image_vector = Some(v);
-    }
-    if let Some(t) = text.clone() {
-        // The text tower runs only when a vector channel will use it.
-        let w = q.fusion.weights.unwrap_or_else(|| vitrine_searcher::Weights::default_for(q.image_vector.is_some(), true));
-        if w.image > 0.0 || w.text > 0.0 {
-            let v = state.infer("text", move |e| Ok(e.embed_texts(&[t.as_str()])?.remove(0))).await?;
-            q.text_vector = Some(v);
-        }
-        q.text = text;
-    }
-    if q.image_vector.is_none() && q.text_vector.is_none() && q.text.is_none() {
-        return Err(ApiError::BadRequest("a query needs text (q) or an image".into()));
-    }
-    let searcher = state.searcher.clone();
-    let res = web::block(move || searcher.search(&q)).await??;
-    Ok(response(res, started.elapsed().as_secs_f64() * 1000.0))
-}
-
-fn query_of(k: Option<usize>, offset: Option<usize>, filters: Filters, fusion: Fusion, facets: bool) -> SearchQuery {
-    SearchQuery { k: k.unwrap_or(DEFAULT_K), offset: offset.unwrap_or(0), filters, fusion, facets, ..Default::default() }
+fn text_query(q: Option<String>, k: Option<usize>, offset: Option<usize>, filters: Filters, fusion: Fusion, facets: bool) -> Query {
+    Query { text: q, k, offset, filters, fusion, facets, ..Default::default() }
 }
 
 pub async fn text(req: HttpRequest, state: web::Data<AppState>, body: web::Json<TextRequest>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
+    let admission = state.query.admit()?;
     let b = body.into_inner();
-    let text = check_text(&b.q)?.ok_or_else(|| ApiError::BadRequest("q is required".into()))?;
-    run(&state, None, Some(text), query_of(b.k, b.offset, b.filters, b.fusion, b.facets)).await
+    run(&state, admission, text_query(b.q, b.k, b.offset, b.filters, b.fusion, b.facets)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +143,10 @@ pub struct GetSearch {
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
     let qs = req.query_string();
+    if qs.len() > crate::limits::QUERY_STRING {
+        return Err(ApiError::PayloadTooLarge(format!("the query string is over {} bytes", crate::limits::QUERY_STRING)));
+    }
+    let admission = state.query.admit()?;
     let p: GetSearch =
         serde_urlencoded::from_str(&strip_repeated(qs)).map_err(|e| ApiError::BadRequest(format!("query string: {e}")))?;
     let pairs: Vec<(String, String)> =
@@ -178,8 +171,7 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Http
         Some("weighted") => Fusion { mode: vitrine_searcher::FusionMode::Weighted, ..Default::default() },
         Some(other) => return Err(ApiError::BadRequest(format!("fusion {other:?}: use rrf or weighted"))),
     };
-    let text = check_text(&p.q)?.ok_or_else(|| ApiError::BadRequest("q is required".into()))?;
-    run(&state, None, Some(text), query_of(p.k, p.offset, filters, fusion, p.facets.unwrap_or(false))).await
+    run(&state, admission, text_query(p.q, p.k, p.offset, filters, fusion, p.facets.unwrap_or(false))).await
 }
 
 /// Keep only the first value of each key, for the typed part of the query string.
@@ -196,38 +188,44 @@ fn strip_repeated(qs: &str) -> String {
 
 pub async fn image(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
+    // The place in the queue comes first: the upload is buffered inside it.
+    let admission = state.query.admit()?;
+    let max_upload = state.query.config().max_upload;
     let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    if ct.starts_with("multipart/form-data") {
-        let mp = Multipart::new(req.headers(), payload);
-        image_multipart(&state, mp).await
+    let q = if ct.starts_with("multipart/form-data") {
+        image_multipart(Multipart::new(req.headers(), payload), max_upload).await?
     } else if ct.starts_with("application/json") {
-        let bytes = read_limited(payload, state.config.max_upload * 4 / 3 + 64 * 1024).await?;
+        // base64 takes 4/3 of the image's bytes; the other fields are small.
+        let bytes = read_limited(payload, max_upload * 4 / 3 + crate::limits::SEARCH_JSON).await?;
         let b: ImageJsonRequest = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("JSON body: {e}")))?;
-        let img = match (b.image_base64, b.image_url) {
+        drop(bytes);
+        let image = match (b.image_base64, b.image_url) {
             (Some(b64), None) => {
                 let data = b64.split_once("base64,").map(|(_, d)| d).unwrap_or(&b64);
-                base64::engine::general_purpose::STANDARD
-                    .decode(data.trim())
-                    .map_err(|e| ApiError::BadRequest(format!("image_base64 is not base64: {e}")))?
+                ImageInput::Bytes(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(data.trim())
+                        .map_err(|e| ApiError::BadRequest(format!("image_base64 is not base64: {e}")))?,
+                )
             }
-            (None, Some(url)) => fetch_url(&state, url).await?,
+            (None, Some(url)) => ImageInput::Url(url),
             (Some(_), Some(_)) => return Err(ApiError::BadRequest("send image_base64 or image_url, not both".into())),
             (None, None) => return Err(ApiError::BadRequest("image_base64 or image_url is required".into())),
         };
-        if img.len() > state.config.max_upload {
-            return Err(too_large(state.config.max_upload));
-        }
-        let text = check_text(&b.q)?;
-        run(&state, Some(img), text, query_of(b.k, b.offset, b.filters, b.fusion, b.facets)).await
+        Query { image: Some(image), ..text_query(b.q, b.k, b.offset, b.filters, b.fusion, b.facets) }
     } else {
-        Err(ApiError::BadRequest("send multipart/form-data (field image) or application/json (image_base64 or image_url)".into()))
-    }
+        return Err(ApiError::BadRequest(
+            "send multipart/form-data (field image) or application/json (image_base64 or image_url)".into(),
+        ));
+    };
+    run(&state, admission, q).await
 }
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::PayloadTooLarge(format!("upload is over the limit of {limit} bytes"))
 }
 
+/// Read a whole body, refusing it (413) as soon as it passes `limit` bytes.
 pub async fn read_limited(mut payload: web::Payload, limit: usize) -> ApiResult<Vec<u8>> {
     let mut buf = Vec::new();
     while let Some(chunk) = payload.next().await {
@@ -240,22 +238,34 @@ pub async fn read_limited(mut payload: web::Payload, limit: usize) -> ApiResult<
     Ok(buf)
 }
 
-async fn image_multipart(state: &AppState, mut mp: Multipart) -> ApiResult<HttpResponse> {
+/// A multipart image search: field `image` (at most `max_upload` bytes) and the small fields
+/// `q`, `k`, `offset`, `filters` (JSON), `fusion` (JSON) and `facets`. At most
+/// [`crate::limits::MULTIPART_FIELDS`] fields, each named once; anything else is refused.
+async fn image_multipart(mut mp: Multipart, max_upload: usize) -> ApiResult<Query> {
+    use crate::limits::{MULTIPART_FIELD, MULTIPART_FIELDS};
+    const KNOWN: [&str; 7] = ["image", "q", "k", "offset", "filters", "fusion", "facets"];
     let mut image = None;
     let mut fields: std::collections::HashMap<String, String> = Default::default();
+    let mut count = 0;
     while let Some(field) = mp.next().await {
         let mut field = field.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
+        count += 1;
+        if count > MULTIPART_FIELDS {
+            return Err(ApiError::PayloadTooLarge(format!("at most {MULTIPART_FIELDS} multipart fields")));
+        }
         let name = field.name().unwrap_or("").to_string();
-        let limit = if name == "image" { state.config.max_upload } else { 64 * 1024 };
+        if !KNOWN.contains(&name.as_str()) {
+            return Err(ApiError::BadRequest(format!("unknown multipart field {name:?}; fields: {}", KNOWN.join(", "))));
+        }
+        if name == "image" && image.is_some() || fields.contains_key(&name) {
+            return Err(ApiError::BadRequest(format!("multipart field {name} is sent twice")));
+        }
+        let limit = if name == "image" { max_upload } else { MULTIPART_FIELD };
         let mut buf = Vec::new();
         while let Some(chunk) = field.next().await {
             let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
             if buf.len() + chunk.len() > limit {
-                return Err(if name == "image" {
-                    too_large(limit)
-                } else {
-                    ApiError::BadRequest(format!("field {name} is too long"))
-                });
+                return Err(if name == "image" { too_large(limit) } else { ApiError::BadRequest(format!("field {name} is too long")) });
             }
             buf.extend_from_slice(&chunk);
         }
@@ -266,51 +276,21 @@ async fn image_multipart(state: &AppState, mut mp: Multipart) -> ApiResult<HttpR
         }
     }
     let image = image.ok_or_else(|| ApiError::BadRequest("multipart field image is required".into()))?;
-    let parse_num = |k: &str| -> ApiResult<Option<usize>> {
-        fields
-            .get(k)
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| s.trim().parse().map_err(|_| ApiError::BadRequest(format!("{k} must be a number"))))
-            .transpose()
+    let field = |k: &str| fields.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+    let number = |k: &str| -> ApiResult<Option<usize>> {
+        field(k).map(|s| s.parse().map_err(|_| ApiError::BadRequest(format!("{k} must be a number")))).transpose()
     };
-    let filters: Filters = match fields.get("filters").filter(|s| !s.trim().is_empty()) {
+    let filters: Filters = match field("filters") {
         Some(s) => serde_json::from_str(s).map_err(|e| ApiError::BadRequest(format!("filters: {e}")))?,
         None => Filters::default(),
     };
-    let fusion: Fusion = match fields.get("fusion").filter(|s| !s.trim().is_empty()) {
+    let fusion: Fusion = match field("fusion") {
         Some(s) => serde_json::from_str(s).map_err(|e| ApiError::BadRequest(format!("fusion: {e}")))?,
         None => Fusion::default(),
     };
-    let facets = fields.get("facets").is_some_and(|v| v == "true" || v == "1");
-    let text = check_text(&fields.get("q").cloned())?;
-    run(state, Some(image), text, query_of(parse_num("k")?, parse_num("offset")?, filters, fusion, facets)).await
-}
-
-async fn fetch_url(state: &AppState, url: String) -> ApiResult<Vec<u8>> {
-    if !state.config.allow_image_urls {
-        return Err(ApiError::BadRequest("image_url is disabled on this server".into()));
-    }
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ApiError::BadRequest("image_url must be http(s)".into()));
-    }
-    let opts = vitrine_indexer::FetchOptions {
-        max_bytes: state.config.max_upload as u64,
-        retries: 1,
-        public_only: !state.config.allow_private_image_urls,
-        ..Default::default()
-    };
-    web::block(move || {
-        let fetcher = vitrine_indexer::Fetcher::new(opts);
-        fetcher.load(&url)
-    })
-    .await?
-    .map_err(|e| {
-        if e.contains("over the limit") {
-            ApiError::PayloadTooLarge(e)
-        } else {
-            ApiError::BadRequest(format!("image_url: {e}"))
-        }
-    })
+    let facets = field("facets").is_some_and(|v| v == "true" || v == "1");
+    let q = field("q").map(str::to_string);
+    Ok(Query { image: Some(ImageInput::Bytes(image)), ..text_query(q, number("k")?, number("offset")?, filters, fusion, facets) })
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,26 +307,7 @@ pub async fn similar(
     p: web::Query<SimilarParams>,
 ) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
-    let id = path.into_inner();
-    let started = std::time::Instant::now();
-    let searcher = state.searcher.clone();
-    let (k, offset) = (p.k.unwrap_or(DEFAULT_K), p.offset.unwrap_or(0));
-    let res = web::block(move || -> ApiResult<SearchResult> {
-        let g = searcher.snapshot().ok_or(vitrine_searcher::SearchError::NoIndex)?;
-        let product = g.product(&id)?.ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
-        let (images, text) = searcher.product_vectors(&g, &id)?;
-        let image_vector = images.first().cloned();
-        let q = SearchQuery {
-            image_vector,
-            text_vector: text,
-            text: product.product.title.clone(),
-            k,
-            offset,
-            exclude: Some(id),
-            ..Default::default()
-        };
-        Ok(vitrine_searcher::search_generation(&g, &q)?)
-    })
-    .await??;
-    Ok(response(res, started.elapsed().as_secs_f64() * 1000.0))
+    let admission = state.query.admit()?;
+    let p = p.into_inner();
+    run(&state, admission, Query { similar_to: Some(path.into_inner()), k: p.k, offset: p.offset, ..Default::default() }).await
 }

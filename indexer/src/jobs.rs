@@ -1,0 +1,310 @@
+//! Ingest jobs of the service: every `POST /v1/ingest` becomes a job, persisted as
+//! `DATA/jobs/ID.json` with its catalog beside it, and run one at a time by the write service's
+//! worker ([`crate::service::WriteService`]). Jobs survive restarts: one that was queued or running
+//! when the service stopped is queued again and resumes, and since ingest skips unchanged products
+//! by hash, what was already written is not redone.
+//!
+//! Durability order: the catalog is written and fsynced (file and folder) before the job record
+//! that names it, so a job record never points at a missing or partial catalog.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use vitrine_core::generation::atomic_write;
+
+use crate::catalog::Format;
+use crate::{Progress, Summary};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+/// # Persisted: changing this needs a migration
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub state: JobState,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub total: u64,
+    pub processed: u64,
+    pub rate_per_s: f64,
+    pub eta_s: Option<f64>,
+    pub counts: Summary,
+    pub error: Option<String>,
+    pub delete_missing: bool,
+    /// How many times the job was resumed after a restart.
+    pub resumed: u32,
+    pub failures_url: String,
+    /// The failure report in the data directory, once written.
+    #[serde(default)]
+    pub report: Option<PathBuf>,
+    /// Catalog file name inside the jobs folder (its extension selects the format).
+    pub catalog: String,
+}
+
+pub struct Jobs {
+    dir: PathBuf,
+    jobs: Mutex<BTreeMap<String, Job>>,
+    tx: std::sync::mpsc::Sender<String>,
+    rx: Mutex<Option<std::sync::mpsc::Receiver<String>>>,
+}
+
+fn now() -> u64 {
+    vitrine_core::generation::now_secs()
+}
+
+impl Jobs {
+    /// Load persisted jobs; queued or running ones are queued again.
+    pub fn open(data: &Path) -> std::io::Result<Arc<Self>> {
+        let dir = data.join("jobs");
+        std::fs::create_dir_all(&dir)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut jobs = BTreeMap::new();
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let Ok(mut job) = serde_json::from_slice::<Job>(&std::fs::read(&p)?) else { continue };
+            if matches!(job.state, JobState::Queued | JobState::Running) {
+                if dir.join(&job.catalog).is_file() {
+                    if job.state == JobState::Running {
+                        job.resumed += 1;
+                    }
+                    job.state = JobState::Queued;
+                } else {
+                    job.state = JobState::Failed;
+                    job.error = Some("interrupted by a restart, and its catalog file is gone".into());
+                }
+            }
+            jobs.insert(job.id.clone(), job);
+        }
+        let me = Arc::new(Jobs { dir, jobs: Mutex::new(jobs), tx, rx: Mutex::new(Some(rx)) });
+        let queued: Vec<(u64, String)> =
+            me.jobs.lock().values().filter(|j| j.state == JobState::Queued).map(|j| (j.created_at, j.id.clone())).collect();
+        let mut queued = queued;
+        queued.sort();
+        for (_, id) in queued {
+            me.save(&id);
+            let _ = me.tx.send(id);
+        }
+        Ok(me)
+    }
+
+    pub(crate) fn save(&self, id: &str) {
+        let bytes = self.jobs.lock().get(id).map(|job| serde_json::to_vec_pretty(job).expect("serializes"));
+        if let Some(bytes) = bytes {
+            let p = self.dir.join(format!("{id}.json"));
+            if let Err(e) = atomic_write(&p, &bytes) {
+                tracing::warn!("saving job {id}: {e}");
+            }
+        }
+    }
+
+    /// The queue of job ids, taken once by the worker.
+    pub(crate) fn take_queue(&self) -> Option<std::sync::mpsc::Receiver<String>> {
+        self.rx.lock().take()
+    }
+
+    /// The catalog file of a job.
+    pub(crate) fn catalog_path(&self, job: &Job) -> PathBuf {
+        self.dir.join(&job.catalog)
+    }
+
+    /// Persist a catalog (durably, before the job that names it) and queue a job for it.
+    pub fn submit(&self, bytes: &[u8], format: Format, delete_missing: bool) -> vitrine_core::Result<Job> {
+        let id = format!(
+            "{:x}{:04x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
+            rand_u16()
+        );
+        let catalog = format!("{id}.{}", if format == Format::Csv { "csv" } else { "jsonl" });
+        atomic_write(&self.dir.join(&catalog), bytes)?;
+        let job = Job {
+            id: id.clone(),
+            state: JobState::Queued,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            total: 0,
+            processed: 0,
+            rate_per_s: 0.0,
+            eta_s: None,
+            counts: Summary::default(),
+            error: None,
+            delete_missing,
+            resumed: 0,
+            failures_url: format!("/v1/jobs/{id}/failures"),
+            report: None,
+            catalog,
+        };
+        self.jobs.lock().insert(id.clone(), job.clone());
+        self.save(&id);
+        let _ = self.tx.send(id);
+        Ok(job)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Job> {
+        self.jobs.lock().get(id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Job> {
+        let mut v: Vec<Job> = self.jobs.lock().values().cloned().collect();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        v
+    }
+
+    pub fn active(&self) -> usize {
+        self.jobs.lock().values().filter(|j| matches!(j.state, JobState::Queued | JobState::Running)).count()
+    }
+
+    pub(crate) fn update(&self, id: &str, f: impl FnOnce(&mut Job)) {
+        if let Some(j) = self.jobs.lock().get_mut(id) {
+            f(j);
+        }
+    }
+
+    /// The failure report of a job as JSONL (empty when there were no failures). `Ok(None)` when
+    /// the job exists but its report was removed (only the newest reports are kept).
+    pub fn failures(&self, id: &str) -> Option<std::io::Result<Option<Vec<u8>>>> {
+        let job = self.get(id)?;
+        Some(match job.report {
+            Some(p) => match std::fs::read(p) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            },
+            None => Ok(Some(vec![])),
+        })
+    }
+}
+
+pub(crate) struct JobProgress<'a> {
+    pub(crate) jobs: &'a Jobs,
+    pub(crate) id: String,
+    pub(crate) started: Instant,
+    pub(crate) last_save: Mutex<Instant>,
+}
+
+impl Progress for JobProgress<'_> {
+    fn start(&self, total: u64) {
+        self.jobs.update(&self.id, |j| {
+            j.total = total;
+            j.processed = 0;
+        });
+        self.jobs.save(&self.id);
+    }
+    fn update(&self, processed: u64, summary: &Summary) {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.jobs.update(&self.id, |j| {
+            j.processed = processed;
+            j.counts = *summary;
+            j.rate_per_s = processed as f64 / secs;
+            j.eta_s = (j.rate_per_s > 0.0).then(|| j.total.saturating_sub(processed) as f64 / j.rate_per_s);
+        });
+        let mut last = self.last_save.lock();
+        if last.elapsed().as_secs() >= 1 {
+            *last = Instant::now();
+            self.jobs.save(&self.id);
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now());
+    h.finish() as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_job(dir: &Path, id: &str, state: JobState, with_catalog: bool) {
+        let jobs = dir.join("jobs");
+        std::fs::create_dir_all(&jobs).unwrap();
+        let catalog = format!("{id}.jsonl");
+        if with_catalog {
+            std::fs::write(jobs.join(&catalog), "{\"id\":\"a\",\"title\":\"x\"}\n").unwrap();
+        }
+        let job = Job {
+            id: id.into(),
+            state,
+            created_at: 1,
+            started_at: None,
+            finished_at: None,
+            total: 0,
+            processed: 0,
+            rate_per_s: 0.0,
+            eta_s: None,
+            counts: Summary::default(),
+            error: None,
+            delete_missing: false,
+            resumed: 0,
+            failures_url: String::new(),
+            report: None,
+            catalog,
+        };
+        std::fs::write(jobs.join(format!("{id}.json")), serde_json::to_vec(&job).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_restart_requeues_unfinished_jobs_and_fails_those_without_a_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        write_job(dir.path(), "running", JobState::Running, true);
+        write_job(dir.path(), "queued", JobState::Queued, true);
+        write_job(dir.path(), "done", JobState::Done, true);
+        write_job(dir.path(), "orphan", JobState::Running, false);
+        let jobs = Jobs::open(dir.path()).unwrap();
+        let running = jobs.get("running").unwrap();
+        assert_eq!((running.state, running.resumed), (JobState::Queued, 1));
+        assert_eq!(jobs.get("queued").unwrap().resumed, 0);
+        assert_eq!(jobs.get("done").unwrap().state, JobState::Done);
+        let orphan = jobs.get("orphan").unwrap();
+        assert_eq!(orphan.state, JobState::Failed);
+        assert!(orphan.error.unwrap().contains("catalog"));
+        // Requeued jobs are on the queue, oldest first, and the new state is persisted.
+        let queue = jobs.take_queue().unwrap();
+        let mut queued: Vec<String> = queue.try_iter().collect();
+        queued.sort();
+        assert_eq!(queued, vec!["queued".to_string(), "running".to_string()]);
+        let on_disk: Job = serde_json::from_slice(&std::fs::read(dir.path().join("jobs/running.json")).unwrap()).unwrap();
+        assert_eq!(on_disk.state, JobState::Queued);
+        assert_eq!(jobs.active(), 2);
+    }
+
+    #[test]
+    fn submit_persists_the_catalog_with_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = Jobs::open(dir.path()).unwrap();
+        let job = jobs.submit(b"id,title\na,x\n", Format::Csv, true).unwrap();
+        assert!(job.catalog.ends_with(".csv"));
+        assert_eq!(std::fs::read(jobs.catalog_path(&job)).unwrap(), b"id,title\na,x\n");
+        let reopened = Jobs::open(dir.path()).unwrap();
+        let again = reopened.get(&job.id).unwrap();
+        assert_eq!((again.state, again.delete_missing), (JobState::Queued, true));
+    }
+
+    #[test]
+    fn a_removed_report_is_told_apart_from_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = Jobs::open(dir.path()).unwrap();
+        let job = jobs.submit(b"{}\n", Format::Jsonl, false).unwrap();
+        assert_eq!(jobs.failures(&job.id).unwrap().unwrap(), Some(vec![]));
+        jobs.update(&job.id, |j| j.report = Some(dir.path().join("reports/gone.jsonl")));
+        assert_eq!(jobs.failures(&job.id).unwrap().unwrap(), None);
+        assert!(jobs.failures("nope").is_none());
+    }
+}

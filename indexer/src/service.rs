@@ -1,0 +1,338 @@
+//! The write service: the one writer of a data directory inside the server.
+//!
+//! It owns the [`Indexer`] (opened on first use, closed after `idle_close` so that a `vitrine
+//! index` run can take the directory while the service is idle), product put/delete/batch, ingest
+//! jobs (queue, persistence, resume), and telling readers that a new generation exists (the
+//! `on_generation` callback, which the server points at its searcher).
+//!
+//! Short writes never wait behind a long job: a job runs chunk by chunk
+//! ([`Indexer::ingest_step`]) and releases the writer between chunks with a fair unlock, so a
+//! PUT waiting for the writer goes next.
+//!
+//! Threading: one job worker thread, one idle-closer thread; every other method blocks on the
+//! writer and is meant for a blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use vitrine_core::catalog::Product;
+use vitrine_core::{Embedder, ModelSlot};
+
+use crate::catalog::{parse_file, Format};
+use crate::jobs::{Job, JobProgress, JobState, Jobs};
+use crate::{IndexError, IndexOptions, Indexer, IngestResult, IngestRun};
+
+/// Called after a write made a new generation live.
+pub type GenerationListener = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the model is still loading")]
+    NotReady,
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("job {id} not found")]
+    JobNotFound { id: String },
+    #[error("the failure report of job {id} was removed (only the newest reports are kept)")]
+    ReportGone { id: String },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl From<vitrine_core::CoreError> for WriteError {
+    fn from(e: vitrine_core::CoreError) -> Self {
+        WriteError::Index(IndexError::Core(e))
+    }
+}
+
+pub type Result<T, E = WriteError> = std::result::Result<T, E>;
+
+/// Settings of the write service.
+#[derive(Debug, Clone)]
+pub struct WriteConfig {
+    pub data: PathBuf,
+    /// Ingest settings for products and jobs sent over HTTP.
+    pub index: IndexOptions,
+    /// Close the writer (and free the data directory) after this long without a write.
+    pub idle_close: Duration,
+}
+
+impl WriteConfig {
+    pub fn new(data: PathBuf, index: IndexOptions) -> Self {
+        WriteConfig { data, index, idle_close: Duration::from_secs(10) }
+    }
+}
+
+pub struct WriteService {
+    config: WriteConfig,
+    model: ModelSlot,
+    writer: Mutex<Option<(Indexer, Instant)>>,
+    jobs: Arc<Jobs>,
+    on_generation: GenerationListener,
+}
+
+impl WriteService {
+    /// Open the jobs folder, start the job worker and the idle closer. Queued jobs wait for the
+    /// model (the worker starts them once it is set).
+    pub fn start(config: WriteConfig, model: ModelSlot, on_generation: GenerationListener) -> Result<Arc<Self>> {
+        let jobs = Jobs::open(&config.data)
+            .map_err(|e| WriteError::Io { context: config.data.join("jobs").display().to_string(), source: e })?;
+        let me = Arc::new(WriteService { config, model, writer: Mutex::new(None), jobs, on_generation });
+        let queue = me.jobs.take_queue().expect("a new Jobs has its queue");
+        let worker = me.clone();
+        std::thread::Builder::new()
+            .name("ingest-jobs".into())
+            .spawn(move || {
+                for id in queue {
+                    worker.run_job(&id);
+                }
+            })
+            .expect("thread");
+        let closer = Arc::downgrade(&me);
+        std::thread::Builder::new()
+            .name("writer-idle".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(500));
+                match closer.upgrade() {
+                    Some(s) => s.close_if_idle(),
+                    None => return,
+                }
+            })
+            .expect("thread");
+        Ok(me)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data
+    }
+
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// Bring the derived indexes in line with the store without the model: after a crash, writes
+    /// that were acknowledged (durable in the store) become searchable now rather than at the
+    /// next write. A directory with no index yet has nothing to repair.
+    pub fn repair(&self) -> Result<()> {
+        if vitrine_core::generation::current(&self.config.data)?.is_none() && !self.config.data.join("store").exists() {
+            return Ok(());
+        }
+        let report = {
+            let ix = Indexer::open_without_model(&self.config.data, self.config.index.clone())?;
+            ix.repair()?
+        };
+        if report.is_some() {
+            (self.on_generation)();
+        }
+        Ok(())
+    }
+
+    fn embedder(&self) -> Result<Arc<dyn Embedder>> {
+        self.model.get().cloned().ok_or(WriteError::NotReady)
+    }
+
+    /// Run `f` with the writer, opening it if needed (blocking).
+    fn with<T>(&self, f: impl FnOnce(&Indexer) -> Result<T>) -> Result<T> {
+        let mut guard = self.writer.lock();
+        if guard.is_none() {
+            let ix = Indexer::open(&self.config.data, self.embedder()?, self.config.index.clone())?;
+            *guard = Some((ix, Instant::now()));
+        }
+        let (ix, used) = guard.as_mut().expect("just opened");
+        let r = f(ix);
+        *used = Instant::now();
+        // A fair unlock hands the writer to a waiting write before this thread can retake it.
+        parking_lot::MutexGuard::unlock_fair(guard);
+        r
+    }
+
+    /// Close the writer now (waits for a write in progress).
+    pub fn close(&self) {
+        *self.writer.lock() = None;
+    }
+
+    fn close_if_idle(&self) {
+        if let Some(mut g) = self.writer.try_lock() {
+            if g.as_ref().is_some_and(|(_, t)| t.elapsed() > self.config.idle_close) {
+                *g = None;
+                tracing::debug!("writer closed (idle)");
+            }
+        }
+    }
+
+    /// Upsert products; durable and searchable when this returns.
+    pub fn put(&self, products: Vec<Product>) -> Result<IngestResult> {
+        let res = self.with(|ix| Ok(ix.put(products)?))?;
+        (self.on_generation)();
+        Ok(res)
+    }
+
+    /// Delete products by id; returns the ids that existed. Searchable when this returns.
+    pub fn delete(&self, ids: &[String]) -> Result<Vec<String>> {
+        let gone = self.with(|ix| Ok(ix.delete(ids)?))?;
+        (self.on_generation)();
+        Ok(gone)
+    }
+
+    /// Persist a catalog and queue an ingest job for it.
+    pub fn submit(&self, catalog: &[u8], format: Format, delete_missing: bool) -> Result<Job> {
+        Ok(self.jobs.submit(catalog, format, delete_missing)?)
+    }
+
+    /// The failure report of a job, as JSONL.
+    pub fn job_failures(&self, id: &str) -> Result<Vec<u8>> {
+        match self.jobs.failures(id) {
+            None => Err(WriteError::JobNotFound { id: id.to_string() }),
+            Some(Ok(Some(bytes))) => Ok(bytes),
+            Some(Ok(None)) => Err(WriteError::ReportGone { id: id.to_string() }),
+            Some(Err(e)) => Err(WriteError::Io { context: format!("report of job {id}"), source: e }),
+        }
+    }
+
+    fn run_job(&self, id: &str) {
+        let Some(job) = self.jobs.get(id) else { return };
+        if job.state != JobState::Queued {
+            return;
+        }
+        // Jobs queued at start wait for the model.
+        while self.model.get().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.jobs.update(id, |j| {
+            j.state = JobState::Running;
+            j.started_at = Some(vitrine_core::generation::now_secs());
+        });
+        self.jobs.save(id);
+        let outcome = self.run_job_chunks(&job);
+        self.jobs.update(id, |j| {
+            j.finished_at = Some(vitrine_core::generation::now_secs());
+            j.eta_s = Some(0.0);
+            match outcome {
+                Ok(res) => {
+                    j.state = JobState::Done;
+                    j.counts = res.summary;
+                    j.processed = j.total;
+                    j.report = res.report;
+                }
+                Err(e) => {
+                    j.state = JobState::Failed;
+                    j.error = Some(e.to_string());
+                }
+            }
+        });
+        self.jobs.save(id);
+        (self.on_generation)();
+    }
+
+    fn run_job_chunks(&self, job: &Job) -> Result<IngestResult> {
+        let path = self.jobs.catalog_path(job);
+        let (records, errors) =
+            parse_file(&path).map_err(|e| WriteError::Io { context: format!("reading the catalog of job {}", job.id), source: e })?;
+        let progress = JobProgress {
+            jobs: &self.jobs,
+            id: job.id.clone(),
+            started: Instant::now(),
+            last_save: Mutex::new(Instant::now()),
+        };
+        let mut run = IngestRun::new(&records, errors, job.delete_missing, &progress);
+        let chunk = self.config.index.chunk.max(1);
+        for part in records.chunks(chunk) {
+            let before = self.generation();
+            self.with(|ix| Ok(ix.ingest_step(&mut run, part, &progress)?))?;
+            if self.generation() != before {
+                (self.on_generation)();
+            }
+        }
+        self.with(|ix| Ok(ix.finish_ingest(run, &progress)?))
+    }
+
+    fn generation(&self) -> Option<u64> {
+        vitrine_core::generation::current(&self.config.data).ok().flatten().map(|(_, m)| m.generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use vitrine_core::FakeEmbedder;
+
+    use super::*;
+
+    fn service(dir: &Path) -> (Arc<WriteService>, Arc<AtomicUsize>) {
+        let notified = Arc::new(AtomicUsize::new(0));
+        let n = notified.clone();
+        let model = ModelSlot::default();
+        model.set(Arc::new(FakeEmbedder::new(8))).ok();
+        let config = WriteConfig::new(dir.to_path_buf(), IndexOptions { chunk: 2, ..IndexOptions::default() });
+        let svc = WriteService::start(config, model, Box::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }))
+        .unwrap();
+        (svc, notified)
+    }
+
+    fn product(id: &str, title: &str) -> Product {
+        Product { id: id.into(), title: Some(title.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn writes_tell_readers_and_are_visible_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, notified) = service(dir.path());
+        let res = svc.put(vec![product("a", "red mug"), product("b", "blue bag")]).unwrap();
+        assert_eq!(res.summary.ingested, 2);
+        assert_eq!(notified.load(Ordering::SeqCst), 1);
+        let (_, m) = vitrine_core::generation::current(dir.path()).unwrap().unwrap();
+        assert_eq!(m.products, 2);
+        assert_eq!(svc.delete(&["a".into(), "zz".into()]).unwrap(), vec!["a".to_string()]);
+        let (_, m) = vitrine_core::generation::current(dir.path()).unwrap().unwrap();
+        assert_eq!(m.products, 1);
+    }
+
+    #[test]
+    fn writes_wait_for_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WriteConfig::new(dir.path().to_path_buf(), IndexOptions::default());
+        let svc = WriteService::start(config, ModelSlot::default(), Box::new(|| {})).unwrap();
+        assert!(matches!(svc.put(vec![product("a", "mug")]), Err(WriteError::NotReady)));
+    }
+
+    #[test]
+    fn a_job_runs_to_done_with_exact_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _) = service(dir.path());
+        let catalog: String = (0..5).map(|i| format!("{{\"id\":\"p{i}\",\"title\":\"thing {i}\"}}\n")).collect();
+        let job = svc.submit(catalog.as_bytes(), Format::Jsonl, false).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let done = loop {
+            let j = svc.jobs().get(&job.id).unwrap();
+            if matches!(j.state, JobState::Done | JobState::Failed) || Instant::now() > deadline {
+                break j;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(done.state, JobState::Done, "{:?}", done.error);
+        assert_eq!((done.counts.ingested, done.total, done.processed), (5, 5, 5));
+        assert_eq!(svc.job_failures(&job.id).unwrap(), Vec::<u8>::new());
+        assert!(matches!(svc.job_failures("nope"), Err(WriteError::JobNotFound { .. })));
+    }
+
+    #[test]
+    fn a_short_write_is_not_held_behind_a_long_job() {
+        // The writer is released between job chunks: a put issued while a job runs completes
+        // before the job does.
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _) = service(dir.path());
+        let catalog: String = (0..2000).map(|i| format!("{{\"id\":\"p{i}\",\"title\":\"thing {i}\"}}\n")).collect();
+        let job = svc.submit(catalog.as_bytes(), Format::Jsonl, false).unwrap();
+        while svc.jobs().get(&job.id).unwrap().state == JobState::Queued {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        svc.put(vec![product("quick", "quick write")]).unwrap();
+        let j = svc.jobs().get(&job.id).unwrap();
+        assert_eq!(j.state, JobState::Running, "the put waited for the whole job ({} of {} done)", j.processed, j.total);
+    }
+}

@@ -1,0 +1,471 @@
+//! The query service: everything between a parsed request and its typed result.
+//!
+//! A [`Query`] holds what a shopper sent (text, image bytes, an image URL, or a product for
+//! more-like-this) plus filters, fusion, paging and facets. [`QueryService::search`] decides which
+//! model towers run, fetches `image_url` under the fetch policy, decodes and preprocesses the
+//! image, embeds, and searches the live generation. The HTTP layer only parses, calls this and
+//! maps the result or the [`QueryError`].
+//!
+//! Bounded by design:
+//! - **Admission.** Every query holds an [`Admission`] from a gate of `queue_capacity` slots
+//!   *before* its upload is buffered (the HTTP layer takes it first), through fetch, decode,
+//!   inference and search. A full gate answers [`QueryError::Overloaded`] at once, so neither
+//!   memory nor latency grows with load.
+//! - **Decoding.** At most `decode_concurrency` images are decoded at once (the others wait inside
+//!   their admission), so decoded pixels take at most `decode_concurrency × max_pixels × 3` bytes
+//!   whatever the queue holds; the uploads themselves take at most `queue_capacity × max_upload`.
+//! - **Keyword syntax** is checked before parsing (see [`crate::validate_keyword_query`]).
+//!
+//! Threading: [`QueryService::search`] blocks (model and search work); call it off the async
+//! executor. The service is shared by every request thread.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use vitrine_core::{CoreError, Embedder, ImageLimits, ModelId, ModelSlot};
+use vitrine_fetch::{FetchError, FetchOptions, Fetcher};
+
+use crate::{search_generation, Filters, Fusion, SearchError, SearchQuery, SearchResult, Searcher};
+
+/// Results per page when a query names none.
+pub const DEFAULT_K: usize = 10;
+
+/// Whether `image_url` queries may fetch, and from where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageUrls {
+    /// The server never fetches a URL a searcher sends.
+    Disabled,
+    /// Only hosts that resolve to public addresses (the default: a searcher must not reach the
+    /// server's own network).
+    PublicOnly,
+    /// Any address, private ones included (an operator's explicit choice).
+    Any,
+}
+
+/// What the query service needs to know; built from the serve settings.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// Largest image accepted, uploaded or fetched, in bytes.
+    pub max_upload: usize,
+    /// Queries admitted at once (buffering, decoding, waiting for or running inference).
+    pub queue_capacity: usize,
+    /// Images decoded at once.
+    pub decode_concurrency: usize,
+    pub image_urls: ImageUrls,
+    pub image_limits: ImageLimits,
+    pub fetch_timeout: std::time::Duration,
+}
+
+impl QueryConfig {
+    pub fn new(max_upload: usize, queue_capacity: usize, image_urls: ImageUrls) -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        QueryConfig {
+            max_upload,
+            queue_capacity: queue_capacity.max(1),
+            decode_concurrency: cores,
+            image_urls,
+            image_limits: ImageLimits { max_bytes: max_upload as u64, ..ImageLimits::default() },
+            fetch_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// The image of a query.
+#[derive(Debug, Clone)]
+pub enum ImageInput {
+    Bytes(Vec<u8>),
+    Url(String),
+}
+
+/// A shopper's query, as parsed from any of the search routes.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub text: Option<String>,
+    pub image: Option<ImageInput>,
+    /// More like this product (its own vectors and title are the query; it is left out).
+    pub similar_to: Option<String>,
+    pub k: Option<usize>,
+    pub offset: Option<usize>,
+    pub filters: Filters,
+    pub fusion: Fusion,
+    pub facets: bool,
+}
+
+/// A search result and where the model time went.
+#[derive(Debug, Clone)]
+pub struct QueryOutcome {
+    pub result: SearchResult,
+    /// Whole query, admission to result, in milliseconds.
+    pub took_ms: f64,
+    /// Image tower time (decode and preprocess included), when it ran.
+    pub vision_ms: Option<f64>,
+    /// Text tower time, when it ran.
+    pub text_ms: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("a query needs text (q), an image, or a product to find similar ones")]
+    MissingInput,
+    #[error("{0}")]
+    Conflicting(&'static str),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error("the image is over the limit of {limit} bytes")]
+    ImageTooLarge { limit: usize },
+    #[error("image_url is disabled on this server")]
+    ImageUrlsDisabled,
+    #[error("image_url: {0}")]
+    Fetch(#[from] FetchError),
+    /// The image could not be decoded, or the model failed on it.
+    #[error(transparent)]
+    Model(#[from] CoreError),
+    #[error("the model queue is full ({capacity} requests in flight); retry shortly")]
+    Overloaded { capacity: usize },
+    #[error("the model is still loading")]
+    NotReady,
+    #[error(
+        "the index was built with model {} ({} dims) but the service loaded {} ({} dims); serve it with the \
+         model it was indexed with, or re-embed with `vitrine reindex`",
+        have.name, have.dim, want.name, want.dim
+    )]
+    ModelMismatch { have: Box<ModelId>, want: Box<ModelId> },
+    #[error("the model is already set")]
+    ModelAlreadySet,
+}
+
+/// A counting gate: at most `capacity` holders; the rest are refused at once.
+#[derive(Debug)]
+struct Gate {
+    depth: AtomicUsize,
+    capacity: usize,
+}
+
+/// A query's place in the service. Dropping it frees the place.
+#[derive(Debug)]
+pub struct Admission(Arc<Gate>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.depth.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A waiting semaphore for decodes.
+struct Permits {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Permits {
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            let mut free = self.free.lock();
+            while *free == 0 {
+                self.freed.wait(&mut free);
+            }
+            *free -= 1;
+        }
+        struct Release<'a>(&'a Permits);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                *self.0.free.lock() += 1;
+                self.0.freed.notify_one();
+            }
+        }
+        let _release = Release(self);
+        f()
+    }
+}
+
+pub struct QueryService {
+    searcher: Arc<Searcher>,
+    model: ModelSlot,
+    gate: Arc<Gate>,
+    decodes: Permits,
+    fetcher: Option<Fetcher>,
+    config: QueryConfig,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+impl QueryService {
+    pub fn new(searcher: Arc<Searcher>, model: ModelSlot, config: QueryConfig) -> Self {
+        let fetcher = match config.image_urls {
+            ImageUrls::Disabled => None,
+            urls => Some(Fetcher::new(FetchOptions {
+                timeout: config.fetch_timeout,
+                retries: 1,
+                max_bytes: config.max_upload as u64,
+                public_only: urls == ImageUrls::PublicOnly,
+                ..FetchOptions::default()
+            })),
+        };
+        QueryService {
+            searcher,
+            model,
+            gate: Arc::new(Gate { depth: AtomicUsize::new(0), capacity: config.queue_capacity.max(1) }),
+            decodes: Permits { free: Mutex::new(config.decode_concurrency.max(1)), freed: Condvar::new() },
+            fetcher,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    pub fn searcher(&self) -> &Arc<Searcher> {
+        &self.searcher
+    }
+
+    /// Take a place for one query, or [`QueryError::Overloaded`] when every place is taken.
+    /// Take it before buffering an upload: the upload's bytes count against the same bound.
+    pub fn admit(&self) -> Result<Admission, QueryError> {
+        let d = self.gate.depth.fetch_add(1, Ordering::SeqCst) + 1;
+        if d > self.gate.capacity {
+            self.gate.depth.fetch_sub(1, Ordering::SeqCst);
+            return Err(QueryError::Overloaded { capacity: self.gate.capacity });
+        }
+        Ok(Admission(self.gate.clone()))
+    }
+
+    /// Queries admitted now, and the capacity.
+    pub fn queue(&self) -> (usize, usize) {
+        (self.gate.depth.load(Ordering::SeqCst), self.gate.capacity)
+    }
+
+    /// The loaded model, if it is loaded.
+    pub fn embedder(&self) -> Option<Arc<dyn Embedder>> {
+        self.model.get().cloned()
+    }
+
+    /// Install the loaded, warmed model; refuses one the live index was not built with.
+    pub fn set_model(&self, embedder: Arc<dyn Embedder>) -> Result<(), QueryError> {
+        let indexed = vitrine_core::generation::current(self.searcher.data_dir()).map_err(SearchError::from)?;
+        if let Some((_, manifest)) = indexed {
+            if !manifest.model.same_model(embedder.model_id()) {
+                return Err(QueryError::ModelMismatch {
+                    have: Box::new(manifest.model),
+                    want: Box::new(embedder.model_id().clone()),
+                });
+            }
+        }
+        self.model.set(embedder).map_err(|_| QueryError::ModelAlreadySet)
+    }
+
+    /// The model is loaded and a generation is open.
+    pub fn is_ready(&self) -> bool {
+        self.model.get().is_some() && self.searcher.snapshot().is_some()
+    }
+
+    /// Run a query (blocking). `_admission` is held until the result is ready.
+    pub fn search(&self, _admission: Admission, q: Query) -> Result<QueryOutcome, QueryError> {
+        let started = Instant::now();
+        let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+        if let Some(t) = &text {
+            crate::validate_keyword_query(t)?;
+        }
+        let k = q.k.unwrap_or(DEFAULT_K);
+        let offset = q.offset.unwrap_or(0);
+        crate::validate_paging(k, offset)?;
+        q.fusion.validate().map_err(SearchError::BadRequest)?;
+        q.filters.validate()?;
+
+        if let Some(id) = q.similar_to {
+            if text.is_some() || q.image.is_some() {
+                return Err(QueryError::Conflicting("more like this takes no text or image"));
+            }
+            return self.similar(&id, k, offset, q.filters, q.fusion, q.facets, started);
+        }
+        if text.is_none() && q.image.is_none() {
+            return Err(QueryError::MissingInput);
+        }
+
+        let mut out_vision = None;
+        let image_vector = match q.image {
+            Some(input) => {
+                let embedder = self.embedder().ok_or(QueryError::NotReady)?;
+                let t = Instant::now();
+                let bytes = self.image_bytes(input)?;
+                let pixels = self.decodes.run(|| embedder.preprocessor().load(&bytes, "query image", &self.config.image_limits))?;
+                drop(bytes);
+                let v = embedder.embed_pixels(&pixels, 1)?.remove(0);
+                out_vision = Some(ms(t));
+                Some(v)
+            }
+            None => None,
+        };
+        let w = q.fusion.weights_for(image_vector.is_some(), text.is_some());
+        let mut out_text = None;
+        // The text tower runs only when a vector channel will use its output.
+        let text_vector = match &text {
+            Some(t) if w.image > 0.0 || w.text > 0.0 => {
+                let embedder = self.embedder().ok_or(QueryError::NotReady)?;
+                let start = Instant::now();
+                let v = embedder.embed_texts(&[t.as_str()])?.remove(0);
+                out_text = Some(ms(start));
+                Some(v)
+            }
+            _ => None,
+        };
+        let sq = SearchQuery {
+            image_vector,
+            text_vector,
+            text,
+            k,
+            offset,
+            filters: q.filters,
+            fusion: q.fusion,
+            facets: q.facets,
+            exclude: None,
+        };
+        let result = self.searcher.search(&sq)?;
+        Ok(QueryOutcome { result, took_ms: ms(started), vision_ms: out_vision, text_ms: out_text })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn similar(
+        &self,
+        id: &str,
+        k: usize,
+        offset: usize,
+        filters: Filters,
+        fusion: Fusion,
+        facets: bool,
+        started: Instant,
+    ) -> Result<QueryOutcome, QueryError> {
+        let g = self.searcher.snapshot().ok_or(SearchError::NoIndex)?;
+        let product = g.product(id).map_err(SearchError::from)?.ok_or_else(|| SearchError::NotFound(id.to_string()))?;
+        let (images, text_vector) = self.searcher.product_vectors(&g, id)?;
+        let sq = SearchQuery {
+            image_vector: images.into_iter().next(),
+            text_vector,
+            text: product.product.title,
+            k,
+            offset,
+            filters,
+            fusion,
+            facets,
+            exclude: Some(id.to_string()),
+        };
+        let result = search_generation(&g, &sq)?;
+        Ok(QueryOutcome { result, took_ms: ms(started), vision_ms: None, text_ms: None })
+    }
+
+    /// The bytes of a query image: as sent, or fetched under the fetch policy, never over the limit.
+    fn image_bytes(&self, input: ImageInput) -> Result<Vec<u8>, QueryError> {
+        let limit = self.config.max_upload;
+        let bytes = match input {
+            ImageInput::Bytes(b) => b,
+            ImageInput::Url(url) => match &self.fetcher {
+                None => return Err(QueryError::ImageUrlsDisabled),
+                Some(f) => f.load_url(&url)?,
+            },
+        };
+        if bytes.len() > limit {
+            return Err(QueryError::ImageTooLarge { limit });
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(capacity: usize, urls: ImageUrls) -> (tempfile::TempDir, QueryService) {
+        let dir = tempfile::tempdir().unwrap();
+        let searcher = Arc::new(Searcher::open(dir.path(), 64).unwrap());
+        let svc = QueryService::new(searcher, ModelSlot::default(), QueryConfig::new(1000, capacity, urls));
+        (dir, svc)
+    }
+
+    #[test]
+    fn admission_is_bounded_and_freed_on_drop() {
+        let (_d, svc) = service(2, ImageUrls::Disabled);
+        let a = svc.admit().unwrap();
+        let _b = svc.admit().unwrap();
+        assert!(matches!(svc.admit(), Err(QueryError::Overloaded { capacity: 2 })));
+        assert_eq!(svc.queue(), (2, 2));
+        drop(a);
+        assert!(svc.admit().is_ok());
+    }
+
+    #[test]
+    fn a_query_needs_an_input() {
+        let (_d, svc) = service(4, ImageUrls::Disabled);
+        let err = svc.search(svc.admit().unwrap(), Query { text: Some("   ".into()), ..Default::default() }).unwrap_err();
+        assert!(matches!(err, QueryError::MissingInput), "{err}");
+    }
+
+    #[test]
+    fn paging_and_fusion_are_checked_before_any_model_work() {
+        let (_d, svc) = service(4, ImageUrls::Disabled);
+        let q = Query { text: Some("mug".into()), k: Some(0), ..Default::default() };
+        assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Search(SearchError::BadRequest(_)))));
+        let q = Query { text: Some("mug".into()), offset: Some(crate::MAX_OFFSET + 1), ..Default::default() };
+        assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Search(SearchError::BadRequest(_)))));
+        let mut fusion = Fusion::default();
+        fusion.k = -1.0;
+        let q = Query { text: Some("mug".into()), fusion, ..Default::default() };
+        assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Search(SearchError::BadRequest(_)))));
+    }
+
+    #[test]
+    fn image_urls_can_be_switched_off() {
+        let (_d, svc) = service(4, ImageUrls::Disabled);
+        let q = Query { image: Some(ImageInput::Url("http://example.com/a.jpg".into())), ..Default::default() };
+        assert!(matches!(svc.image_bytes(q.image.unwrap()), Err(QueryError::ImageUrlsDisabled)));
+    }
+
+    #[test]
+    fn oversized_images_are_refused_before_decoding() {
+        let (_d, svc) = service(4, ImageUrls::Disabled);
+        let err = svc.image_bytes(ImageInput::Bytes(vec![0; 1001])).unwrap_err();
+        assert!(matches!(err, QueryError::ImageTooLarge { limit: 1000 }), "{err}");
+    }
+
+    #[test]
+    fn image_queries_wait_for_the_model() {
+        let (_d, svc) = service(4, ImageUrls::Disabled);
+        let q = Query { image: Some(ImageInput::Bytes(vec![1, 2, 3])), ..Default::default() };
+        assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::NotReady)));
+    }
+
+    #[test]
+    fn similar_takes_nothing_else() {
+        let (_d, svc) = service(4, ImageUrls::Disabled);
+        let q = Query { similar_to: Some("a".into()), text: Some("mug".into()), ..Default::default() };
+        assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Conflicting(_))));
+    }
+
+    #[test]
+    fn decode_permits_bound_concurrency() {
+        let permits = Arc::new(Permits { free: Mutex::new(2), freed: Condvar::new() });
+        let inside = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (p, inside, peak) = (permits.clone(), inside.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    p.run(|| {
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert_eq!(*permits.free.lock(), 2);
+    }
+}
