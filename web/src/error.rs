@@ -80,9 +80,6 @@ impl From<vitrine_core::CoreError> for ApiError {
         match e {
             C::Image { .. } => ApiError::InvalidImage(e.to_string()),
             C::Tokenizer { .. } => ApiError::BadRequest(e.to_string()),
-            C::Store { ref message } if message.contains("in use by another vitrine process") => {
-                ApiError::Conflict(e.to_string())
-            }
             C::ModelLoad { .. } | C::Runtime { .. } | C::Inference { .. } | C::Store { .. } | C::Index { .. } | C::Io { .. } => {
                 ApiError::Internal(e.to_string())
             }
@@ -105,7 +102,7 @@ impl From<SearchError> for ApiError {
 impl From<IndexError> for ApiError {
     fn from(e: IndexError) -> Self {
         match e {
-            IndexError::ModelMismatch { .. } => ApiError::Conflict(e.to_string()),
+            IndexError::ModelMismatch { .. } | IndexError::Busy { .. } => ApiError::Conflict(e.to_string()),
             IndexError::Invalid(m) => ApiError::BadRequest(m),
             IndexError::Core(c) => c.into(),
             IndexError::Migration(m) => ApiError::Internal(m.to_string()),
