@@ -82,6 +82,11 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Copy a data directory consistently while it is served, or restore such a copy.
+    Snapshot {
+        #[command(subcommand)]
+        what: SnapshotCommand,
+    },
     /// Serve the search API, the shopper page and the admin dashboard.
     Serve {
         #[command(flatten)]
@@ -157,6 +162,25 @@ enum EmbedCommand {
         /// Also print the token ids.
         #[arg(long)]
         ids: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Write a consistent copy of the data directory into OUT, a new folder (waits for a writer).
+    Create {
+        #[command(flatten)]
+        data: DataArgs,
+        out: PathBuf,
+    },
+    /// Restore SNAPSHOT into the data directory, which must be empty unless --force.
+    Restore {
+        snapshot: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Replace the contents of a non-empty data directory.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -318,6 +342,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let ix = Indexer::open_without_model(&data.data, IndexOptions::default())?;
             let r = ix.rebuild()?;
             println!("rebuilt generation {}", r.map(|r| r.generation).unwrap_or(0));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot { what: SnapshotCommand::Create { data, out } } => {
+            let info = vitrine_indexer::snapshot::create_locked(&data.data, &out, IndexOptions::default())?;
+            println!("{}", serde_json::to_string(&info)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot { what: SnapshotCommand::Restore { snapshot, data, force } } => {
+            let wait = IndexOptions::default().lock_wait;
+            let info = vitrine_indexer::snapshot::restore(&snapshot, &data.data, force, wait)?;
+            println!("{}", serde_json::to_string(&info)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { serve } => serve_forever(serve),

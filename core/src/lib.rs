@@ -15,6 +15,7 @@ pub mod error;
 pub mod generation;
 pub mod graph;
 pub mod keyword;
+pub mod lock;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;

@@ -13,13 +13,16 @@
 //! A product whose images all fail is still indexed by its text (keyword + text vector), with a
 //! warning in the report; it fails only when it has neither a usable image nor any text.
 //!
-//! Threading: one writer per data directory (sled's lock enforces it). Decoding runs on rayon,
-//! downloads on a scoped pool of `FetchOptions::concurrency` threads.
+//! Threading: one writer per data directory, across processes: an [`Indexer`] holds the
+//! directory's [`WriteLock`] for as long as it lives, and another writer waits up to
+//! `IndexOptions::lock_wait` and then gets [`IndexError::Busy`]. Decoding runs on rayon, downloads
+//! on a scoped pool of `FetchOptions::concurrency` threads.
 
 pub mod catalog;
 pub mod fetch;
 pub mod jobs;
 pub mod service;
+pub mod snapshot;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use vitrine_core::catalog::{Product, StoredProduct};
 use vitrine_core::generation::{self, BuildOptions, BuildReport};
+use vitrine_core::lock::{self, WriteLock};
 use vitrine_core::pipeline::{embed_images, ImageSource};
 use vitrine_core::store::{ProductWrite, Store};
 use vitrine_core::{CoreError, Embedder, ImageLimits, ModelId};
@@ -44,6 +48,12 @@ pub enum IndexError {
         have.name, have.dim, short(&have.content_hash), want.name, want.dim, short(&want.content_hash)
     )]
     ModelMismatch { data: String, have: Box<ModelId>, want: Box<ModelId> },
+    /// Another writer holds the data directory (the service maps this to 409).
+    #[error(
+        "{data} is being written by {holder}; gave up after waiting {waited:?}. Wait for it to finish or stop it \
+         (a running `vitrine serve` takes catalogs with POST /v1/ingest)"
+    )]
+    Busy { data: String, holder: String, waited: Duration },
     #[error(transparent)]
     Migration(#[from] vitrine_migrations::MigrationError),
     #[error(transparent)]
@@ -143,6 +153,8 @@ pub struct IndexOptions {
     pub limits: ImageLimits,
     pub fetch: FetchOptions,
     pub build: BuildOptions,
+    /// How long to wait for another writer of the data directory before [`IndexError::Busy`].
+    pub lock_wait: Duration,
 }
 
 impl Default for IndexOptions {
@@ -154,6 +166,7 @@ impl Default for IndexOptions {
             limits: ImageLimits::default(),
             fetch: FetchOptions::default(),
             build: BuildOptions::default(),
+            lock_wait: Duration::from_secs(30),
         }
     }
 }
@@ -167,6 +180,8 @@ pub struct Indexer {
     model: ModelId,
     fetcher: Fetcher,
     pub opts: IndexOptions,
+    /// Last, so that it is released after the store closes.
+    _lock: WriteLock,
 }
 
 fn mismatch(data: &Path, have: &ModelId, want: &ModelId) -> IndexError {
@@ -195,8 +210,61 @@ pub fn check_model(data: &Path, want: &ModelId) -> Result<()> {
     }
 }
 
+/// Marks a data directory whose restore has not finished (see [`snapshot::restore`]).
+pub const RESTORING_FILE: &str = "RESTORING";
+
+fn busy(data: &Path, waited: Duration) -> IndexError {
+    let holder = WriteLock::holder(data).map(|h| h.to_string()).unwrap_or_else(|| "another vitrine process".into());
+    IndexError::Busy { data: data.display().to_string(), holder, waited }
+}
+
+/// Take the data directory's write lock (creating the directory), then bring its format up to
+/// date under it.
+pub(crate) fn lock_dir(data: &Path, wait: Duration) -> Result<WriteLock> {
+    // A new directory gets its VERSION first: a LOCK alone would make it look like a foreign folder.
+    if vitrine_migrations::read_version(data)?.is_none() {
+        vitrine_migrations::open(data)?;
+    }
+    let lock = WriteLock::acquire(data, &lock::process_role(), wait)?.ok_or_else(|| busy(data, wait))?;
+    vitrine_migrations::open(data)?;
+    Ok(lock)
+}
+
+/// [`lock_dir`] for a writer, which refuses a directory whose restore did not finish.
+fn take_lock(data: &Path, wait: Duration) -> Result<WriteLock> {
+    let lock = lock_dir(data, wait)?;
+    if data.join(RESTORING_FILE).exists() {
+        return Err(IndexError::Invalid(format!(
+            "{} holds an interrupted restore: run `vitrine snapshot restore SNAPSHOT --data {} --force` again",
+            data.display(),
+            data.display()
+        )));
+    }
+    Ok(lock)
+}
+
+/// Apply what the store acknowledged but no generation holds yet (a writer killed between its
+/// store writes and its next generation), so it is searchable without another write. Takes the
+/// lock for the time of the build; needs no model. The service calls this once at startup.
+/// `Ok(None)`: nothing to do (no store, or the live generation is up to date).
+pub fn recover(data: &Path, opts: IndexOptions) -> Result<Option<BuildReport>> {
+    if !data.is_dir() || vitrine_migrations::read_version(data)?.is_none() {
+        return Ok(None);
+    }
+    let lock = take_lock(data, opts.lock_wait)?;
+    let store_name = generation::live_store(data)?;
+    if !data.join(&store_name).is_dir() {
+        return Ok(None);
+    }
+    let store = Store::open(&data.join(&store_name))?;
+    let Some(model) = store.model()? else { return Ok(None) };
+    remove_stale_stores(data, &store_name)?;
+    Indexer::new(data, store_name, store, None, model, opts, lock).repair()
+}
+
 impl Indexer {
-    /// Open (or create) a data directory for writing with this embedder's model.
+    /// Open (or create) a data directory for writing with this embedder's model. Waits up to
+    /// `opts.lock_wait` for another writer, then fails with [`IndexError::Busy`].
     pub fn open(data: &Path, embedder: Arc<dyn Embedder>, opts: IndexOptions) -> Result<Self> {
         Self::open_inner(data, Some(embedder), opts)
     }
@@ -207,9 +275,9 @@ impl Indexer {
     }
 
     fn open_inner(data: &Path, embedder: Option<Arc<dyn Embedder>>, opts: IndexOptions) -> Result<Self> {
-        vitrine_migrations::open(data)?;
-        let store_name = generation::current(data).ok().flatten().map(|(_, m)| m.store).unwrap_or_else(|| "store".into());
-        remove_stale_stores(data, &store_name);
+        let lock = take_lock(data, opts.lock_wait)?;
+        let store_name = generation::live_store(data)?;
+        remove_stale_stores(data, &store_name)?;
         let store = Store::open(&data.join(&store_name))?;
         let model = match (store.model()?, &embedder) {
             (Some(have), Some(e)) if !same_model(&have, e.model_id()) => return Err(mismatch(data, &have, e.model_id())),
@@ -222,10 +290,22 @@ impl Indexer {
                 return Err(IndexError::Invalid(format!("{} has no index yet: run `vitrine index` first", data.display())))
             }
         };
-        let fetcher = Fetcher::new(opts.fetch.clone());
-        let me = Indexer { data: data.to_path_buf(), store_name, store, embedder, model, fetcher, opts };
+        let me = Indexer::new(data, store_name, store, embedder, model, opts, lock);
         me.repair()?;
         Ok(me)
+    }
+
+    fn new(
+        data: &Path,
+        store_name: String,
+        store: Store,
+        embedder: Option<Arc<dyn Embedder>>,
+        model: ModelId,
+        opts: IndexOptions,
+        lock: WriteLock,
+    ) -> Self {
+        let fetcher = Fetcher::new(opts.fetch.clone());
+        Indexer { data: data.to_path_buf(), store_name, store, embedder, model, fetcher, opts, _lock: lock }
     }
 
     fn embedder_or_err(&self) -> Result<&dyn Embedder> {
@@ -245,7 +325,8 @@ impl Indexer {
     }
 
     /// Bring the derived indexes in line with the store: apply a pending change log (after a
-    /// crash), and rebuild from the store when the live generation disagrees with it.
+    /// crash: what the store acknowledged becomes searchable), and rebuild from the store when the
+    /// live generation disagrees with it. [`Indexer::open`] runs it; see also [`recover`].
     pub fn repair(&self) -> Result<Option<BuildReport>> {
         let mut report = self.sync()?;
         if let Some((_, m)) = generation::current(&self.data)? {
@@ -265,7 +346,7 @@ impl Indexer {
 
     /// Make every write so far durable and searchable (a new generation if anything changed).
     pub fn sync(&self) -> Result<Option<BuildReport>> {
-        self.store.flush()?;
+        // `build_next` flushes the store before it reads the change log.
         Ok(generation::build_next(&self.data, &self.store, &self.store_name, &self.model, &self.opts.build)?)
     }
 
@@ -532,47 +613,70 @@ impl Indexer {
     }
 }
 
-/// Stores left behind by an interrupted reindex are not referenced by any generation.
-fn remove_stale_stores(data: &Path, live: &str) {
-    let Ok(rd) = std::fs::read_dir(data) else { return };
+/// Remove stores that neither the live generation nor any other generation references: those a
+/// reindex left behind when it was interrupted. Only the lock holder calls this, so a reindex in
+/// progress (which holds the lock) never loses its new store; and when some manifest cannot be
+/// read (or there is none), nothing is removed.
+fn remove_stale_stores(data: &Path, live: &str) -> Result<()> {
+    let referenced = match generation::referenced_stores(data)? {
+        Some(r) if !r.is_empty() => r,
+        // Without a readable generation, nobody can tell a stale store from the live one.
+        _ => return Ok(()),
+    };
+    let Ok(rd) = std::fs::read_dir(data) else { return Ok(()) };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("store-") && name != live && e.path().is_dir() {
+        let is_store = name == generation::DEFAULT_STORE || name.starts_with("store-");
+        if is_store && name != live && !referenced.contains(&name) && e.path().is_dir() {
             tracing::info!(store = %name, "removing a store left by an interrupted reindex");
-            let _ = std::fs::remove_dir_all(e.path());
+            std::fs::remove_dir_all(e.path()).map_err(|err| CoreError::io(e.path().display().to_string(), err))?;
         }
     }
+    Ok(())
+}
+
+/// A store folder name not used in `data`.
+fn fresh_store_name(data: &Path) -> String {
+    let base = format!("store-{}", generation::now_secs());
+    let mut name = base.clone();
+    let mut n = 1;
+    while data.join(&name).exists() {
+        n += 1;
+        name = format!("{base}-{n}");
+    }
+    name
 }
 
 /// Re-embed every product of `data` with a new model into a new store and a new generation, then
 /// switch over atomically (the `CURRENT` swap). Until then readers keep the old model's index.
+/// Holds the write lock from start to switch, so no other writer touches either store meanwhile.
 pub fn reindex(data: &Path, embedder: Arc<dyn Embedder>, opts: IndexOptions, progress: &dyn Progress) -> Result<IngestResult> {
-    vitrine_migrations::open(data)?;
+    let lock = take_lock(data, opts.lock_wait)?;
     let (_, manifest) =
         generation::current(data)?.ok_or_else(|| IndexError::Invalid(format!("{} has no index to reindex", data.display())))?;
     let old_name = manifest.store.clone();
+    remove_stale_stores(data, &old_name)?;
     let old = Store::open(&data.join(&old_name))?;
-    let new_name = format!("store-{}", generation::now_secs());
-    remove_stale_stores(data, &old_name);
-    let store = Store::open(&data.join(&new_name))?;
-    store.set_model(embedder.model_id())?;
     let records: Vec<Record> = old
         .products()
         .enumerate()
         .map(|(i, p)| p.map(|p| Record { line: i + 1, product: p.product }))
         .collect::<vitrine_core::Result<_>>()?;
     drop(old);
+    let new_name = fresh_store_name(data);
+    let store = Store::open(&data.join(&new_name))?;
+    store.set_model(embedder.model_id())?;
     let model = embedder.model_id().clone();
-    let fetcher = Fetcher::new(opts.fetch.clone());
-    let ix = Indexer { data: data.to_path_buf(), store_name: new_name, store, embedder: Some(embedder), model, fetcher, opts };
+    let ix = Indexer::new(data, new_name, store, Some(embedder), model, opts, lock);
     // No checkpoints: a generation of the new store must not go live before it is complete.
     let mut res = IngestResult::default();
     progress.start(records.len() as u64);
     ix.run_chunks(&records, &mut res, 0, progress, false)?;
-    ix.store.flush()?;
     res.generation = ix.rebuild()?.map(|r| r.generation);
     res.report = ix.write_report(&res.failures)?;
+    // The live generation now reads the new store; older generations that still name the old one
+    // are only kept for readers, which never open a store.
     let old_dir = data.join(&old_name);
-    let _ = std::fs::remove_dir_all(old_dir);
+    std::fs::remove_dir_all(&old_dir).map_err(|e| CoreError::io(old_dir.display().to_string(), e))?;
     Ok(res)
 }

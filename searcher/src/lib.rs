@@ -297,13 +297,28 @@ impl Searcher {
         Ok(s)
     }
 
-    /// Load the generation `CURRENT` names if it is not the one in use. Returns true on a swap.
+    /// Load the generation `CURRENT` names if it is newer than the one in use. Returns true on a
+    /// swap. Never goes back: generation numbers only grow, so an older number is a stale read of
+    /// `CURRENT` (another refresh overtook this one) and is ignored.
     pub fn refresh(&self) -> Result<bool> {
-        let Some((dir, manifest)) = generation::current(&self.data)? else { return Ok(false) };
-        if self.current.load().as_ref().is_some_and(|g| g.dir == dir) {
-            return Ok(false);
-        }
+        // Held from the read of `CURRENT` to the swap: two refreshes cannot cross.
         let mut cache = self.cache.lock();
+        let Some((dir, manifest)) = generation::current(&self.data)? else { return Ok(false) };
+        if let Some(live) = self.current.load().as_ref() {
+            if manifest.generation <= live.manifest.generation {
+                // Once per refused number: this runs every half second.
+                static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let older = manifest.generation < live.manifest.generation;
+                if older && REFUSED.swap(manifest.generation, std::sync::atomic::Ordering::Relaxed) != manifest.generation {
+                    tracing::warn!(
+                        current = manifest.generation,
+                        serving = live.manifest.generation,
+                        "CURRENT names an older generation than the one served; keeping it"
+                    );
+                }
+                return Ok(false);
+            }
+        }
         let g = Generation::open(dir, manifest, &mut cache, self.ef_search)?;
         tracing::info!(generation = g.manifest.generation, products = g.manifest.products, "index generation loaded");
         self.current.store(Some(Arc::new(g)));
@@ -824,5 +839,56 @@ mod tests {
         assert!(f.validate().is_err());
         let f = Filters { price: Some(PriceRange { min: Some(f64::NAN), max: None }), ..Default::default() };
         assert!(f.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod refresh_tests {
+    use vitrine_core::catalog::Product;
+    use vitrine_core::generation::{atomic_write, build_next, BuildOptions, CURRENT_FILE};
+    use vitrine_core::store::{ProductWrite, Store};
+    use vitrine_core::{Embedder, FakeEmbedder};
+
+    use super::*;
+
+    fn put(store: &Store, e: &FakeEmbedder, id: &str) {
+        let v = e.embed_texts(&[id]).unwrap().remove(0);
+        let stored = StoredProduct {
+            product: Product { id: id.into(), title: Some(id.into()), ..Default::default() },
+            ord: store.ordinal_for(id).unwrap(),
+            version: store.next_seq().unwrap(),
+            hash: id.into(),
+            image_vectors: 0,
+            has_text_vector: true,
+            image_errors: vec![],
+            updated_at: 0,
+        };
+        store.put(ProductWrite { stored, image_vectors: vec![], text_vector: Some(v) }).unwrap();
+    }
+
+    #[test]
+    fn refresh_never_goes_back_to_an_older_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let e = FakeEmbedder::new(16);
+        let store = Store::open(&data.join("store")).unwrap();
+        let build = || build_next(data, &store, "store", e.model_id(), &BuildOptions::default()).unwrap().unwrap().generation;
+        put(&store, &e, "a");
+        assert_eq!(build(), 1);
+        put(&store, &e, "b");
+        assert_eq!(build(), 2);
+        let s = Searcher::open(data, 16).unwrap();
+        assert_eq!(s.snapshot().unwrap().manifest.generation, 2);
+        // A stale `CURRENT` (as a refresh that read it before the last swap would see it).
+        atomic_write(&data.join(CURRENT_FILE), b"gen-00000001").unwrap();
+        assert!(!s.refresh().unwrap());
+        assert_eq!(s.snapshot().unwrap().manifest.generation, 2, "kept the newer generation");
+        assert_eq!(s.snapshot().unwrap().manifest.products, 2);
+        atomic_write(&data.join(CURRENT_FILE), b"gen-00000002").unwrap();
+        put(&store, &e, "c");
+        assert_eq!(build(), 3);
+        assert!(s.refresh().unwrap());
+        assert_eq!(s.snapshot().unwrap().manifest.products, 3);
+        assert!(!s.refresh().unwrap(), "nothing new");
     }
 }

@@ -6,5 +6,7 @@ mod common;
 mod compat;
 mod fetch;
 mod index;
+mod lock;
 mod parity;
 mod service;
+mod snapshot;

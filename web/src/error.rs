@@ -98,7 +98,7 @@ fn query(e: &QueryError) -> (StatusCode, &'static str) {
 
 fn index(e: &IndexError) -> (StatusCode, &'static str) {
     match e {
-        IndexError::ModelMismatch { .. } => (StatusCode::CONFLICT, "conflict"),
+        IndexError::ModelMismatch { .. } | IndexError::Busy { .. } => (StatusCode::CONFLICT, "conflict"),
         IndexError::Invalid(_) => (BAD, "bad_request"),
         IndexError::Core(c) => core(c),
         IndexError::Migration(_) => INTERNAL,
