@@ -26,6 +26,9 @@ pub enum ApiError {
     Overloaded(usize),
     #[error("{0}")]
     NotReady(String),
+    /// A server this one fetched from failed or timed out (an `image_url`).
+    #[error("{0}")]
+    Upstream(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -42,6 +45,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::NotReady(_) => "not_ready",
+            ApiError::Upstream(_) => "upstream_failed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -58,6 +62,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Overloaded(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

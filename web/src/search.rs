@@ -287,11 +287,9 @@ async fn image_multipart(state: &AppState, mut mp: Multipart) -> ApiResult<HttpR
 }
 
 async fn fetch_url(state: &AppState, url: String) -> ApiResult<Vec<u8>> {
+    use vitrine_indexer::fetch::{Blame, FetchError};
     if !state.config.allow_image_urls {
         return Err(ApiError::BadRequest("image_url is disabled on this server".into()));
-    }
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ApiError::BadRequest("image_url must be http(s)".into()));
     }
     let opts = vitrine_indexer::FetchOptions {
         max_bytes: state.config.max_upload as u64,
@@ -299,16 +297,13 @@ async fn fetch_url(state: &AppState, url: String) -> ApiResult<Vec<u8>> {
         public_only: !state.config.allow_private_image_urls,
         ..Default::default()
     };
-    web::block(move || {
-        let fetcher = vitrine_indexer::Fetcher::new(opts);
-        fetcher.load(&url)
-    })
-    .await?
-    .map_err(|e| {
-        if e.contains("over the limit") {
-            ApiError::PayloadTooLarge(e)
-        } else {
-            ApiError::BadRequest(format!("image_url: {e}"))
+    web::block(move || vitrine_indexer::Fetcher::new(opts).load_url(&url)).await?.map_err(|e| {
+        let message = format!("image_url: {e}");
+        match (&e, e.blame()) {
+            (FetchError::TooLarge { .. }, _) => ApiError::PayloadTooLarge(message),
+            (_, Blame::Source) => ApiError::BadRequest(message),
+            (_, Blame::Upstream) => ApiError::Upstream(message),
+            (_, Blame::Local) => ApiError::Internal(message),
         }
     })
 }
