@@ -191,10 +191,10 @@ mod sources {
         )
         .await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        let failures = v["failures"].as_array().unwrap();
-        assert_eq!(failures.len(), 8, "{v}");
-        for f in failures {
-            let reason = f["reason"].as_str().unwrap();
+        let warnings = v["warnings"].as_array().unwrap();
+        assert_eq!(warnings.len(), 8, "{v}");
+        for w in warnings {
+            let reason = w.as_str().unwrap();
             assert!(
                 reason.contains("refused by policy") || reason.contains("bad URL") || reason.contains("non-public"),
                 "{reason}"
