@@ -105,9 +105,14 @@ fn main() {
         std::process::exit(2);
     }
     records.truncate(n);
+    // Catalog references are relative to the catalog; the model-only pass reads them directly.
+    let opts = IndexOptions::for_catalog(&catalog);
+    for r in &mut records {
+        r.product.images =
+            r.product.images.iter().map(|i| opts.local_files.resolve(i).expect("image path").to_string()).collect();
+    }
     let model_dir = common::model_path("models/tiny-clip");
     let model: Arc<dyn Embedder> = Arc::new(common::load_model(&model_dir));
-    let opts = IndexOptions::default();
     let image_bytes: u64 = records.iter().map(|r| std::fs::metadata(&r.product.images[0]).map(|m| m.len()).unwrap_or(0)).sum();
 
     let (img_s, txt_s) = model_only(model.as_ref(), &records, opts.batch);

@@ -302,13 +302,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             fetch_retries,
         } => {
             let embedder: Arc<dyn Embedder> = Arc::new(model.load()?);
+            let operator = IndexOptions::for_catalog(&catalog);
             let fetch = vitrine_indexer::FetchOptions {
                 timeout: std::time::Duration::from_secs(fetch_timeout_secs),
                 retries: fetch_retries,
-                ..Default::default()
+                ..operator.fetch.clone()
             };
-            let opts =
-                IndexOptions { batch, checkpoint: std::time::Duration::from_secs(checkpoint_secs), fetch, ..Default::default() };
+            let opts = IndexOptions { batch, checkpoint: std::time::Duration::from_secs(checkpoint_secs), fetch, ..operator };
             let ix = Indexer::open(&data.data, embedder, opts)?;
             let (records, errors) =
                 vitrine_indexer::catalog::parse_file(&catalog).with_context(|| format!("reading {}", catalog.display()))?;
@@ -333,7 +333,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reindex { data, model, json } => {
             let embedder: Arc<dyn Embedder> = Arc::new(model.load()?);
             let bar = progress::Bar::new("re-embedding");
-            let res = vitrine_indexer::reindex(&data.data, embedder, IndexOptions::default(), &bar)?;
+            let res = vitrine_indexer::reindex(&data.data, embedder, IndexOptions::for_operator(), &bar)?;
             bar.finish();
             report(&res, json);
             Ok(ExitCode::SUCCESS)
@@ -367,7 +367,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let embedder: Arc<dyn Embedder> = Arc::new(serve.model.load()?);
             let catalog = root.join("demo/catalog.jsonl");
             {
-                let ix = Indexer::open(&serve.data.data, embedder.clone(), IndexOptions::default())?;
+                let ix = Indexer::open(&serve.data.data, embedder.clone(), IndexOptions::for_catalog(&catalog))?;
                 let (records, errors) = vitrine_indexer::catalog::parse_file(&catalog)?;
                 let bar = progress::Bar::new("indexing the demo catalog");
                 let res = ix.ingest(records, errors, true, &bar)?;

@@ -2,12 +2,13 @@
 //!
 //! Known fields: `id` (required), `title`, `description`, `brand`, `category`, `price`,
 //! `currency`, `image` / `images`, `url`, `attributes`. Any other field is kept as an attribute.
-//! Image references are resolved here: http(s) URLs stay as they are, relative paths are taken
-//! relative to the catalog file. A bad line becomes a [`RecordError`] and parsing goes on.
+//! Image references are kept as written: what a local path means (relative to the catalog's
+//! folder, or to a media root) is the ingest's [`vitrine_fetch::LocalFiles`] policy, applied by
+//! the indexer. A bad line becomes a [`RecordError`] and parsing goes on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use vitrine_core::catalog::Product;
@@ -43,18 +44,17 @@ impl Format {
     }
 }
 
-/// Parse a catalog file; `base` resolves relative image paths.
+/// Parse a catalog file. Its relative image paths mean something only with a policy: the CLI's
+/// is [`vitrine_fetch::LocalFiles::beside`] this file.
 pub fn parse_file(path: &Path) -> std::io::Result<(Vec<Record>, Vec<RecordError>)> {
     let f = std::fs::File::open(path)?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = base.canonicalize().unwrap_or(base);
-    Ok(parse(std::io::BufReader::new(f), Format::from_path(path), &base))
+    Ok(parse(std::io::BufReader::new(f), Format::from_path(path)))
 }
 
-pub fn parse(reader: impl BufRead, format: Format, base: &Path) -> (Vec<Record>, Vec<RecordError>) {
+pub fn parse(reader: impl BufRead, format: Format) -> (Vec<Record>, Vec<RecordError>) {
     let (records, mut errors) = match format {
-        Format::Jsonl => parse_jsonl(reader, base),
-        Format::Csv => parse_csv(reader, base),
+        Format::Jsonl => parse_jsonl(reader),
+        Format::Csv => parse_csv(reader),
     };
     // Duplicate ids within one file: the first wins, later ones are errors.
     let mut first: HashMap<String, usize> = HashMap::new();
@@ -76,7 +76,7 @@ pub fn parse(reader: impl BufRead, format: Format, base: &Path) -> (Vec<Record>,
     (kept, errors)
 }
 
-fn parse_jsonl(reader: impl BufRead, base: &Path) -> (Vec<Record>, Vec<RecordError>) {
+fn parse_jsonl(reader: impl BufRead) -> (Vec<Record>, Vec<RecordError>) {
     let mut records = vec![];
     let mut errors = vec![];
     for (i, line) in reader.lines().enumerate() {
@@ -93,7 +93,7 @@ fn parse_jsonl(reader: impl BufRead, base: &Path) -> (Vec<Record>, Vec<RecordErr
             continue;
         }
         match serde_json::from_str::<Value>(trimmed) {
-            Ok(Value::Object(map)) => match product_from_map(map.into_iter().collect(), base) {
+            Ok(Value::Object(map)) => match product_from_map(map.into_iter().collect()) {
                 Ok(product) => records.push(Record { line: line_no, product }),
                 Err((id, reason)) => errors.push(RecordError { line: line_no, id, reason }),
             },
@@ -104,7 +104,7 @@ fn parse_jsonl(reader: impl BufRead, base: &Path) -> (Vec<Record>, Vec<RecordErr
     (records, errors)
 }
 
-fn parse_csv(reader: impl BufRead, base: &Path) -> (Vec<Record>, Vec<RecordError>) {
+fn parse_csv(reader: impl BufRead) -> (Vec<Record>, Vec<RecordError>) {
     let mut records = vec![];
     let mut errors = vec![];
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
@@ -151,7 +151,7 @@ fn parse_csv(reader: impl BufRead, base: &Path) -> (Vec<Record>, Vec<RecordError
         if !attrs.is_empty() {
             map.push(("attributes".into(), Value::Object(attrs)));
         }
-        match product_from_map(map, base) {
+        match product_from_map(map) {
             Ok(product) => records.push(Record { line: line_no, product }),
             Err((id, reason)) => errors.push(RecordError { line: line_no, id, reason }),
         }
@@ -169,23 +169,8 @@ fn scalar_string(v: &Value) -> Option<String> {
     }
 }
 
-/// Resolve an image reference: URLs as they are, `file://` and relative paths to absolute paths.
-pub fn resolve_image(r: &str, base: &Path) -> String {
-    let r = r.trim();
-    if r.starts_with("http://") || r.starts_with("https://") {
-        return r.to_string();
-    }
-    let p = r.strip_prefix("file://").unwrap_or(r);
-    let path = PathBuf::from(p);
-    if path.is_absolute() {
-        p.to_string()
-    } else {
-        base.join(path).display().to_string()
-    }
-}
-
 /// Build a product from a JSON object's fields. Errors carry the id when there is one.
-pub fn product_from_map(map: Vec<(String, Value)>, base: &Path) -> Result<Product, (Option<String>, String)> {
+pub fn product_from_map(map: Vec<(String, Value)>) -> Result<Product, (Option<String>, String)> {
     let mut p = Product::default();
     let mut attributes = BTreeMap::new();
     let mut id = None;
@@ -240,7 +225,6 @@ pub fn product_from_map(map: Vec<(String, Value)>, base: &Path) -> Result<Produc
         return Err((None, "id is longer than 512 bytes".into()));
     }
     p.id = id.clone();
-    p.images = p.images.iter().map(|r| resolve_image(r, base)).collect();
     p.images.dedup();
     p.attributes = attributes;
     // Errors found before the id was known still name it.
@@ -262,10 +246,10 @@ mod tests {
 
 {"id": 42, "price": "cheap"}
 "#;
-        let (records, errors) = parse(text.as_bytes(), Format::Jsonl, Path::new("/cat"));
+        let (records, errors) = parse(text.as_bytes(), Format::Jsonl);
         assert_eq!(records.len(), 2);
         let a = &records[0].product;
-        assert_eq!(a.images, vec!["/cat/img/a.jpg"]);
+        assert_eq!(a.images, vec!["img/a.jpg"], "references are kept as written; the ingest's policy resolves them");
         assert_eq!(a.attributes.get("color").map(String::as_str), Some("red"), "unknown fields become attributes");
         assert_eq!(a.attributes.get("size").map(String::as_str), Some("M"));
         assert_eq!(records[1].product.images, vec!["https://x.test/b.jpg", "/abs/b2.png"]);
@@ -286,10 +270,10 @@ mod tests {
     #[test]
     fn csv_with_image_lists_and_attribute_columns() {
         let text = "id,title,price,images,attr.color,material\nx1,Lamp,19.99,a.jpg|b.jpg,blue,brass\nx2,,oops,,,\n";
-        let (records, errors) = parse(text.as_bytes(), Format::Csv, Path::new("/c"));
+        let (records, errors) = parse(text.as_bytes(), Format::Csv);
         assert_eq!(records.len(), 1);
         let p = &records[0].product;
-        assert_eq!(p.images, vec!["/c/a.jpg", "/c/b.jpg"]);
+        assert_eq!(p.images, vec!["a.jpg", "b.jpg"]);
         assert_eq!(p.attributes.get("color").map(String::as_str), Some("blue"));
         assert_eq!(p.attributes.get("material").map(String::as_str), Some("brass"));
         assert_eq!(errors.len(), 1);

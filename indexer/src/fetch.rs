@@ -1,3 +1,6 @@
-//! Loading image bytes: see the `vitrine-fetch` crate.
+//! Loading image bytes lives in `vitrine-fetch`, with every rule about what may be loaded;
+//! re-exported here so `vitrine_indexer::fetch::*` keeps working.
 
-pub use vitrine_fetch::*;
+pub use vitrine_fetch::{
+    check_url, is_public, is_url, Blame, FetchError, FetchOptions, Fetcher, LocalFiles, NetworkFailure, Source,
+};

@@ -38,7 +38,7 @@ use vitrine_core::store::{ProductWrite, Store};
 use vitrine_core::{CoreError, Embedder, ImageLimits, ModelId};
 
 pub use catalog::{Record, RecordError};
-pub use fetch::{FetchOptions, Fetcher};
+pub use fetch::{FetchError, FetchOptions, Fetcher, LocalFiles, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -106,7 +106,7 @@ pub struct IngestResult {
 /// An ingest in progress: see [`Indexer::ingest`], or drive it chunk by chunk with
 /// [`Indexer::ingest_step`] and [`Indexer::finish_ingest`].
 pub struct IngestRun {
-    res: IngestResult,
+    pub res: IngestResult,
     seen: HashSet<String>,
     processed: u64,
     parse_errors: u64,
@@ -152,6 +152,9 @@ pub struct IndexOptions {
     pub checkpoint: Duration,
     pub limits: ImageLimits,
     pub fetch: FetchOptions,
+    /// Which local files image references may name. The default refuses them all (what suits
+    /// products and catalogs sent over HTTP); the CLI uses [`IndexOptions::for_catalog`].
+    pub local_files: LocalFiles,
     pub build: BuildOptions,
     /// How long to wait for another writer of the data directory before [`IndexError::Busy`].
     pub lock_wait: Duration,
@@ -165,9 +168,27 @@ impl Default for IndexOptions {
             checkpoint: Duration::from_secs(30),
             limits: ImageLimits::default(),
             fetch: FetchOptions::default(),
+            local_files: LocalFiles::none(),
             build: BuildOptions::default(),
             lock_wait: Duration::from_secs(30),
         }
+    }
+}
+
+impl IndexOptions {
+    /// For the operator's own catalog file (`vitrine index`, the demo): relative image paths
+    /// resolve against the catalog's folder; any local file and any URL, private networks
+    /// included, may be read (still only regular files, and at most `fetch.max_bytes`).
+    pub fn for_catalog(catalog: &Path) -> Self {
+        IndexOptions { local_files: LocalFiles::beside(catalog), ..IndexOptions::for_operator() }
+    }
+
+    /// For the operator's commands without a catalog (`vitrine reindex`): as
+    /// [`IndexOptions::for_catalog`], relative paths against the current directory.
+    pub fn for_operator() -> Self {
+        let fetch = FetchOptions { public_only: false, ..FetchOptions::default() };
+        let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        IndexOptions { fetch, local_files: LocalFiles::Any { base }, ..IndexOptions::default() }
     }
 }
 
@@ -366,6 +387,7 @@ impl Indexer {
         progress: &dyn Progress,
     ) -> Result<IngestResult> {
         let mut run = IngestRun::new(&records, parse_errors, delete_missing, progress);
+        let records = self.resolve_images(records, &mut run.res);
         for chunk in records.chunks(self.opts.chunk.max(1)) {
             self.ingest_step(&mut run, chunk, progress)?;
         }
@@ -419,16 +441,32 @@ impl Indexer {
 
     /// Upsert products given directly (the HTTP API); becomes searchable when this returns.
     pub fn put(&self, products: Vec<Product>) -> Result<IngestResult> {
-        let base = std::env::current_dir().unwrap_or_default();
-        let records = products
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut p)| {
-                p.images = p.images.iter().map(|r| catalog::resolve_image(r, &base)).collect();
-                Record { line: i + 1, product: p }
-            })
-            .collect();
+        let records = products.into_iter().enumerate().map(|(i, product)| Record { line: i + 1, product }).collect();
         self.ingest(records, vec![], false, &NoProgress)
+    }
+
+    /// Image references in the form stored: URLs checked, local paths resolved by
+    /// `opts.local_files` (absolute, canonical under media roots). A reference the policy refuses
+    /// is dropped with a warning, so it is never stored (nor served) and the product is indexed
+    /// without it. Loading checks each reference again.
+    pub fn resolve_images(&self, mut records: Vec<Record>, res: &mut IngestResult) -> Vec<Record> {
+        for rec in &mut records {
+            let mut kept = Vec::with_capacity(rec.product.images.len());
+            for r in &rec.product.images {
+                match self.opts.local_files.resolve(r) {
+                    Ok(source) => kept.push(source.to_string()),
+                    Err(e) => res.failures.push(Failure {
+                        line: Some(rec.line),
+                        id: Some(rec.product.id.clone()),
+                        reason: format!("image skipped, product indexed without it: {r}: {e}"),
+                        severity: Severity::Warning,
+                    }),
+                }
+            }
+            kept.dedup();
+            rec.product.images = kept;
+        }
+        records
     }
 
     /// Delete products by id; returns the ids that existed. Searchable when this returns.
@@ -470,7 +508,7 @@ impl Indexer {
     fn process_chunk(&self, chunk: &[Record], res: &mut IngestResult) -> Result<()> {
         // 1. Image bytes for the whole chunk, concurrently.
         let refs: Vec<&str> = chunk.iter().flat_map(|r| r.product.images.iter().map(String::as_str)).collect();
-        let mut loaded = self.fetcher.load_all(&refs).into_iter();
+        let mut loaded = self.fetcher.load_all(&refs, &self.opts.local_files).into_iter();
         // 2. Hash, and skip what has not changed.
         struct Pending<'a> {
             rec: &'a Record,
@@ -481,8 +519,12 @@ impl Indexer {
         }
         let mut pending = vec![];
         for rec in chunk {
-            let images: Vec<Result<Arc<[u8]>, String>> =
-                rec.product.images.iter().map(|_| loaded.next().expect("one result per image").map(Arc::from)).collect();
+            let images: Vec<Result<Arc<[u8]>, String>> = rec
+                .product
+                .images
+                .iter()
+                .map(|r| loaded.next().expect("one result per image").map(Arc::from).map_err(|e| format!("{r}: {e}")))
+                .collect();
             let mut h = blake3::Hasher::new();
             h.update(&serde_json::to_vec(&rec.product).expect("a product serializes"));
             for img in &images {

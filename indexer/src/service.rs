@@ -60,8 +60,10 @@ pub struct WriteConfig {
 }
 
 impl WriteConfig {
+    /// Settings for the server: a write that finds another process holding the data directory
+    /// waits at most 2 s for it (then answers 409), so a request thread is never held long.
     pub fn new(data: PathBuf, index: IndexOptions) -> Self {
-        WriteConfig { data, index, idle_close: Duration::from_secs(10) }
+        WriteConfig { data, index: IndexOptions { lock_wait: Duration::from_secs(2), ..index }, idle_close: Duration::from_secs(10) }
     }
 }
 
@@ -116,14 +118,7 @@ impl WriteService {
     /// that were acknowledged (durable in the store) become searchable now rather than at the
     /// next write. A directory with no index yet has nothing to repair.
     pub fn repair(&self) -> Result<()> {
-        if vitrine_core::generation::current(&self.config.data)?.is_none() && !self.config.data.join("store").exists() {
-            return Ok(());
-        }
-        let report = {
-            let ix = Indexer::open_without_model(&self.config.data, self.config.index.clone())?;
-            ix.repair()?
-        };
-        if report.is_some() {
+        if crate::recover(&self.config.data, self.config.index.clone())?.is_some() {
             (self.on_generation)();
         }
         Ok(())
@@ -237,6 +232,7 @@ impl WriteService {
             last_save: Mutex::new(Instant::now()),
         };
         let mut run = IngestRun::new(&records, errors, job.delete_missing, &progress);
+        let records = self.with(|ix| Ok(ix.resolve_images(records, &mut run.res)))?;
         let chunk = self.config.index.chunk.max(1);
         for part in records.chunks(chunk) {
             let before = self.generation();

@@ -90,3 +90,135 @@ fn unknown_short_names_list_the_known_ones() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("clip-vit-b32"));
 }
+
+// Image sources under their policy, end to end: the operator's CLI and a client over HTTP.
+
+mod sources {
+    use std::sync::Arc;
+
+    use actix_web::http::StatusCode;
+    use actix_web::test::{self, TestRequest};
+    use serde_json::{json, Value};
+
+    use crate::common::*;
+
+    fn report_of(data: &std::path::Path) -> String {
+        let report = std::fs::read_dir(data.join("reports")).unwrap().next().unwrap().unwrap().path();
+        std::fs::read_to_string(report).unwrap()
+    }
+
+    #[test]
+    fn the_cli_reads_paths_beside_the_catalog_and_never_devices_fifos_or_bad_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("img")).unwrap();
+        std::fs::copy(root().join("demo/images/sku-020.jpg"), dir.path().join("img/a.jpg")).unwrap();
+        let fifo = dir.path().join("pipe.jpg");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.jpg")).unwrap();
+        let cat = dir.path().join("c.jsonl");
+        write_jsonl(
+            &cat,
+            &[
+                json!({"id": "relative", "title": "Relative path", "image": "img/a.jpg"}),
+                json!({"id": "fifo", "title": "A pipe", "image": "pipe.jpg"}),
+                json!({"id": "zero", "title": "Endless zeros", "image": "/dev/zero"}),
+                json!({"id": "zero-link", "title": "Zeros by a link", "image": "zero.jpg"}),
+                json!({"id": "crlf", "title": "Header injection", "image": "http://127.0.0.1:9/a.jpg\r\nX-Evil: 1"}),
+            ],
+        );
+        let data = dir.path().join("data");
+        let s = index_json(&cat, &data, &["--fetch-retries", "0"]);
+        assert_eq!(s["ingested"], 5, "every product has a title: {s}");
+        assert_eq!(s["failed"], 0, "{s}");
+        let report = report_of(&data);
+        assert!(!report.contains("img/a.jpg"), "the relative image loaded:\n{report}");
+        for (id, why) in [
+            ("fifo", "not a regular file"),
+            ("zero", "refused by policy"),
+            ("zero-link", "refused by policy"),
+            ("crlf", "bad URL"),
+        ] {
+            let line =
+                report.lines().find(|l| l.contains(&format!("\"id\":\"{id}\""))).unwrap_or_else(|| panic!("{id}:\n{report}"));
+            assert!(line.contains(why), "{id}: {line}");
+        }
+        let store = vitrine_core::store::Store::open(&data.join("store")).unwrap();
+        let rel = store.get("relative").unwrap().unwrap();
+        assert_eq!(rel.image_vectors, 1);
+        assert_eq!(rel.product.images, vec![dir.path().canonicalize().unwrap().join("img/a.jpg").display().to_string()]);
+    }
+
+    fn embedder() -> Arc<dyn vitrine_core::Embedder> {
+        let opts = vitrine_core::RuntimeOptions { device: vitrine_core::Device::Cpu, intra_threads: 2, ..Default::default() };
+        Arc::new(vitrine_core::ClipOnnx::open(&tiny_model_dir(), &opts).unwrap())
+    }
+
+    #[actix_web::test]
+    async fn a_client_can_neither_store_nor_read_server_files_nor_reach_private_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let cat = dir.path().join("c.jsonl");
+        write_jsonl(&cat, &demo_products()[..2]);
+        index_json(&cat, &data, &[]);
+        let config = vitrine_web::ServeConfig { data, admin_key: Some("k".into()), ..Default::default() };
+        let app = test::init_service(vitrine_web::app(vitrine_web::build_state_with_model(config, embedder()).unwrap())).await;
+        let call = |req: TestRequest| {
+            let app = &app;
+            async move {
+                let res = test::call_service(app, req.to_request()).await;
+                let status = res.status();
+                let body = test::read_body(res).await;
+                (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+            }
+        };
+        let demo_image = root().join("demo/images/sku-027.jpg").display().to_string();
+        let hostile = [
+            "/etc/passwd",
+            "../../../etc/shadow",
+            "/proc/self/environ",
+            "/dev/zero",
+            "file:///etc/hostname",
+            demo_image.as_str(),
+        ];
+        let mut images: Vec<&str> = hostile.to_vec();
+        images.push("http://169.254.169.254/latest/meta-data/");
+        images.push("http://127.0.0.1:9/a.jpg\r\nX-Evil: 1");
+        let (s, v) = call(
+            TestRequest::put()
+                .uri("/v1/products/hostile")
+                .insert_header(("x-api-key", "k"))
+                .set_json(json!({"title": "Hostile sources", "images": images})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let warnings = v["warnings"].as_array().unwrap();
+        assert_eq!(warnings.len(), 8, "{v}");
+        for w in warnings {
+            let reason = w.as_str().unwrap();
+            assert!(
+                reason.contains("refused by policy") || reason.contains("bad URL") || reason.contains("non-public"),
+                "{reason}"
+            );
+        }
+        // Nothing local was stored, so nothing local can be served.
+        let (_, p) = call(TestRequest::get().uri("/v1/products/hostile")).await;
+        assert_eq!(p["images"], json!(["http://169.254.169.254/latest/meta-data/"]), "only the URL is kept, as a reference: {p}");
+        for n in 1..hostile.len() {
+            let (s, _) = call(TestRequest::get().uri(&format!("/v1/images/hostile/{n}"))).await;
+            assert_eq!(s, StatusCode::NOT_FOUND);
+        }
+        // A searcher's image_url: typed errors, each a 4xx (a CR/LF once answered 500).
+        for url in [
+            "http://127.0.0.1:9/a.jpg\r\nX-Evil: 1",
+            "/etc/passwd",
+            "file:///etc/passwd",
+            "http://[::ffff:127.0.0.1]:9/",
+            "http://[::127.0.0.1]:9/",
+            "http://[64:ff9b::7f00:1]:9/",
+            "http://2130706433:9/",
+        ] {
+            let (s, v) = call(TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": url}))).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{url:?}: {v}");
+        }
+    }
+}

@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use vitrine_core::CoreError;
 use vitrine_indexer::service::WriteError;
+use vitrine_fetch::{Blame, FetchError};
 use vitrine_indexer::IndexError;
 use vitrine_searcher::service::QueryError;
 use vitrine_searcher::SearchError;
@@ -88,11 +89,23 @@ fn query(e: &QueryError) -> (StatusCode, &'static str) {
         QueryError::Search(s) => search(s),
         QueryError::ImageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         QueryError::ImageUrlsDisabled => (BAD, "image_url_disabled"),
-        QueryError::Fetch(_) => (BAD, "image_url_failed"),
+        QueryError::Fetch(f) => fetch(f),
         QueryError::Model(c) => core(c),
         QueryError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         QueryError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
         QueryError::ModelMismatch { .. } | QueryError::ModelAlreadySet => (StatusCode::CONFLICT, "conflict"),
+    }
+}
+
+/// A search's `image_url`: whose fault a failed fetch is decides 4xx or 5xx.
+fn fetch(e: &FetchError) -> (StatusCode, &'static str) {
+    match e {
+        FetchError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        _ => match e.blame() {
+            Blame::Source => (BAD, "image_url_failed"),
+            Blame::Upstream => (StatusCode::BAD_GATEWAY, "upstream_failed"),
+            Blame::Local => INTERNAL,
+        },
     }
 }
 

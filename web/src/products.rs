@@ -66,8 +66,7 @@ fn parse_product(v: serde_json::Value, id: Option<&str>) -> ApiResult<Product> {
     for k in ["image_urls", "thumb_urls", "indexed_images", "image_errors", "updated_at"] {
         map.remove(k);
     }
-    let base = std::env::current_dir().unwrap_or_default();
-    product_from_map(map.into_iter().collect(), &base).map_err(|(_, r)| ApiError::BadRequest(r))
+    product_from_map(map.into_iter().collect()).map_err(|(_, r)| ApiError::BadRequest(r))
 }
 
 async fn write(state: &web::Data<AppState>, products: Vec<Product>) -> ApiResult<vitrine_indexer::IngestResult> {
@@ -163,6 +162,9 @@ pub async fn thumb(req: HttpRequest, state: web::Data<AppState>, path: web::Path
     let (id, n) = path.into_inner();
     let (sp, src) = image_source(&state, &id, n)?;
     let cache_dir = state.config.data.join("cache/thumbs");
+    // Stored references passed the policy of the ingest that stored them (media roots for HTTP);
+    // reading them again still refuses devices, FIFOs and /proc, and caps the size.
+    let stored = vitrine_indexer::LocalFiles::Any { base: state.config.data.clone() };
     let key = blake3::hash(format!("{src}\0{}", sp.hash).as_bytes()).to_hex().to_string();
     let bytes = web::block(move || -> ApiResult<Vec<u8>> {
         let cached = cache_dir.join(format!("{key}.jpg"));
@@ -170,7 +172,7 @@ pub async fn thumb(req: HttpRequest, state: web::Data<AppState>, path: web::Path
             return Ok(b);
         }
         let fetcher = vitrine_indexer::Fetcher::new(Default::default());
-        let raw = fetcher.load(&src).map_err(|e| ApiError::NotFound(format!("image: {e}")))?;
+        let raw = fetcher.load(&src, &stored).map_err(|e| ApiError::NotFound(format!("image: {e}")))?;
         let img = vitrine_core::preprocess::decode(&raw, &src, &Default::default())?;
         let jpeg = vitrine_core::preprocess::thumbnail_jpeg(&img, 256);
         let _ = std::fs::create_dir_all(&cache_dir).and_then(|_| std::fs::write(&cached, &jpeg));
