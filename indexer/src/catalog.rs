@@ -169,10 +169,11 @@ fn scalar_string(v: &Value) -> Option<String> {
     }
 }
 
-/// Resolve an image reference: URLs as they are, `file://` and relative paths to absolute paths.
+/// Resolve an image reference: URLs and `media:` references as they are, `file://` and relative
+/// paths to absolute paths.
 pub fn resolve_image(r: &str, base: &Path) -> String {
     let r = r.trim();
-    if r.starts_with("http://") || r.starts_with("https://") {
+    if r.starts_with("http://") || r.starts_with("https://") || r.starts_with(crate::MEDIA_REF_PREFIX) {
         return r.to_string();
     }
     let p = r.strip_prefix("file://").unwrap_or(r);

@@ -6,5 +6,6 @@ mod common;
 mod compat;
 mod fetch;
 mod index;
+mod media;
 mod parity;
 mod service;
