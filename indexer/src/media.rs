@@ -383,7 +383,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = MediaStore::new(dir.path());
         let (a, b) = (png(20, 20, 1), png(20, 20, 2));
-        let refs = store.put_all(&[&a, &b, &a]).unwrap();
+        let refs = store.put_all(&[&a[..], &b[..], &a[..]]).unwrap();
         assert_eq!(refs[0], refs[2]);
         assert_ne!(refs[0].hash, refs[1].hash);
         assert_eq!(store.put(&a).unwrap(), refs[0]);
