@@ -420,7 +420,9 @@ impl Indexer {
                             failure: ImageFailure::Unreadable,
                             detail: format!("{r}: its stored copy {} is missing from the media store", m.hash),
                         }),
-                        ImageMedia::Failed(f) => Err(Unusable { failure: *f, detail: format!("{r}: failed when it was ingested") }),
+                        ImageMedia::Failed(f) => {
+                            Err(Unusable { failure: *f, detail: format!("{r}: failed when it was ingested") })
+                        }
                     }),
                     (None, Some(hash)) => Some(self.media.find(hash)?.map(|(_, b)| Arc::from(b)).ok_or_else(|| Unusable {
                         failure: ImageFailure::Unreadable,
@@ -504,7 +506,10 @@ impl Indexer {
         for (pi, (p, images)) in pending.iter().zip(&prepared).enumerate() {
             for (ii, img) in images.iter().enumerate() {
                 if let Ok(prep) = img {
-                    inputs.push(((pi, ii), ImageSource::Bytes { name: p.rec.product.images[ii].clone(), bytes: prep.bytes.clone() }));
+                    inputs.push((
+                        (pi, ii),
+                        ImageSource::Bytes { name: p.rec.product.images[ii].clone(), bytes: prep.bytes.clone() },
+                    ));
                 }
             }
         }
@@ -548,7 +553,8 @@ impl Indexer {
         // 7. Write each product atomically.
         for (pi, (p, (image_vectors, slots))) in pending.into_iter().zip(outcomes).enumerate() {
             let product = &p.rec.product;
-            let failed: Vec<(usize, &Unusable)> = slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().err().map(|u| (i, u))).collect();
+            let failed: Vec<(usize, &Unusable)> =
+                slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().err().map(|u| (i, u))).collect();
             for (i, u) in &failed {
                 tracing::debug!(id = %product.id, image = i + 1, reason = %u.failure, "image not used: {}", u.detail);
             }
@@ -557,7 +563,11 @@ impl Indexer {
                 let why = if failed.is_empty() {
                     "no image and no text".to_string()
                 } else {
-                    failed.iter().map(|(i, u)| format!("image {} ({}): {}", i + 1, u.failure, u.detail)).collect::<Vec<_>>().join("; ")
+                    failed
+                        .iter()
+                        .map(|(i, u)| format!("image {} ({}): {}", i + 1, u.failure, u.detail))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 };
                 res.failures.push(Failure {
                     line: Some(p.rec.line),

@@ -331,7 +331,8 @@ impl MediaStore {
         let img = decode(&bytes, &r.hash, &ImageLimits::default())?;
         let jpeg = thumbnail_jpeg(&img, side);
         // A cache: a failed write only costs the next request another resize.
-        if let Err(e) = std::fs::create_dir_all(&self.thumbs).map_err(|e| io(&self.thumbs, e)).and_then(|_| write_file(&cached, &jpeg))
+        if let Err(e) =
+            std::fs::create_dir_all(&self.thumbs).map_err(|e| io(&self.thumbs, e)).and_then(|_| write_file(&cached, &jpeg))
         {
             tracing::warn!("thumbnail cache: {e}");
         }
@@ -463,14 +464,14 @@ mod tests {
         assert_eq!(media_format(&p.bytes), Some(MediaFormat::Jpeg));
         let img = image::load_from_memory(&p.bytes).unwrap();
         assert_eq!((img.width(), img.height()), (2048, 683));
-        for (bytes, want) in [
-            (b"root:x:0:0:root:/root:/bin/bash\n".to_vec(), ImageFailure::UnsupportedFormat),
-            (vec![], ImageFailure::Unreadable),
-            (small[..small.len() / 2].to_vec(), ImageFailure::Corrupt),
-        ] {
+        for (bytes, want) in
+            [(b"root:x:0:0:root:/root:/bin/bash\n".to_vec(), ImageFailure::UnsupportedFormat), (vec![], ImageFailure::Unreadable)]
+        {
             let e = prepare(&bytes, "bad", &limits).map(|_| ()).unwrap_err();
             assert_eq!(failure_of(&e), want, "{e}");
         }
+        // A truncated small original is only probed here; the embedding's decode refuses it.
+        assert!(!prepare(&small[..small.len() / 2], "cut", &limits).unwrap().reencoded);
         let tight = ImageLimits { max_bytes: 100, ..limits };
         assert_eq!(failure_of(&prepare(&small, "big", &tight).map(|_| ()).unwrap_err()), ImageFailure::TooLarge);
     }
