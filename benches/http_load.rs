@@ -91,6 +91,7 @@ fn build_data(dir: &Path, n: usize, model: &ModelId) -> Value {
             image_vectors: 1,
             has_text_vector: true,
             image_errors: vec![],
+            media: vec![],
             updated_at: generation::now_secs(),
         };
         let image = common::near(&centers[c], 0.5, &mut rng);

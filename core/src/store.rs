@@ -295,6 +295,7 @@ mod tests {
             image_vectors: n_images as u16,
             has_text_vector: true,
             image_errors: vec![],
+            media: vec![],
             updated_at: 0,
         };
         store

@@ -1,10 +1,17 @@
 //! The indexer: turns catalogs into the store and into index generations.
 //!
-//! Pipeline per chunk of records: load image bytes (files, or URLs fetched concurrently) →
-//! hash record + bytes → skip unchanged → embed changed images (decode overlapped with inference)
-//! and texts → write each product atomically to the store. Every `checkpoint` a new generation is
-//! built from the store's change log, and once more at the end, so readers see progress and never
-//! a half-written index.
+//! Pipeline per chunk of records: load image bytes once (files, or URLs fetched concurrently) →
+//! hash record + bytes → skip unchanged → prepare each changed image for the media store (see
+//! [`media`]) → embed the prepared bytes (decode overlapped with inference) and texts → store the
+//! media that embedded → write each product atomically to the store. Every `checkpoint` a new
+//! generation is built from the store's change log, and once more at the end, so readers see
+//! progress and never a half-written index. After a build, media no product references any more
+//! (deleted products, changed images) is collected.
+//!
+//! Images are served only from the media store, and a reindex re-embeds from it, so neither needs
+//! the merchant's files or URLs after ingest. An image reference `media:HASH` names an image
+//! already in the store (what product JSON shows), so a product read from the API can be written
+//! back without its sources.
 //!
 //! Crash safety: a product write is one atomic sled batch that carries the content hash, so a run
 //! killed at any point (SIGKILL included) resumes by skipping what was written and re-embedding
@@ -21,16 +28,19 @@
 pub mod catalog;
 pub mod fetch;
 pub mod jobs;
+pub mod media;
 pub mod service;
 pub mod snapshot;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use vitrine_core::catalog::{Product, StoredProduct};
+use vitrine_core::catalog::{ImageFailure, ImageMedia, Product, StoredProduct};
 use vitrine_core::generation::{self, BuildOptions, BuildReport};
 use vitrine_core::lock::{self, WriteLock};
 use vitrine_core::pipeline::{embed_images, ImageSource};
@@ -39,6 +49,10 @@ use vitrine_core::{CoreError, Embedder, ImageLimits, ModelId};
 
 pub use catalog::{Record, RecordError};
 pub use fetch::{FetchError, FetchOptions, Fetcher, LocalFiles, Source};
+pub use media::{GcReport, MediaStore, MediaUsage};
+
+/// The prefix of an image reference to an image already in the media store: `media:HASH`.
+pub const MEDIA_REF_PREFIX: &str = "media:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -200,10 +214,40 @@ pub struct Indexer {
     embedder: Option<Arc<dyn Embedder>>,
     model: ModelId,
     fetcher: Fetcher,
+    media: MediaStore,
+    /// Set when media may have lost its last reference (a delete, a changed image), so that the
+    /// next `sync` collects it; a catalog that only adds products never pays for the scan.
+    media_gc_pending: AtomicBool,
     pub opts: IndexOptions,
     /// Last, so that it is released after the store closes.
     _lock: WriteLock,
 }
+
+/// Why one image of a product is not used: the short reason products show, and the detail
+/// (paths, URLs, decoder messages) for the log and the admin's failure report only.
+#[derive(Debug, Clone)]
+struct Unusable {
+    failure: ImageFailure,
+    detail: String,
+}
+
+impl Unusable {
+    fn from_core(e: &CoreError) -> Self {
+        Unusable { failure: media::failure_of(e), detail: e.to_string() }
+    }
+
+    /// A source that could not be loaded.
+    fn from_fetch(e: FetchError) -> Self {
+        let failure = match e {
+            FetchError::TooLarge { .. } => ImageFailure::TooLarge,
+            _ => ImageFailure::Unreadable,
+        };
+        Unusable { failure, detail: e.to_string() }
+    }
+}
+
+/// An image's bytes as loaded, once, for this ingest.
+type Loaded = Result<Arc<[u8]>, Unusable>;
 
 fn mismatch(data: &Path, have: &ModelId, want: &ModelId) -> IndexError {
     IndexError::ModelMismatch { data: data.display().to_string(), have: Box::new(have.clone()), want: Box::new(want.clone()) }
@@ -326,7 +370,19 @@ impl Indexer {
         lock: WriteLock,
     ) -> Self {
         let fetcher = Fetcher::new(opts.fetch.clone());
-        Indexer { data: data.to_path_buf(), store_name, store, embedder, model, fetcher, opts, _lock: lock }
+        let media = MediaStore::new(data);
+        Indexer {
+            data: data.to_path_buf(),
+            store_name,
+            store,
+            embedder,
+            model,
+            fetcher,
+            media,
+            media_gc_pending: AtomicBool::new(false),
+            opts,
+            _lock: lock,
+        }
     }
 
     fn embedder_or_err(&self) -> Result<&dyn Embedder> {
@@ -343,6 +399,10 @@ impl Indexer {
 
     pub fn data_dir(&self) -> &Path {
         &self.data
+    }
+
+    pub fn media(&self) -> &MediaStore {
+        &self.media
     }
 
     /// Bring the derived indexes in line with the store: apply a pending change log (after a
@@ -365,10 +425,31 @@ impl Indexer {
         Ok(report)
     }
 
-    /// Make every write so far durable and searchable (a new generation if anything changed).
+    /// Make every write so far durable and searchable (a new generation if anything changed),
+    /// then collect media no product references any more, if a write may have left some.
     pub fn sync(&self) -> Result<Option<BuildReport>> {
         // `build_next` flushes the store before it reads the change log.
-        Ok(generation::build_next(&self.data, &self.store, &self.store_name, &self.model, &self.opts.build)?)
+        let report = generation::build_next(&self.data, &self.store, &self.store_name, &self.model, &self.opts.build)?;
+        if self.media_gc_pending.swap(false, Ordering::AcqRel) {
+            // The write is done and searchable; a failed collection only postpones it.
+            if let Err(e) = self.collect_media() {
+                tracing::warn!("media collection failed, retrying after the next write: {e}");
+                self.media_gc_pending.store(true, Ordering::Release);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Remove every stored image that no product of the store references. Only the single writer
+    /// calls this (it holds the store), so no write can race it; `sync` runs it after deletes and
+    /// image changes, and it also clears what a crash between a media write and its product write
+    /// left behind.
+    pub fn collect_media(&self) -> Result<GcReport> {
+        let mut referenced = HashSet::new();
+        for p in self.store.products() {
+            referenced.extend(p?.stored_media().map(|m| m.hash.clone()));
+        }
+        self.media.gc(&referenced)
     }
 
     /// Rebuild every derived index from the store (no model calls).
@@ -398,7 +479,7 @@ impl Indexer {
     /// the checkpoint interval has passed. A caller that shares this writer (the service) can let
     /// other writes in between steps.
     pub fn ingest_step(&self, run: &mut IngestRun, chunk: &[Record], progress: &dyn Progress) -> Result<()> {
-        self.process_chunk(chunk, &mut run.res)?;
+        self.process_chunk(chunk, None, &mut run.res)?;
         run.processed += chunk.len() as u64;
         progress.update(run.processed, &run.res.summary);
         if run.last_checkpoint.elapsed() >= self.opts.checkpoint {
@@ -419,6 +500,7 @@ impl Indexer {
                 for id in stale {
                     if self.store.delete(&id)? {
                         res.summary.deleted += 1;
+                        self.media_gc_pending.store(true, Ordering::Release);
                     }
                 }
             } else {
@@ -453,6 +535,11 @@ impl Indexer {
         for rec in &mut records {
             let mut kept = Vec::with_capacity(rec.product.images.len());
             for r in &rec.product.images {
+                if r.starts_with(MEDIA_REF_PREFIX) {
+                    // An image already in the media store (a product read back and written again).
+                    kept.push(r.clone());
+                    continue;
+                }
                 match self.opts.local_files.resolve(r) {
                     Ok(source) => kept.push(source.to_string()),
                     Err(e) => res.failures.push(Failure {
@@ -475,6 +562,7 @@ impl Indexer {
         for id in ids {
             if self.store.delete(id)? {
                 gone.push(id.clone());
+                self.media_gc_pending.store(true, Ordering::Release);
             }
         }
         if !gone.is_empty() {
@@ -484,17 +572,22 @@ impl Indexer {
     }
 
     /// Process records chunk by chunk; with `checkpoints`, build a generation every `opts.checkpoint`.
+    /// `prior`, when given, holds the stored version of each record (a reindex): its media and
+    /// hash are reused instead of loading the sources again.
     fn run_chunks(
         &self,
         records: &[Record],
+        prior: Option<&[StoredProduct]>,
         res: &mut IngestResult,
         mut processed: u64,
         progress: &dyn Progress,
         checkpoints: bool,
     ) -> Result<u64> {
         let mut last_checkpoint = Instant::now();
-        for chunk in records.chunks(self.opts.chunk.max(1)) {
-            self.process_chunk(chunk, res)?;
+        let size = self.opts.chunk.max(1);
+        for (i, chunk) in records.chunks(size).enumerate() {
+            let prior = prior.map(|p| &p[i * size..(i * size + chunk.len())]);
+            self.process_chunk(chunk, prior, res)?;
             processed += chunk.len() as u64;
             progress.update(processed, &res.summary);
             if checkpoints && last_checkpoint.elapsed() >= self.opts.checkpoint {
@@ -505,51 +598,110 @@ impl Indexer {
         Ok(processed)
     }
 
-    fn process_chunk(&self, chunk: &[Record], res: &mut IngestResult) -> Result<()> {
-        // 1. Image bytes for the whole chunk, concurrently.
-        let refs: Vec<&str> = chunk.iter().flat_map(|r| r.product.images.iter().map(String::as_str)).collect();
-        let mut loaded = self.fetcher.load_all(&refs, &self.opts.local_files).into_iter();
+    /// Every image of the chunk, read once: a reindex's stored media, `media:` references from the
+    /// media store, and the merchant's files and URLs through the fetcher (concurrently).
+    fn load_images(&self, chunk: &[Record], prior: Option<&[StoredProduct]>) -> Result<Vec<Vec<Loaded>>> {
+        let mut out: Vec<Vec<Option<Loaded>>> = chunk.iter().map(|r| r.product.images.iter().map(|_| None).collect()).collect();
+        let mut to_fetch = vec![];
+        for (ri, rec) in chunk.iter().enumerate() {
+            let reuse = prior.map(|p| &p[ri]).filter(|sp| sp.media_complete());
+            for (ii, r) in rec.product.images.iter().enumerate() {
+                out[ri][ii] = match (reuse, r.strip_prefix(MEDIA_REF_PREFIX)) {
+                    (Some(sp), _) => Some(match &sp.media[ii] {
+                        ImageMedia::Stored(m) => self.media.get(m)?.map(Arc::from).ok_or_else(|| Unusable {
+                            failure: ImageFailure::Unreadable,
+                            detail: format!("{r}: its stored copy {} is missing from the media store", m.hash),
+                        }),
+                        ImageMedia::Failed(f) => {
+                            Err(Unusable { failure: *f, detail: format!("{r}: failed when it was ingested") })
+                        }
+                    }),
+                    (None, Some(hash)) => Some(self.media.find(hash)?.map(|(_, b)| Arc::from(b)).ok_or_else(|| Unusable {
+                        failure: ImageFailure::Unreadable,
+                        detail: format!("{r}: no such image in the media store"),
+                    })),
+                    (None, None) => {
+                        to_fetch.push((ri, ii));
+                        None
+                    }
+                };
+            }
+        }
+        let refs: Vec<&str> = to_fetch.iter().map(|&(ri, ii)| chunk[ri].product.images[ii].as_str()).collect();
+        for (&(ri, ii), r) in to_fetch.iter().zip(self.fetcher.load_all(&refs, &self.opts.local_files)) {
+            out[ri][ii] = Some(r.map(Arc::from).map_err(Unusable::from_fetch));
+        }
+        Ok(out.into_iter().map(|v| v.into_iter().map(|l| l.expect("every image loaded")).collect()).collect())
+    }
+
+    fn process_chunk(&self, chunk: &[Record], prior: Option<&[StoredProduct]>, res: &mut IngestResult) -> Result<()> {
+        // 1. Image bytes for the whole chunk, each read once.
+        let loaded = self.load_images(chunk, prior)?;
         // 2. Hash, and skip what has not changed.
         struct Pending<'a> {
             rec: &'a Record,
-            images: Vec<Result<Arc<[u8]>, String>>,
             hash: String,
             /// The ordinal of the version already stored, if any.
             old_ord: Option<u64>,
+            /// The media the stored version references.
+            old_media: HashSet<String>,
         }
         let mut pending = vec![];
-        for rec in chunk {
-            let images: Vec<Result<Arc<[u8]>, String>> = rec
-                .product
-                .images
-                .iter()
-                .map(|r| loaded.next().expect("one result per image").map(Arc::from).map_err(|e| format!("{r}: {e}")))
-                .collect();
-            let mut h = blake3::Hasher::new();
-            h.update(&serde_json::to_vec(&rec.product).expect("a product serializes"));
-            for img in &images {
-                match img {
-                    Ok(b) => h.update(blake3::hash(b).as_bytes()),
-                    Err(e) => h.update(format!("error:{e}").as_bytes()),
-                };
-            }
-            let hash = h.finalize().to_hex().to_string();
+        let mut pending_images = vec![];
+        for (ri, (rec, images)) in chunk.iter().zip(loaded).enumerate() {
+            let hash = match prior.map(|p| &p[ri]).filter(|sp| sp.media_complete()) {
+                // A reindex keeps the hash of the original bytes, so the next catalog run still
+                // finds the product unchanged even where the store holds a re-encoded copy.
+                Some(sp) => sp.hash.clone(),
+                None => {
+                    let mut h = blake3::Hasher::new();
+                    h.update(&serde_json::to_vec(&rec.product).expect("a product serializes"));
+                    for img in &images {
+                        match img {
+                            Ok(b) => h.update(blake3::hash(b).as_bytes()),
+                            Err(u) => h.update(format!("error:{:?}", u.failure).as_bytes()),
+                        };
+                    }
+                    h.finalize().to_hex().to_string()
+                }
+            };
             let old = self.store.get(&rec.product.id)?;
-            if old.as_ref().is_some_and(|o| o.hash == hash) {
+            // A record from before the media store is done again, so its images get stored.
+            if old.as_ref().is_some_and(|o| o.hash == hash && o.media_complete()) {
                 res.summary.unchanged += 1;
                 continue;
             }
-            pending.push(Pending { rec, images, hash, old_ord: old.map(|o| o.ord) });
+            let old_media = old.as_ref().map(|o| o.stored_media().map(|m| m.hash.clone()).collect()).unwrap_or_default();
+            pending.push(Pending { rec, hash, old_ord: old.map(|o| o.ord), old_media });
+            pending_images.push(images);
         }
         if pending.is_empty() {
             return Ok(());
         }
-        // 3. Image embeddings, decode overlapped with inference.
+        // 3. The bytes each image will be stored as (originals, or large ones scaled down), on
+        //    rayon; the loaded bytes are dropped as they are done with.
+        let limits = self.opts.limits;
+        let prepared: Vec<Vec<Result<media::Prepared, Unusable>>> = pending_images
+            .into_par_iter()
+            .zip(pending.par_iter())
+            .map(|(images, p)| {
+                images
+                    .into_iter()
+                    .zip(&p.rec.product.images)
+                    .map(|(img, name)| media::prepare(&img?, name, &limits).map_err(|e| Unusable::from_core(&e)))
+                    .collect()
+            })
+            .collect();
+        // 4. Image embeddings of the prepared bytes (what the store keeps, so a reindex from the
+        //    store gives the same vectors), decode overlapped with inference.
         let mut inputs = vec![];
-        for (pi, p) in pending.iter().enumerate() {
-            for (ii, img) in p.images.iter().enumerate() {
-                if let Ok(bytes) = img {
-                    inputs.push(((pi, ii), ImageSource::Bytes { name: p.rec.product.images[ii].clone(), bytes: bytes.clone() }));
+        for (pi, (p, images)) in pending.iter().zip(&prepared).enumerate() {
+            for (ii, img) in images.iter().enumerate() {
+                if let Ok(prep) = img {
+                    inputs.push((
+                        (pi, ii),
+                        ImageSource::Bytes { name: p.rec.product.images[ii].clone(), bytes: prep.bytes.clone() },
+                    ));
                 }
             }
         }
@@ -558,7 +710,7 @@ impl Indexer {
         embed_images(embedder, inputs, self.opts.batch, &self.opts.limits, |tag, r| {
             embedded.insert(tag, r);
         });
-        // 4. Text embeddings of title + description.
+        // 5. Text embeddings of title + description.
         let texts: Vec<String> = pending.iter().map(|p| p.rec.product.embedding_text()).collect();
         let with_text: Vec<usize> = (0..texts.len()).filter(|i| !texts[*i].is_empty()).collect();
         let mut text_vecs: HashMap<usize, Vec<f32>> = HashMap::new();
@@ -567,28 +719,48 @@ impl Indexer {
             let vs = embedder.embed_texts(&batch)?;
             text_vecs.extend(group.iter().copied().zip(vs));
         }
-        // 5. Write each product atomically.
-        for (pi, p) in pending.into_iter().enumerate() {
+        // 6. Each image that has a vector goes to the media store, durably, before any product
+        //    that references it is written: an index into `to_store` per image, or why not.
+        let mut to_store: Vec<Arc<[u8]>> = vec![];
+        let mut outcomes = vec![];
+        for (pi, images) in prepared.into_iter().enumerate() {
+            let mut vectors = vec![];
+            let mut slots: Vec<Result<usize, Unusable>> = vec![];
+            for (ii, img) in images.into_iter().enumerate() {
+                let outcome = img.and_then(|prep| match embedded.remove(&(pi, ii)) {
+                    Some(Ok(v)) => Ok((v, prep)),
+                    Some(Err(e)) => Err(Unusable::from_core(&e)),
+                    None => Err(Unusable { failure: ImageFailure::NotEmbedded, detail: "not embedded".into() }),
+                });
+                slots.push(outcome.map(|(v, prep)| {
+                    vectors.push(v);
+                    to_store.push(prep.bytes);
+                    to_store.len() - 1
+                }));
+            }
+            outcomes.push((vectors, slots));
+        }
+        let refs = self.media.put_all(&to_store.iter().map(|b| &b[..]).collect::<Vec<_>>())?;
+        drop(to_store);
+        // 7. Write each product atomically.
+        for (pi, (p, (image_vectors, slots))) in pending.into_iter().zip(outcomes).enumerate() {
             let product = &p.rec.product;
-            let mut image_vectors = vec![];
-            let mut image_errors = vec![];
-            for (ii, img) in p.images.iter().enumerate() {
-                let outcome = match img {
-                    Err(e) => Err(e.clone()),
-                    Ok(_) => match embedded.remove(&(pi, ii)) {
-                        Some(Ok(v)) => Ok(v),
-                        Some(Err(e)) => Err(e.to_string()),
-                        None => Err("not embedded".to_string()),
-                    },
-                };
-                match outcome {
-                    Ok(v) => image_vectors.push(v),
-                    Err(e) => image_errors.push(e),
-                }
+            let failed: Vec<(usize, &Unusable)> =
+                slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().err().map(|u| (i, u))).collect();
+            for (i, u) in &failed {
+                tracing::debug!(id = %product.id, image = i + 1, reason = %u.failure, "image not used: {}", u.detail);
             }
             let text_vector = text_vecs.remove(&pi);
             if image_vectors.is_empty() && text_vector.is_none() {
-                let why = if image_errors.is_empty() { "no image and no text".to_string() } else { image_errors.join("; ") };
+                let why = if failed.is_empty() {
+                    "no image and no text".to_string()
+                } else {
+                    failed
+                        .iter()
+                        .map(|(i, u)| format!("image {} ({}): {}", i + 1, u.failure, u.detail))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
                 res.failures.push(Failure {
                     line: Some(p.rec.line),
                     id: Some(product.id.clone()),
@@ -598,14 +770,21 @@ impl Indexer {
                 res.summary.failed += 1;
                 continue;
             }
-            for e in &image_errors {
+            for (i, u) in &failed {
                 res.failures.push(Failure {
                     line: Some(p.rec.line),
                     id: Some(product.id.clone()),
-                    reason: format!("image skipped, product indexed without it: {e}"),
+                    reason: format!("image skipped, product indexed without it: image {} ({}): {}", i + 1, u.failure, u.detail),
                     severity: Severity::Warning,
                 });
             }
+            let media: Vec<ImageMedia> = slots
+                .into_iter()
+                .map(|s| match s {
+                    Ok(k) => ImageMedia::Stored(refs[k].clone()),
+                    Err(u) => ImageMedia::Failed(u.failure),
+                })
+                .collect();
             let stored = StoredProduct {
                 product: product.clone(),
                 ord: match p.old_ord {
@@ -616,9 +795,13 @@ impl Indexer {
                 hash: p.hash,
                 image_vectors: image_vectors.len() as u16,
                 has_text_vector: text_vector.is_some(),
-                image_errors,
+                image_errors: vec![],
                 updated_at: generation::now_secs(),
+                media,
             };
+            if !p.old_media.iter().all(|h| stored.stored_media().any(|m| &m.hash == h)) {
+                self.media_gc_pending.store(true, Ordering::Release);
+            }
             self.store.put(ProductWrite { stored, image_vectors, text_vector })?;
             if p.old_ord.is_some() {
                 res.summary.updated += 1;
@@ -699,11 +882,11 @@ pub fn reindex(data: &Path, embedder: Arc<dyn Embedder>, opts: IndexOptions, pro
     let old_name = manifest.store.clone();
     remove_stale_stores(data, &old_name)?;
     let old = Store::open(&data.join(&old_name))?;
-    let records: Vec<Record> = old
-        .products()
-        .enumerate()
-        .map(|(i, p)| p.map(|p| Record { line: i + 1, product: p.product }))
-        .collect::<vitrine_core::Result<_>>()?;
+    // Images come from the media store, not from their sources; only records written before the
+    // media store load their sources (and get their images stored on the way).
+    let prior: Vec<StoredProduct> = old.products().collect::<vitrine_core::Result<_>>()?;
+    let records: Vec<Record> =
+        prior.iter().enumerate().map(|(i, p)| Record { line: i + 1, product: p.product.clone() }).collect();
     drop(old);
     let new_name = fresh_store_name(data);
     let store = Store::open(&data.join(&new_name))?;
@@ -713,7 +896,7 @@ pub fn reindex(data: &Path, embedder: Arc<dyn Embedder>, opts: IndexOptions, pro
     // No checkpoints: a generation of the new store must not go live before it is complete.
     let mut res = IngestResult::default();
     progress.start(records.len() as u64);
-    ix.run_chunks(&records, &mut res, 0, progress, false)?;
+    ix.run_chunks(&records, Some(&prior), &mut res, 0, progress, false)?;
     res.generation = ix.rebuild()?.map(|r| r.generation);
     res.report = ix.write_report(&res.failures)?;
     // The live generation now reads the new store; older generations that still name the old one

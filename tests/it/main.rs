@@ -7,6 +7,7 @@ mod compat;
 mod fetch;
 mod index;
 mod lock;
+mod media;
 mod parity;
 mod service;
 mod snapshot;

@@ -178,6 +178,12 @@ impl From<CoreError> for ApiError {
     }
 }
 
+impl From<IndexError> for ApiError {
+    fn from(e: IndexError) -> Self {
+        ApiError::Write(WriteError::Index(e))
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
 
 #[cfg(test)]

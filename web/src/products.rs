@@ -10,23 +10,40 @@ use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use vitrine_core::catalog::{Product, StoredProduct};
+use vitrine_core::catalog::{ImageMedia, MediaRef, Product, StoredProduct};
 use vitrine_indexer::catalog::{product_from_map, Format};
+use vitrine_indexer::{MediaStore, MEDIA_REF_PREFIX};
 
 use crate::auth::{require_admin, require_search};
 use crate::error::{ApiError, ApiResult};
 use crate::search::{read_limited, urlencode};
 use crate::state::AppState;
 
+/// A product as the API shows it. The merchant's image references are never shown: they may be
+/// server paths or private URLs. `images` names the stored copies instead (`media:HASH`, which a
+/// PUT of this JSON takes back as they are), `image_urls` and `thumb_urls` serve them, and
+/// `image_errors` says in a few words why an image is missing ("image 2: could not be read",
+/// counting the merchant's images from 1); the detail is in the admin's failure report.
 pub fn product_json(sp: &StoredProduct) -> serde_json::Value {
     let p = &sp.product;
     let id = urlencode(&p.id);
-    let n = sp.image_vectors as usize;
+    let stored: Vec<&MediaRef> = sp.stored_media().collect();
     let mut v = serde_json::to_value(p).expect("serializes");
-    v["image_urls"] = (0..p.images.len()).map(|i| format!("/v1/images/{id}/{i}")).collect::<Vec<_>>().into();
-    v["thumb_urls"] = (0..p.images.len()).map(|i| format!("/v1/thumbs/{id}/{i}")).collect::<Vec<_>>().into();
-    v["indexed_images"] = n.into();
-    v["image_errors"] = sp.image_errors.clone().into();
+    v["images"] = stored.iter().map(|m| format!("{MEDIA_REF_PREFIX}{}", m.hash)).collect::<Vec<_>>().into();
+    v["image_urls"] = (0..stored.len()).map(|i| format!("/v1/images/{id}/{i}")).collect::<Vec<_>>().into();
+    v["thumb_urls"] = (0..stored.len()).map(|i| format!("/v1/thumbs/{id}/{i}")).collect::<Vec<_>>().into();
+    v["indexed_images"] = sp.image_vectors.into();
+    let errors: Vec<String> = if sp.media_complete() {
+        let failed = sp.media.iter().enumerate().filter_map(|(i, m)| match m {
+            ImageMedia::Failed(f) => Some((i, f)),
+            ImageMedia::Stored(_) => None,
+        });
+        failed.map(|(i, f)| format!("image {}: {f}", i + 1)).collect()
+    } else {
+        // Written before the media store: its images were never copied, so none is served.
+        (1..=p.images.len()).map(|n| format!("image {n}: not stored yet (ingest the product again)")).collect()
+    };
+    v["image_errors"] = errors.into();
     v["updated_at"] = sp.updated_at.into();
     v
 }
@@ -128,58 +145,49 @@ pub async fn batch(req: HttpRequest, state: web::Data<AppState>, body: web::Json
     Ok(HttpResponse::Ok().json(v))
 }
 
-/// A product and the reference (path or URL) of its n-th image.
-fn image_source(state: &AppState, id: &str, n: usize) -> ApiResult<(StoredProduct, String)> {
+/// The n-th stored image of a product: images that failed at ingest, and products written before
+/// the media store, have none. Never a path or a URL: the service serves only what it stored.
+fn image_source(state: &AppState, id: &str, n: usize) -> ApiResult<(MediaRef, MediaStore)> {
     let sp = state.searcher().product(id)?;
-    let src = sp.product.images.get(n).ok_or_else(|| ApiError::NotFound(format!("product {id} has no image {n}")))?.clone();
-    Ok((sp, src))
+    let m = sp.stored_media().nth(n).cloned().ok_or_else(|| no_image(id, n))?;
+    Ok((m, MediaStore::new(&state.config.data)))
 }
 
-/// The n-th original image: a local file is sent, a URL is redirected to.
+fn no_image(id: &str, n: usize) -> ApiError {
+    ApiError::NotFound(format!("product {id} has no stored image {n}"))
+}
+
+/// The n-th stored image, as stored (the original, or a copy scaled to 2048 px).
 pub async fn image(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
     let (id, n) = path.into_inner();
-    let (_, src) = image_source(&state, &id, n)?;
-    if src.starts_with("http://") || src.starts_with("https://") {
-        return Ok(HttpResponse::Found().insert_header(("Location", src)).finish());
-    }
-    let bytes = web::block(move || std::fs::read(&src)).await?.map_err(|e| ApiError::NotFound(format!("image file: {e}")))?;
-    Ok(HttpResponse::Ok().content_type(guess_type(&bytes)).insert_header(("Cache-Control", "public, max-age=3600")).body(bytes))
+    let (m, store) = image_source(&state, &id, n)?;
+    let content_type = guess_type(&m);
+    let bytes = web::block(move || store.get(&m)).await??.ok_or_else(|| no_image(&id, n))?;
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        // The type comes from the bytes' own signature; a browser must not second-guess it.
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(bytes))
 }
 
-fn guess_type(b: &[u8]) -> &'static str {
-    match image::guess_format(b) {
-        Ok(image::ImageFormat::Png) => "image/png",
-        Ok(image::ImageFormat::WebP) => "image/webp",
-        Ok(image::ImageFormat::Gif) => "image/gif",
-        _ => "image/jpeg",
-    }
+fn guess_type(m: &MediaRef) -> &'static str {
+    m.format.content_type()
 }
 
-/// A 256 px JPEG thumbnail, made on first request and cached under `DATA/cache/thumbs`.
+/// A 256 px JPEG thumbnail of the n-th stored image, made on first request and cached under
+/// `DATA/cache/thumbs`, keyed by the media hash.
 pub async fn thumb(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
     let (id, n) = path.into_inner();
-    let (sp, src) = image_source(&state, &id, n)?;
-    let cache_dir = state.config.data.join("cache/thumbs");
-    // Stored references passed the policy of the ingest that stored them (media roots for HTTP);
-    // reading them again still refuses devices, FIFOs and /proc, and caps the size.
-    let stored = vitrine_indexer::LocalFiles::Any { base: state.config.data.clone() };
-    let key = blake3::hash(format!("{src}\0{}", sp.hash).as_bytes()).to_hex().to_string();
-    let bytes = web::block(move || -> ApiResult<Vec<u8>> {
-        let cached = cache_dir.join(format!("{key}.jpg"));
-        if let Ok(b) = std::fs::read(&cached) {
-            return Ok(b);
-        }
-        let fetcher = vitrine_indexer::Fetcher::new(Default::default());
-        let raw = fetcher.load(&src, &stored).map_err(|e| ApiError::NotFound(format!("image: {e}")))?;
-        let img = vitrine_core::preprocess::decode(&raw, &src, &Default::default())?;
-        let jpeg = vitrine_core::preprocess::thumbnail_jpeg(&img, 256);
-        let _ = std::fs::create_dir_all(&cache_dir).and_then(|_| std::fs::write(&cached, &jpeg));
-        Ok(jpeg)
-    })
-    .await??;
-    Ok(HttpResponse::Ok().content_type("image/jpeg").insert_header(("Cache-Control", "public, max-age=3600")).body(bytes))
+    let (m, store) = image_source(&state, &id, n)?;
+    let bytes = web::block(move || store.thumbnail(&m, 256)).await??.ok_or_else(|| no_image(&id, n))?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(bytes))
 }
 
 #[derive(Deserialize)]
@@ -273,7 +281,7 @@ fn dir_size(p: &Path) -> u64 {
 pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let data = state.config.data.clone();
-    let disk = web::block(move || dir_size(&data)).await?;
+    let (disk, media) = web::block(move || (dir_size(&data), MediaStore::new(&data).usage())).await?;
     let g = state.searcher().snapshot();
     let m = g.as_ref().map(|g| g.manifest.clone());
     let embedder = state.query.embedder();
@@ -287,6 +295,8 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
         "tombstones": m.as_ref().map(|m| m.tombstones()).unwrap_or(0),
         "segments": m.as_ref().map(|m| m.segments.len()).unwrap_or(0),
         "disk_bytes": disk,
+        "media_bytes": media.bytes,
+        "media_files": media.files,
         "model": model.map(|m| serde_json::json!({"name": m.name, "dim": m.dim, "content_hash": m.content_hash})),
         "device": embedder.map(|e| e.device().to_string()),
         "generation": m.as_ref().map(|m| m.generation).unwrap_or(0),
