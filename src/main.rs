@@ -447,7 +447,8 @@ fn run_server(args: ServeArgs, embedder: Option<Arc<dyn Embedder>>) -> Result<Ex
         None => {
             let (st, model) = (state.clone(), args.model.clone());
             std::thread::spawn(move || {
-                let loaded = model.load().map_err(|e| format!("{e:#}")).and_then(|m| st.set_model(Arc::new(m)).map_err(|e| e.to_string()));
+                let loaded =
+                    model.load().map_err(|e| format!("{e:#}")).and_then(|m| st.set_model(Arc::new(m)).map_err(|e| e.to_string()));
                 if let Err(e) = loaded {
                     // The service cannot answer queries without its model: stop rather than stay unready.
                     eprintln!("error: {e}");

@@ -73,7 +73,8 @@ pub fn write_index(dir: &Path, dim: usize, points: &[(PointRef, Vec<f32>)], para
     }
     if points.len() > FLAT_MAX_POINTS {
         let hnsw = build_hnsw(points.iter().map(|(_, v)| v.as_slice()), points.len(), params);
-        let adj = Adjacency::from_hnsw(&hnsw, points.len()).map_err(|e| CoreError::Index { path: dir.into(), message: e.to_string() })?;
+        let adj = Adjacency::from_hnsw(&hnsw, points.len())
+            .map_err(|e| CoreError::Index { path: dir.into(), message: e.to_string() })?;
         let path = dir.join("graph.bin");
         adj.write(&path).map_err(|e| io_err(&path, e))?;
     }

@@ -132,7 +132,12 @@ impl IngestRun {
     pub fn new(records: &[Record], parse_errors: Vec<RecordError>, delete_missing: bool, progress: &dyn Progress) -> Self {
         let mut res = IngestResult::default();
         for e in &parse_errors {
-            res.failures.push(Failure { line: Some(e.line), id: e.id.clone(), reason: e.reason.clone(), severity: Severity::Error });
+            res.failures.push(Failure {
+                line: Some(e.line),
+                id: e.id.clone(),
+                reason: e.reason.clone(),
+                severity: Severity::Error,
+            });
         }
         res.summary.failed = parse_errors.len() as u64;
         progress.start((records.len() + parse_errors.len()) as u64);
@@ -237,12 +242,14 @@ impl Unusable {
     }
 
     /// A source that could not be loaded.
-    fn from_fetch(e: FetchError) -> Self {
+    /// A source that could not be loaded. The detail names the reference as the catalog gave it
+    /// (it goes to the operator's failure report, never to product JSON).
+    fn from_fetch(source: &str, e: FetchError) -> Self {
         let failure = match e {
             FetchError::TooLarge { .. } => ImageFailure::TooLarge,
             _ => ImageFailure::Unreadable,
         };
-        Unusable { failure, detail: e.to_string() }
+        Unusable { failure, detail: format!("{source}: {e}") }
     }
 }
 
@@ -495,8 +502,7 @@ impl Indexer {
         let res = &mut run.res;
         if run.delete_missing {
             if run.parse_errors == 0 {
-                let stale: Vec<String> =
-                    self.store.ids().filter_map(|r| r.ok()).filter(|id| !run.seen.contains(id)).collect();
+                let stale: Vec<String> = self.store.ids().filter_map(|r| r.ok()).filter(|id| !run.seen.contains(id)).collect();
                 for id in stale {
                     if self.store.delete(&id)? {
                         res.summary.deleted += 1;
@@ -628,8 +634,8 @@ impl Indexer {
             }
         }
         let refs: Vec<&str> = to_fetch.iter().map(|&(ri, ii)| chunk[ri].product.images[ii].as_str()).collect();
-        for (&(ri, ii), r) in to_fetch.iter().zip(self.fetcher.load_all(&refs, &self.opts.local_files)) {
-            out[ri][ii] = Some(r.map(Arc::from).map_err(Unusable::from_fetch));
+        for ((&(ri, ii), r), source) in to_fetch.iter().zip(self.fetcher.load_all(&refs, &self.opts.local_files)).zip(&refs) {
+            out[ri][ii] = Some(r.map(Arc::from).map_err(|e| Unusable::from_fetch(source, e)));
         }
         Ok(out.into_iter().map(|v| v.into_iter().map(|l| l.expect("every image loaded")).collect()).collect())
     }

@@ -63,7 +63,11 @@ impl WriteConfig {
     /// Settings for the server: a write that finds another process holding the data directory
     /// waits at most 2 s for it (then answers 409), so a request thread is never held long.
     pub fn new(data: PathBuf, index: IndexOptions) -> Self {
-        WriteConfig { data, index: IndexOptions { lock_wait: Duration::from_secs(2), ..index }, idle_close: Duration::from_secs(10) }
+        WriteConfig {
+            data,
+            index: IndexOptions { lock_wait: Duration::from_secs(2), ..index },
+            idle_close: Duration::from_secs(10),
+        }
     }
 }
 
@@ -79,6 +83,8 @@ impl WriteService {
     /// Open the jobs folder, start the job worker and the idle closer. Queued jobs wait for the
     /// model (the worker starts them once it is set).
     pub fn start(config: WriteConfig, model: ModelSlot, on_generation: GenerationListener) -> Result<Arc<Self>> {
+        // Creates the data directory (with its format version) or checks the one there.
+        vitrine_migrations::open(&config.data).map_err(IndexError::from)?;
         let jobs = Jobs::open(&config.data)
             .map_err(|e| WriteError::Io { context: config.data.join("jobs").display().to_string(), source: e })?;
         let me = Arc::new(WriteService { config, model, writer: Mutex::new(None), jobs, on_generation });
@@ -223,14 +229,10 @@ impl WriteService {
 
     fn run_job_chunks(&self, job: &Job) -> Result<IngestResult> {
         let path = self.jobs.catalog_path(job);
-        let (records, errors) =
-            parse_file(&path).map_err(|e| WriteError::Io { context: format!("reading the catalog of job {}", job.id), source: e })?;
-        let progress = JobProgress {
-            jobs: &self.jobs,
-            id: job.id.clone(),
-            started: Instant::now(),
-            last_save: Mutex::new(Instant::now()),
-        };
+        let (records, errors) = parse_file(&path)
+            .map_err(|e| WriteError::Io { context: format!("reading the catalog of job {}", job.id), source: e })?;
+        let progress =
+            JobProgress { jobs: &self.jobs, id: job.id.clone(), started: Instant::now(), last_save: Mutex::new(Instant::now()) };
         let mut run = IngestRun::new(&records, errors, job.delete_missing, &progress);
         let records = self.with(|ix| Ok(ix.resolve_images(records, &mut run.res)))?;
         let chunk = self.config.index.chunk.max(1);
@@ -263,9 +265,13 @@ mod tests {
         let model = ModelSlot::default();
         model.set(Arc::new(FakeEmbedder::new(8))).ok();
         let config = WriteConfig::new(dir.to_path_buf(), IndexOptions { chunk: 2, ..IndexOptions::default() });
-        let svc = WriteService::start(config, model, Box::new(move || {
-            n.fetch_add(1, Ordering::SeqCst);
-        }))
+        let svc = WriteService::start(
+            config,
+            model,
+            Box::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
         .unwrap();
         (svc, notified)
     }

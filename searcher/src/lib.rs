@@ -158,9 +158,26 @@ pub fn validate_keyword_query(text: &str) -> Result<()> {
     if max_depth > MAX_QUERY_NESTING {
         return invalid(format!("q nests parentheses {max_depth} deep; at most {MAX_QUERY_NESTING}"));
     }
+    // `NOT NOT NOT …` nests too: the grammar recurses once per operator.
+    let (mut run, mut longest) = (0usize, 0usize);
+    for word in text.split_whitespace() {
+        run = if word == "NOT" { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    if longest > MAX_QUERY_NESTING {
+        return invalid(format!("q repeats NOT {longest} times in a row; at most {MAX_QUERY_NESTING}"));
+    }
     static FIELDS: std::sync::OnceLock<vitrine_core::keyword::KeywordFields> = std::sync::OnceLock::new();
     let fields = FIELDS.get_or_init(vitrine_core::keyword::KeywordFields::new);
-    let searchable: Vec<&str> = fields.search_fields().iter().map(|(f, _)| fields.schema.get_field_name(*f)).collect();
+    // The searched text fields, and the exact fields a query may also name (`brand:acme`,
+    // `price:[10 TO 20]`). Internal fields (`id`, `ord`, `version`, `doc`, `title_raw`) are not a
+    // shopper's to query: `id:*` failed inside the index.
+    let searchable: Vec<&str> = fields
+        .search_fields()
+        .iter()
+        .map(|(f, _)| fields.schema.get_field_name(*f))
+        .chain(["brand", "category", "attr", "price"])
+        .collect();
     for word in text.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '+' | '-' | '"')) {
         let Some((field, _)) = word.split_once(':') else { continue };
         if fields.schema.get_field(field).is_ok() && !searchable.contains(&field) {
@@ -786,10 +803,13 @@ mod tests {
         // Parentheses inside a phrase are words, not nesting.
         assert!(validate_keyword_query(&format!("\"{}\"", "(".repeat(50))).is_ok());
         assert!(matches!(validate_keyword_query(&"a".repeat(MAX_QUERY_CHARS + 1)), Err(SearchError::InvalidQuery(_))));
-        for bad in ["id:*", "price:>3", "doc:x", "ord:1", "red version:2"] {
+        let nots = format!("{}a", "NOT ".repeat(MAX_QUERY_NESTING + 1));
+        assert!(matches!(validate_keyword_query(&nots), Err(SearchError::InvalidQuery(_))));
+        assert!(validate_keyword_query(&"a NOT b ".repeat(100)).is_ok(), "NOT between words does not nest");
+        for bad in ["id:*", "title_raw:x", "doc:x", "ord:1", "red version:2"] {
             assert!(matches!(validate_keyword_query(bad), Err(SearchError::InvalidQuery(_))), "{bad}");
         }
-        for ok in ["title:mug", "brand_text:acme", "ratio 16:9", "unknown:field"] {
+        for ok in ["title:mug", "brand:acme", "price:[1 TO 5]", "ratio 16:9", "unknown:field"] {
             assert!(validate_keyword_query(ok).is_ok(), "{ok}");
         }
     }
@@ -861,6 +881,7 @@ mod refresh_tests {
             image_vectors: 0,
             has_text_vector: true,
             image_errors: vec![],
+            media: vec![],
             updated_at: 0,
         };
         store.put(ProductWrite { stored, image_vectors: vec![], text_vector: Some(v) }).unwrap();

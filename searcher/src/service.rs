@@ -292,7 +292,8 @@ impl QueryService {
                 let embedder = self.embedder().ok_or(QueryError::NotReady)?;
                 let t = Instant::now();
                 let bytes = self.image_bytes(input)?;
-                let pixels = self.decodes.run(|| embedder.preprocessor().load(&bytes, "query image", &self.config.image_limits))?;
+                let pixels =
+                    self.decodes.run(|| embedder.preprocessor().load(&bytes, "query image", &self.config.image_limits))?;
                 drop(bytes);
                 let v = embedder.embed_pixels(&pixels, 1)?.remove(0);
                 out_vision = Some(ms(t));

@@ -202,7 +202,10 @@ mod sources {
         }
         // Nothing local was stored, so nothing local can be served.
         let (_, p) = call(TestRequest::get().uri("/v1/products/hostile")).await;
-        assert_eq!(p["images"], json!(["http://169.254.169.254/latest/meta-data/"]), "only the URL is kept, as a reference: {p}");
+        // The one reference the policy let through (a URL) was refused when fetched: no image is
+        // stored, and the product says so without the address.
+        assert_eq!(p["images"], json!([]), "{p}");
+        assert_eq!(p["image_errors"], json!(["image 1: could not be read"]), "{p}");
         for n in 1..hostile.len() {
             let (s, _) = call(TestRequest::get().uri(&format!("/v1/images/hostile/{n}"))).await;
             assert_eq!(s, StatusCode::NOT_FOUND);

@@ -147,6 +147,7 @@ fn recover_applies_a_change_log_that_no_generation_holds() {
         image_vectors: 0,
         has_text_vector: true,
         image_errors: vec![],
+        media: vec![],
         updated_at: 0,
     };
     let text_vector = Some(e.embed_texts(&["late lamp"]).unwrap().remove(0));

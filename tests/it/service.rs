@@ -329,6 +329,20 @@ async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
     {
         let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q}))).await;
         assert_eq!(s, StatusCode::OK, "{q:?}: {v}");
+        assert!(v["hits"].is_array() && v["total"].is_number(), "{q:?}: {v}");
+    }
+    // Fields that cannot be searched, and hostile nesting, are refused with a reason, not a 500
+    // (`id:*` answered 500; 800 parentheses overflowed the stack and killed the process).
+    let deep = format!("{}a", "(".repeat(800));
+    let nots = format!("{}a", "NOT ".repeat(300));
+    for q in ["id:*", "ord:1", deep.as_str(), nots.as_str()] {
+        for req in [
+            TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q})),
+            TestRequest::get().uri(&format!("/v1/search?q={}", vitrine_web::search::urlencode(q))),
+        ] {
+            let (s, v) = call(&app, req).await;
+            assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")), "{q:?}: {v}");
+        }
     }
     let (s, _) = call(&app, TestRequest::get().uri("/healthz")).await;
     assert_eq!(s, StatusCode::OK);

@@ -151,6 +151,7 @@ fn a_snapshot_taken_while_another_thread_writes_is_consistent() {
                 image_vectors: 0,
                 has_text_vector: true,
                 image_errors: vec![],
+                media: vec![],
                 updated_at: 0,
             };
             let text_vector = Some(fake.embed_texts(&[&id]).unwrap().remove(0));

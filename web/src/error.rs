@@ -9,8 +9,8 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use vitrine_core::CoreError;
-use vitrine_indexer::service::WriteError;
 use vitrine_fetch::{Blame, FetchError};
+use vitrine_indexer::service::WriteError;
 use vitrine_indexer::IndexError;
 use vitrine_searcher::service::QueryError;
 use vitrine_searcher::SearchError;
@@ -202,11 +202,7 @@ mod tests {
             (QueryError::NotReady.into(), 503, "not_ready"),
             (SearchError::NoIndex.into(), 503, "not_ready"),
             (SearchError::NotFound("a".into()).into(), 404, "not_found"),
-            (
-                QueryError::Model(CoreError::image("x", vitrine_core::ImageErrorKind::UnknownFormat)).into(),
-                422,
-                "invalid_image",
-            ),
+            (QueryError::Model(CoreError::image("x", vitrine_core::ImageErrorKind::UnknownFormat)).into(), 422, "invalid_image"),
             (WriteError::JobNotFound { id: "j".into() }.into(), 404, "not_found"),
             (WriteError::ReportGone { id: "j".into() }.into(), 410, "report_gone"),
             (WriteError::NotReady.into(), 503, "not_ready"),

@@ -29,7 +29,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use vitrine_core::{Embedder, ModelSlot};
 use vitrine_indexer::service::{WriteConfig, WriteService};
-use vitrine_indexer::IndexOptions;
+use vitrine_indexer::{FetchOptions, IndexOptions, LocalFiles};
 use vitrine_searcher::service::{ImageUrls, QueryConfig, QueryService};
 use vitrine_searcher::Searcher;
 
@@ -53,20 +53,34 @@ pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
         (true, false) => ImageUrls::PublicOnly,
         (true, true) => ImageUrls::Any,
     };
-    let query =
-        Arc::new(QueryService::new(searcher.clone(), model.clone(), QueryConfig::new(config.max_upload, config.queue_capacity, urls)));
+    let query = Arc::new(QueryService::new(
+        searcher.clone(),
+        model.clone(),
+        QueryConfig::new(config.max_upload, config.queue_capacity, urls),
+    ));
     let readers = searcher.clone();
     let notify = Box::new(move || {
         if let Err(e) = readers.refresh() {
             tracing::warn!("refresh after a write: {e}");
         }
     });
-    let writes = WriteService::start(WriteConfig::new(config.data.clone(), IndexOptions::default()), model, notify)?;
+    let writes = WriteService::start(WriteConfig::new(config.data.clone(), http_ingest_options(&config)), model, notify)?;
     // Acknowledged writes of a process that died before building their generation.
     if let Err(e) = writes.repair() {
         tracing::warn!("repair at start: {e}");
     }
     Ok(Arc::new(AppState { config, query, writes, metrics: Arc::new(Metrics::new()), started: Instant::now() }))
+}
+
+/// How products and catalogs sent over HTTP are ingested: images are http(s) URLs on public
+/// addresses (unless `allow_private_image_urls`) or files under the media roots, nothing else.
+fn http_ingest_options(config: &ServeConfig) -> IndexOptions {
+    let defaults = IndexOptions::default();
+    IndexOptions {
+        local_files: LocalFiles::Roots(config.media_root.clone()),
+        fetch: FetchOptions { public_only: !config.allow_private_image_urls, ..defaults.fetch.clone() },
+        ..defaults
+    }
 }
 
 /// [`build_state`] with a model that is already loaded (tests, embedding in other programs).
@@ -177,7 +191,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Arc<AppState>) {
         .route("/v1/search", web::get().to(search::get))
         .service(web::resource("/v1/search/text").app_data(json_config(limits::SEARCH_JSON)).route(web::post().to(search::text)))
         .route("/v1/search/image", web::post().to(search::image))
-        .service(web::resource("/v1/products").app_data(json_config(limits::BATCH_JSON)).route(web::post().to(products::batch)).route(web::get().to(products::list)))
+        .service(
+            web::resource("/v1/products")
+                .app_data(json_config(limits::BATCH_JSON))
+                .route(web::post().to(products::batch))
+                .route(web::get().to(products::list)),
+        )
         .route("/v1/products/{id}/similar", web::get().to(search::similar))
         .route("/v1/products/{id}", web::get().to(products::get))
         .route("/v1/products/{id}", web::put().to(products::put))

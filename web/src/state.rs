@@ -21,6 +21,9 @@ pub struct ServeConfig {
     pub search_key: Option<String>,
     /// When set, `/metrics` needs this key (or the admin key).
     pub metrics_key: Option<String>,
+    /// Folders whose files products and catalogs sent over HTTP may name as images (none: only
+    /// http(s) URLs).
+    pub media_root: Vec<PathBuf>,
     /// Largest accepted image upload, bytes.
     pub max_upload: usize,
     /// Largest accepted catalog upload, bytes.
@@ -42,6 +45,7 @@ impl Default for ServeConfig {
             admin_key: None,
             search_key: None,
             metrics_key: None,
+            media_root: vec![],
             max_upload: 20 << 20,
             max_catalog: 512 << 20,
             queue_capacity: 64,

@@ -38,6 +38,7 @@ impl Dir {
             image_vectors: 1,
             has_text_vector: true,
             image_errors: vec![],
+            media: vec![],
             updated_at: 0,
         };
         self.store.put(ProductWrite { stored, image_vectors: vec![v[1].clone()], text_vector: Some(v[0].clone()) }).unwrap();
