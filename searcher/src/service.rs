@@ -411,8 +411,7 @@ mod tests {
         assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Search(SearchError::BadRequest(_)))));
         let q = Query { text: Some("mug".into()), offset: Some(crate::MAX_OFFSET + 1), ..Default::default() };
         assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Search(SearchError::BadRequest(_)))));
-        let mut fusion = Fusion::default();
-        fusion.k = -1.0;
+        let fusion = Fusion { k: -1.0, ..Fusion::default() };
         let q = Query { text: Some("mug".into()), fusion, ..Default::default() };
         assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Search(SearchError::BadRequest(_)))));
     }

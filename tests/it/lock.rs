@@ -205,7 +205,7 @@ fn reindex_keeps_the_lock_until_it_switched_and_numbers_go_on() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("store"))
         .collect();
-    assert_eq!(stores, [m.store.clone()], "only the new store is left");
+    assert_eq!(stores, std::slice::from_ref(&m.store), "only the new store is left");
     // The next writer is the new model's, and numbering still goes on.
     let ix = Indexer::open(&data, fake(24), opts(0)).unwrap();
     ix.put(products(1, "q")).unwrap();

@@ -156,7 +156,7 @@ fn a_snapshot_taken_while_another_thread_writes_is_consistent() {
             };
             let text_vector = Some(fake.embed_texts(&[&id]).unwrap().remove(0));
             ix.store().put(vitrine_core::store::ProductWrite { stored, image_vectors: vec![], text_vector }).unwrap();
-            if i % 7 == 0 {
+            if i.is_multiple_of(7) {
                 ix.sync().unwrap();
             }
             drop(ix);
