@@ -779,7 +779,10 @@ mod tests {
                 let img = texture(w, h);
                 let (got, want) = (p.run(&img), resize_whole_then_crop(&p, &img));
                 let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                assert!(worst == 0.0, "{name} {w}x{h}: differs by up to {worst} (one grey level is ~0.015)");
+                // One 8-bit level after normalization by CLIP's smallest std (0.2613) is 0.01501.
+                // Resizing only the window rounds a rare pixel up to two levels the other way
+                // (measured: 90x400); parity with transformers itself is tests/it/parity.rs.
+                assert!(worst <= 0.0301, "{name} {w}x{h}: differs by up to {worst} (one grey level is ~0.015)");
             }
         }
     }
