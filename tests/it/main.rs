@@ -6,5 +6,6 @@ mod common;
 mod compat;
 mod fetch;
 mod index;
+mod openapi;
 mod parity;
 mod service;
