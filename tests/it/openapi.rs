@@ -46,8 +46,7 @@ fn openapi_path(actix: &str) -> String {
 
 #[test]
 fn every_registered_route_is_documented_and_nothing_else() {
-    let routed: BTreeSet<(String, String)> =
-        vitrine_web::ROUTES.iter().map(|(m, p)| (m.to_string(), openapi_path(p))).collect();
+    let routed: BTreeSet<(String, String)> = vitrine_web::ROUTES.iter().map(|(m, p)| (m.to_string(), openapi_path(p))).collect();
     assert_eq!(routed.len(), vitrine_web::ROUTES.len(), "a route is registered twice");
     let doc = document();
     let docs = documented(&doc);
@@ -151,7 +150,8 @@ async fn write_routes_answer_what_the_document_says() {
     let (s, v) = call(&app, TestRequest::post().uri("/v1/products").insert_header(admin()).set_json(json!([row]))).await;
     check(&doc, "post", "/v1/products", s, &v);
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/products").insert_header(admin()).set_json(json!([{"title": "no id"}]))).await;
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/products").insert_header(admin()).set_json(json!([{"title": "no id"}]))).await;
     check(&doc, "post", "/v1/products", s, &v);
     let (s, v) = call(&app, TestRequest::delete().uri("/v1/products/doc-1").insert_header(admin())).await;
     check(&doc, "delete", "/v1/products/{id}", s, &v);
@@ -233,7 +233,9 @@ async fn api_json_snapshots() {
     // Weighted fusion over all three channels: the explain block shows each one.
     let (s, v) = call(
         &app,
-        TestRequest::post().uri("/v1/search/image").set_json(json!({"image_base64": demo_image_base64(), "q": "astronaut", "k": 2,
+        TestRequest::post()
+            .uri("/v1/search/image")
+            .set_json(json!({"image_base64": demo_image_base64(), "q": "astronaut", "k": 2,
             "fusion": {"mode": "weighted", "weights": {"image": 1.0, "text": 0.5, "keyword": 1.0}}})),
     )
     .await;

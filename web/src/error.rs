@@ -205,11 +205,7 @@ mod tests {
             (QueryError::NotReady.into(), 503, "not_ready"),
             (SearchError::NoIndex.into(), 503, "not_ready"),
             (SearchError::NotFound("a".into()).into(), 404, "not_found"),
-            (
-                QueryError::Model(CoreError::image("x", vitrine_core::ImageErrorKind::UnknownFormat)).into(),
-                422,
-                "invalid_image",
-            ),
+            (QueryError::Model(CoreError::image("x", vitrine_core::ImageErrorKind::UnknownFormat)).into(), 422, "invalid_image"),
             (WriteError::JobNotFound { id: "j".into() }.into(), 404, "not_found"),
             (WriteError::ReportGone { id: "j".into() }.into(), 410, "report_gone"),
             (WriteError::NotReady.into(), 503, "not_ready"),

@@ -54,8 +54,11 @@ pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
         (true, false) => ImageUrls::PublicOnly,
         (true, true) => ImageUrls::Any,
     };
-    let query =
-        Arc::new(QueryService::new(searcher.clone(), model.clone(), QueryConfig::new(config.max_upload, config.queue_capacity, urls)));
+    let query = Arc::new(QueryService::new(
+        searcher.clone(),
+        model.clone(),
+        QueryConfig::new(config.max_upload, config.queue_capacity, urls),
+    ));
     let readers = searcher.clone();
     let notify = Box::new(move || {
         if let Err(e) = readers.refresh() {
@@ -236,7 +239,10 @@ routes! {
 
 /// Register every route on an actix `App`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: Arc<AppState>) {
-    cfg.app_data(web::Data::from(state)).app_data(json_config(limits::PRODUCT_JSON)).app_data(query_config()).app_data(path_config());
+    cfg.app_data(web::Data::from(state))
+        .app_data(json_config(limits::PRODUCT_JSON))
+        .app_data(query_config())
+        .app_data(path_config());
     register_routes(cfg);
 }
 

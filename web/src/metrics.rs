@@ -90,7 +90,8 @@ impl Metrics {
 
     /// The live generation's sizes, read at scrape time.
     pub fn set_index(&self, m: &vitrine_core::generation::Manifest) {
-        for (k, v) in [("products", m.products), ("vectors", m.points()), ("tombstones", m.tombstones()), ("generation", m.generation)]
+        for (k, v) in
+            [("products", m.products), ("vectors", m.points()), ("tombstones", m.tombstones()), ("generation", m.generation)]
         {
             self.index.with_label_values(&[k]).set(v as i64);
         }

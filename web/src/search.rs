@@ -124,7 +124,14 @@ async fn run(state: &web::Data<AppState>, admission: Admission, q: Query) -> Api
     Ok(HttpResponse::Ok().json(SearchBody::from(outcome)))
 }
 
-fn text_query(q: Option<String>, k: Option<usize>, offset: Option<usize>, filters: Filters, fusion: Fusion, facets: bool) -> Query {
+fn text_query(
+    q: Option<String>,
+    k: Option<usize>,
+    offset: Option<usize>,
+    filters: Filters,
+    fusion: Fusion,
+    facets: bool,
+) -> Query {
     Query { text: q, k, offset, filters, fusion, facets, ..Default::default() }
 }
 
@@ -311,7 +318,11 @@ async fn image_multipart(mut mp: Multipart, max_upload: usize) -> ApiResult<Quer
         while let Some(chunk) = field.next().await {
             let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
             if buf.len() + chunk.len() > limit {
-                return Err(if name == "image" { too_large(limit) } else { ApiError::BadRequest(format!("field {name} is too long")) });
+                return Err(if name == "image" {
+                    too_large(limit)
+                } else {
+                    ApiError::BadRequest(format!("field {name} is too long"))
+                });
             }
             buf.extend_from_slice(&chunk);
         }

@@ -13,8 +13,7 @@ fn serve(path: &str) -> HttpResponse {
             .content_type(f.metadata.mimetype())
             .insert_header(("Cache-Control", "no-cache"))
             .body(f.data.into_owned()),
-        None => HttpResponse::NotFound()
-            .json(crate::error::ErrorBody::new("not_found", format!("no asset {path}"))),
+        None => HttpResponse::NotFound().json(crate::error::ErrorBody::new("not_found", format!("no asset {path}"))),
     }
 }
 
