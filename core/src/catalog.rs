@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// One product.
 ///
 /// # Persisted: changing this needs a migration
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Product {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

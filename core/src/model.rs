@@ -138,7 +138,7 @@ impl PreprocessorConfig {
 /// What identifies a model inside an index: the index refuses to open with a model whose id differs.
 ///
 /// # Persisted: changing this needs a migration
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ModelId {
     /// A human name (`vitrine-model.json`'s `name`, else the directory name).
     pub name: String,

@@ -19,7 +19,7 @@ use vitrine_core::generation::atomic_write;
 use crate::catalog::Format;
 use crate::{Progress, Summary};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
@@ -29,7 +29,7 @@ pub enum JobState {
 }
 
 /// # Persisted: changing this needs a migration
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: String,
     pub state: JobState,
@@ -48,6 +48,7 @@ pub struct Job {
     pub failures_url: String,
     /// The failure report in the data directory, once written.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub report: Option<PathBuf>,
     /// Catalog file name inside the jobs folder (its extension selects the format).
     pub catalog: String,

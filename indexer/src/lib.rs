@@ -79,7 +79,7 @@ pub enum IndexError {
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
 
 /// The five numbers every ingest reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     pub ingested: u64,
     pub unchanged: u64,
@@ -89,7 +89,7 @@ pub struct Summary {
 }
 
 /// One line of the failure report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     pub line: Option<usize>,
     pub id: Option<String>,
@@ -100,7 +100,7 @@ pub struct Failure {
 /// How bad a [`Failure`] is.
 ///
 /// # Persisted (in failure reports): changing this needs a migration
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The record was skipped.

@@ -66,7 +66,7 @@ pub enum SearchError {
 pub type Result<T, E = SearchError> = std::result::Result<T, E>;
 
 /// Filters: keys are ANDed, values within a key ORed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Filters {
     pub category: Vec<String>,
@@ -75,7 +75,7 @@ pub struct Filters {
     pub attributes: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PriceRange {
     pub min: Option<f64>,
@@ -213,13 +213,13 @@ pub struct SearchQuery {
     pub exclude: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelExplain {
     pub rank: usize,
     pub score: f32,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Explain {
     pub image: Option<ChannelExplain>,
     pub text: Option<ChannelExplain>,
@@ -227,7 +227,7 @@ pub struct Explain {
     pub fused: f32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Hit {
     pub id: String,
     pub score: f32,
@@ -241,20 +241,20 @@ pub struct Hit {
     pub explain: Explain,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct FacetValue {
     pub value: String,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PriceBucket {
     pub min: f64,
     pub max: Option<f64>,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Facets {
     pub category: Vec<FacetValue>,
     pub brand: Vec<FacetValue>,
@@ -263,7 +263,7 @@ pub struct Facets {
 
 /// Where query time went, for the explain/metrics surface. The three channels run concurrently,
 /// so `search_ms` (the wall time of the whole search, model excluded) is less than the sum.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     pub search_ms: f64,
     pub filter_ms: f64,

@@ -8,6 +8,7 @@ mod fetch;
 mod index;
 mod lock;
 mod media;
+mod openapi;
 mod parity;
 mod service;
 mod snapshot;

@@ -11,10 +11,10 @@ use vitrine_web::{AppState, ServeConfig};
 
 use crate::common::*;
 
-const KEY: &str = "test-admin-key";
+pub(crate) const KEY: &str = "test-admin-key";
 
 /// The demo catalog indexed once into a folder shared by the read-only tests.
-fn demo_data() -> std::path::PathBuf {
+pub(crate) fn demo_data() -> std::path::PathBuf {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let d = tempfile::tempdir().unwrap();
@@ -34,14 +34,14 @@ fn embedder() -> Arc<dyn Embedder> {
     .clone()
 }
 
-fn state_for(data: std::path::PathBuf, tweak: impl FnOnce(&mut ServeConfig)) -> Arc<AppState> {
+pub(crate) fn state_for(data: std::path::PathBuf, tweak: impl FnOnce(&mut ServeConfig)) -> Arc<AppState> {
     let mut config = ServeConfig { data, admin_key: Some(KEY.into()), ..Default::default() };
     tweak(&mut config);
     vitrine_web::build_state_with_model(config, embedder()).unwrap()
 }
 
 /// A private copy of the demo index for tests that write.
-fn writable_data() -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn writable_data() -> (tempfile::TempDir, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
@@ -67,7 +67,7 @@ fn multipart(fields: &[(&str, &str, Vec<u8>)]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &impl actix_web::dev::Service<
         actix_http::Request,
         Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,

@@ -168,7 +168,7 @@ impl ResponseError for ApiError {
         if code == "overloaded" {
             r.insert_header(("Retry-After", "1"));
         }
-        r.json(serde_json::json!({"error": {"code": code, "message": message}}))
+        r.json(ErrorBody::new(code, message))
     }
 }
 
@@ -185,6 +185,28 @@ impl From<IndexError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The body of every error response.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code (docs/API.md lists them): `bad_request`, `invalid_query`,
+    /// `invalid_image`, `image_url_disabled`, `image_url_failed`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `report_gone`, `payload_too_large`, `not_ready`, `overloaded`, `internal`.
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: String) -> Self {
+        ErrorBody { error: ErrorDetail { code: code.to_string(), message } }
+    }
+}
 
 #[cfg(test)]
 mod tests {

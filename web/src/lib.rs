@@ -12,6 +12,7 @@
 //! Threads besides actix's: the write service's job worker and idle closer, and the searcher's
 //! refresher, which picks up generations written by other processes (`vitrine index`).
 
+pub mod api;
 pub mod auth;
 pub mod error;
 pub mod metrics;
@@ -33,7 +34,7 @@ use vitrine_indexer::{FetchOptions, IndexOptions, LocalFiles};
 use vitrine_searcher::service::{ImageUrls, QueryConfig, QueryService};
 use vitrine_searcher::Searcher;
 
-use crate::error::{ApiError, ApiResult, StartError};
+use crate::error::{ApiError, ApiResult, ErrorBody, StartError};
 use crate::metrics::Metrics;
 pub use crate::state::{AppState, ServeConfig};
 
@@ -90,10 +91,24 @@ pub fn build_state_with_model(config: ServeConfig, embedder: Arc<dyn Embedder>) 
     Ok(state)
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+/// `/healthz` and `/readyz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: &'static str,
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up (the model may still be loading)", body = Status)))]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Status { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The model is loaded and an index generation is open", body = Status),
+        (status = 503, description = "`not_ready`", body = ErrorBody),
+    ))]
 async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     if state.query.embedder().is_none() {
         return Err(ApiError::NotReady("the model is loading"));
@@ -101,9 +116,16 @@ async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     if state.searcher().snapshot().is_none() {
         return Err(ApiError::NotReady("no index generation yet"));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+    Ok(HttpResponse::Ok().json(Status { status: "ready" }))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "`unauthorized`: no key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not read metrics", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("apiKey" = [])))]
 async fn metrics_text(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     auth::require_metrics(&req, &state)?;
     state.metrics.set_queue_depth(state.query.queue().0);
@@ -113,12 +135,11 @@ async fn metrics_text(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render()))
 }
 
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object)))]
 async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+    HttpResponse::Ok().content_type("application/json").body(api::openapi_json())
 }
-
-/// The OpenAPI document, kept by hand beside docs/API.md; a test checks every path is routed.
-pub const OPENAPI: &str = include_str!("../openapi.json");
 
 async fn observe(
     req: ServiceRequest,
@@ -178,40 +199,62 @@ async fn not_found() -> ApiResult<HttpResponse> {
     Err(ApiError::NotFound("no such route; see /v1/openapi.json".into()))
 }
 
+/// Registers one entry of [`routes!`]: `resource` is one resource holding all its methods (a
+/// method it lacks answers 405), `route` one resource per method (a method it lacks falls through
+/// to the JSON 404).
+macro_rules! register {
+    (resource, $cfg:ident, $path:literal, [$($limit:expr)?], $($method:ident $handler:path),+) => {
+        $cfg.service(web::resource($path)$(.app_data(json_config($limit)))?$(.route(web::$method().to($handler)))+);
+    };
+    (route, $cfg:ident, $path:literal, [], $($method:ident $handler:path),+) => {
+        $($cfg.route($path, web::$method().to($handler));)+
+    };
+}
+
+/// The route table, written once: it registers the routes and lists them as [`ROUTES`], which a
+/// test compares with the generated OpenAPI document.
+macro_rules! routes {
+    ($($kind:ident $path:literal $(limit $limit:expr)? => { $($method:ident $handler:path),+ $(,)? })*) => {
+        /// Every `(method, path)` [`configure`] registers, in actix syntax (`/ui/{path:.*}`).
+        pub const ROUTES: &[(&str, &str)] = &[$($((stringify!($method), $path),)+)*];
+
+        fn register_routes(cfg: &mut web::ServiceConfig) {
+            $(register!($kind, cfg, $path, [$($limit)?], $($method $handler),+);)*
+        }
+    };
+}
+
+routes! {
+    route "/healthz" => { get healthz }
+    route "/readyz" => { get readyz }
+    route "/metrics" => { get metrics_text }
+    route "/v1/openapi.json" => { get openapi }
+    route "/v1/search" => { get search::get }
+    resource "/v1/search/text" limit limits::SEARCH_JSON => { post search::text }
+    route "/v1/search/image" => { post search::image }
+    resource "/v1/products" limit limits::BATCH_JSON => { post products::batch, get products::list }
+    route "/v1/products/{id}/similar" => { get search::similar }
+    route "/v1/products/{id}" => { get products::get, put products::put, delete products::delete }
+    route "/v1/images/{id}/{n}" => { get products::image }
+    route "/v1/thumbs/{id}/{n}" => { get products::thumb }
+    route "/v1/ingest" => { post products::ingest }
+    route "/v1/jobs" => { get products::jobs }
+    route "/v1/jobs/{id}" => { get products::job }
+    route "/v1/jobs/{id}/failures" => { get products::job_failures }
+    route "/v1/stats" => { get products::stats }
+    route "/v1/admin/health" => { get products::health }
+    route "/" => { get ui::index }
+    route "/admin" => { get ui::admin }
+    route "/ui/{path:.*}" => { get ui::asset }
+}
+
 /// Register every route on an actix `App`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: Arc<AppState>) {
     cfg.app_data(web::Data::from(state))
         .app_data(json_config(limits::PRODUCT_JSON))
         .app_data(query_config())
-        .app_data(path_config())
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics_text))
-        .route("/v1/openapi.json", web::get().to(openapi))
-        .route("/v1/search", web::get().to(search::get))
-        .service(web::resource("/v1/search/text").app_data(json_config(limits::SEARCH_JSON)).route(web::post().to(search::text)))
-        .route("/v1/search/image", web::post().to(search::image))
-        .service(
-            web::resource("/v1/products")
-                .app_data(json_config(limits::BATCH_JSON))
-                .route(web::post().to(products::batch))
-                .route(web::get().to(products::list)),
-        )
-        .route("/v1/products/{id}/similar", web::get().to(search::similar))
-        .route("/v1/products/{id}", web::get().to(products::get))
-        .route("/v1/products/{id}", web::put().to(products::put))
-        .route("/v1/products/{id}", web::delete().to(products::delete))
-        .route("/v1/images/{id}/{n}", web::get().to(products::image))
-        .route("/v1/thumbs/{id}/{n}", web::get().to(products::thumb))
-        .route("/v1/ingest", web::post().to(products::ingest))
-        .route("/v1/jobs", web::get().to(products::jobs))
-        .route("/v1/jobs/{id}", web::get().to(products::job))
-        .route("/v1/jobs/{id}/failures", web::get().to(products::job_failures))
-        .route("/v1/stats", web::get().to(products::stats))
-        .route("/v1/admin/health", web::get().to(products::health))
-        .route("/", web::get().to(ui::index))
-        .route("/admin", web::get().to(ui::admin))
-        .route("/ui/{path:.*}", web::get().to(ui::asset));
+        .app_data(path_config());
+    register_routes(cfg);
 }
 
 /// Build the full app (routes, metrics middleware, 404 fallback) for a state.

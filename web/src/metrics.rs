@@ -39,7 +39,7 @@ pub fn method_label(m: &actix_web::http::Method) -> &'static str {
 const BUCKETS_MS: [f64; 10] = [1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 const WINDOW: Duration = Duration::from_secs(300);
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RouteHealth {
     pub route: String,
     pub count: usize,
@@ -49,7 +49,7 @@ pub struct RouteHealth {
     pub buckets: Vec<Bucket>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Bucket {
     pub le_ms: Option<f64>,
     pub count: usize,

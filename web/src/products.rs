@@ -9,57 +9,188 @@ use std::path::Path;
 use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use vitrine_core::catalog::{ImageMedia, MediaRef, Product, StoredProduct};
+use vitrine_core::ModelId;
 use vitrine_indexer::catalog::{product_from_map, Format};
-use vitrine_indexer::{MediaStore, MEDIA_REF_PREFIX};
+use vitrine_indexer::jobs::Job;
+use vitrine_indexer::{Failure, MediaStore, Summary, MEDIA_REF_PREFIX};
 
 use crate::auth::{require_admin, require_search};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::search::{read_limited, urlencode};
 use crate::state::AppState;
 
-/// A product as the API shows it. The merchant's image references are never shown: they may be
-/// server paths or private URLs. `images` names the stored copies instead (`media:HASH`, which a
-/// PUT of this JSON takes back as they are), `image_urls` and `thumb_urls` serve them, and
-/// `image_errors` says in a few words why an image is missing ("image 2: could not be read",
-/// counting the merchant's images from 1); the detail is in the admin's failure report.
-pub fn product_json(sp: &StoredProduct) -> serde_json::Value {
-    let p = &sp.product;
-    let id = urlencode(&p.id);
-    let stored: Vec<&MediaRef> = sp.stored_media().collect();
-    let mut v = serde_json::to_value(p).expect("serializes");
-    v["images"] = stored.iter().map(|m| format!("{MEDIA_REF_PREFIX}{}", m.hash)).collect::<Vec<_>>().into();
-    v["image_urls"] = (0..stored.len()).map(|i| format!("/v1/images/{id}/{i}")).collect::<Vec<_>>().into();
-    v["thumb_urls"] = (0..stored.len()).map(|i| format!("/v1/thumbs/{id}/{i}")).collect::<Vec<_>>().into();
-    v["indexed_images"] = sp.image_vectors.into();
-    let errors: Vec<String> = if sp.media_complete() {
-        let failed = sp.media.iter().enumerate().filter_map(|(i, m)| match m {
-            ImageMedia::Failed(f) => Some((i, f)),
-            ImageMedia::Stored(_) => None,
-        });
-        failed.map(|(i, f)| format!("image {}: {f}", i + 1)).collect()
-    } else {
-        // Written before the media store: its images were never copied, so none is served.
-        (1..=p.images.len()).map(|n| format!("image {n}: not stored yet (ingest the product again)")).collect()
-    };
-    v["image_errors"] = errors.into();
-    v["updated_at"] = sp.updated_at.into();
-    v
+/// A product as the API shows it: the stored record plus where its images are served and how
+/// many of them were indexed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductBody {
+    #[serde(flatten)]
+    pub product: Product,
+    /// `/v1/images/{id}/{n}` for each image.
+    pub image_urls: Vec<String>,
+    /// `/v1/thumbs/{id}/{n}` for each image.
+    pub thumb_urls: Vec<String>,
+    /// Images with a stored vector.
+    pub indexed_images: usize,
+    /// Images that could not be used, with the reason.
+    pub image_errors: Vec<String>,
+    /// Unix seconds of the last write.
+    pub updated_at: u64,
+    /// `PUT` only: images skipped by this write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
 }
 
+impl ProductBody {
+    /// The merchant's image references are never shown: they may be server paths or private
+    /// URLs. `images` names the stored copies instead (`media:HASH`, which a PUT of this body
+    /// takes back as they are), `image_urls` and `thumb_urls` serve them, and `image_errors` says
+    /// in a few words why an image is missing ("image 2: could not be read", counting the
+    /// merchant's images from 1); the detail is in the admin's failure report.
+    pub fn new(sp: &StoredProduct) -> Self {
+        let p = &sp.product;
+        let id = urlencode(&p.id);
+        let stored: Vec<&MediaRef> = sp.stored_media().collect();
+        let image_errors: Vec<String> = if sp.media_complete() {
+            let failed = sp.media.iter().enumerate().filter_map(|(i, m)| match m {
+                ImageMedia::Failed(f) => Some((i, f)),
+                ImageMedia::Stored(_) => None,
+            });
+            failed.map(|(i, f)| format!("image {}: {f}", i + 1)).collect()
+        } else {
+            // Written before the media store: its images were never copied, so none is served.
+            (1..=p.images.len()).map(|n| format!("image {n}: not stored yet (ingest the product again)")).collect()
+        };
+        let mut product = p.clone();
+        product.images = stored.iter().map(|m| format!("{MEDIA_REF_PREFIX}{}", m.hash)).collect();
+        ProductBody {
+            product,
+            image_urls: (0..stored.len()).map(|i| format!("/v1/images/{id}/{i}")).collect(),
+            thumb_urls: (0..stored.len()).map(|i| format!("/v1/thumbs/{id}/{i}")).collect(),
+            indexed_images: sp.image_vectors as usize,
+            image_errors,
+            updated_at: sp.updated_at,
+            warnings: None,
+        }
+    }
+}
+
+/// `GET /v1/products`: one page of products.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductList {
+    pub products: Vec<ProductBody>,
+    /// Products matching `q` (all products without it).
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// `DELETE /v1/products/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    /// The id that was deleted.
+    pub deleted: String,
+}
+
+/// `POST /v1/products`: the ingest summary and the records that failed or lost an image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchBody {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub failures: Vec<Failure>,
+}
+
+/// `POST /v1/ingest`: the job that was queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestAccepted {
+    pub job_id: String,
+    /// Poll this for progress.
+    pub status_url: String,
+    pub job: Job,
+}
+
+/// `GET /v1/jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
+/// The inference queue: queries holding or waiting for a place, and the places there are.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queue {
+    pub depth: usize,
+    pub capacity: usize,
+}
+
+/// `GET /v1/stats`. Index numbers are 0 before the first generation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    pub products: u64,
+    pub images: u64,
+    pub vectors: u64,
+    pub live_vectors: u64,
+    pub tombstones: u64,
+    pub segments: usize,
+    pub disk_bytes: u64,
+    /// Bytes and files of the media store (the stored product images).
+    pub media_bytes: u64,
+    pub media_files: u64,
+    /// `null` while the model loads.
+    pub model: Option<ModelId>,
+    /// `null` while the model loads.
+    pub device: Option<String>,
+    pub generation: u64,
+    pub uptime_s: u64,
+    pub queue: Queue,
+    pub jobs_active: usize,
+}
+
+/// `GET /v1/admin/health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Latency per route over the last five minutes.
+    pub routes: Vec<crate::metrics::RouteHealth>,
+    /// Search queries per second over the last minute, oldest first (60 numbers).
+    pub qps: Vec<u32>,
+    pub queue: Queue,
+}
+
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "The product", body = ProductBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the model is loading or there is no index yet", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("apiKey" = [])))]
 pub async fn get(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
     let sp = state.searcher().product(&path)?;
-    Ok(HttpResponse::Ok().json(product_json(&sp)))
+    Ok(HttpResponse::Ok().json(ProductBody::new(&sp)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct ListParams {
+    /// Keyword filter over titles and ids.
     q: Option<String>,
     offset: Option<usize>,
+    /// 1 to 200, default 20.
     limit: Option<usize>,
 }
+
+#[utoipa::path(get, path = "/v1/products", tag = "products", params(ListParams),
+    responses(
+        (status = 200, description = "A page of products", body = ProductList),
+        (status = 400, description = "`bad_request`: the request could not be parsed or is out of bounds", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the model is loading or there is no index yet", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 
 pub async fn list(req: HttpRequest, state: web::Data<AppState>, p: web::Query<ListParams>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
@@ -67,8 +198,8 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>, p: web::Query<Li
     let g = state.searcher().snapshot().ok_or(vitrine_searcher::SearchError::NoIndex)?;
     let q = p.q.clone();
     let (products, total) = web::block(move || vitrine_searcher::list_products(&g, q.as_deref(), offset, limit)).await??;
-    let products: Vec<_> = products.iter().map(product_json).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"products": products, "total": total, "offset": offset, "limit": limit})))
+    let products = products.iter().map(ProductBody::new).collect();
+    Ok(HttpResponse::Ok().json(ProductList { products, total, offset, limit }))
 }
 
 /// Parse a product body with the catalog's rules (unknown fields become attributes).
@@ -91,6 +222,20 @@ async fn write(state: &web::Data<AppState>, products: Vec<Product>) -> ApiResult
     Ok(web::block(move || writes.put(products)).await??)
 }
 
+#[utoipa::path(put, path = "/v1/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "Product id; it replaces any `id` in the body")),
+    request_body(content = Object, description = "A product record; unknown fields become attributes"),
+    responses(
+        (status = 200, description = "The product as stored, durable and searchable", body = ProductBody),
+        (status = 400, description = "`bad_request`: the request could not be parsed or is out of bounds", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 409, description = "`conflict`: the index was built with another model", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`invalid_image`: the image could not be decoded", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the model is loading or there is no index yet", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub async fn put(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -105,11 +250,21 @@ pub async fn put(
         return Err(ApiError::InvalidImage(reason));
     }
     let sp = state.searcher().product(&path)?;
-    let mut v = product_json(&sp);
-    v["warnings"] = res.failures.iter().map(|f| f.reason.clone()).collect::<Vec<_>>().into();
-    Ok(HttpResponse::Ok().json(v))
+    let mut body = ProductBody::new(&sp);
+    body.warnings = Some(res.failures.iter().map(|f| f.reason.clone()).collect());
+    Ok(HttpResponse::Ok().json(body))
 }
 
+#[utoipa::path(delete, path = "/v1/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "Deleted, durably and from search", body = Deleted),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the model is loading or there is no index yet", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub async fn delete(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let id = path.into_inner();
@@ -119,9 +274,22 @@ pub async fn delete(req: HttpRequest, state: web::Data<AppState>, path: web::Pat
     if gone.is_empty() {
         return Err(ApiError::NotFound(format!("product {id} not found")));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": id})))
+    Ok(HttpResponse::Ok().json(Deleted { deleted: id }))
 }
 
+#[utoipa::path(post, path = "/v1/products", tag = "products",
+    request_body(content = Object,
+        description = "A JSON array of product records, or `{\"products\": [...]}`; at most 1000"),
+    responses(
+        (status = 200, description = "What the batch did", body = BatchBody),
+        (status = 400, description = "`bad_request`: the request could not be parsed or is out of bounds", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 409, description = "`conflict`: the index was built with another model", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the model is loading or there is no index yet", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub async fn batch(req: HttpRequest, state: web::Data<AppState>, body: web::Json<serde_json::Value>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let items = match body.into_inner() {
@@ -140,9 +308,7 @@ pub async fn batch(req: HttpRequest, state: web::Data<AppState>, body: web::Json
     }
     let products = items.into_iter().map(|v| parse_product(v, None)).collect::<ApiResult<Vec<_>>>()?;
     let res = write(&state, products).await?;
-    let mut v = serde_json::to_value(res.summary).expect("serializes");
-    v["failures"] = serde_json::to_value(&res.failures).expect("serializes");
-    Ok(HttpResponse::Ok().json(v))
+    Ok(HttpResponse::Ok().json(BatchBody { summary: res.summary, failures: res.failures }))
 }
 
 /// The n-th stored image of a product: images that failed at ingest, and products written before
@@ -158,6 +324,16 @@ fn no_image(id: &str, n: usize) -> ApiError {
 }
 
 /// The n-th stored image, as stored (the original, or a copy scaled to 2048 px).
+#[utoipa::path(get, path = "/v1/images/{id}/{n}", tag = "products",
+    params(("id" = String, Path, description = "Product id"), ("n" = usize, Path, description = "Image number, from 0")),
+    responses(
+        (status = 200, description = "The image file", content_type = "image/*", body = [u8]),
+        (status = 400, description = "`bad_request`: the request could not be parsed or is out of bounds", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("apiKey" = [])))]
 pub async fn image(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
     let (id, n) = path.into_inner();
@@ -178,6 +354,17 @@ fn guess_type(m: &MediaRef) -> &'static str {
 
 /// A 256 px JPEG thumbnail of the n-th stored image, made on first request and cached under
 /// `DATA/cache/thumbs`, keyed by the media hash.
+#[utoipa::path(get, path = "/v1/thumbs/{id}/{n}", tag = "products",
+    params(("id" = String, Path, description = "Product id"), ("n" = usize, Path, description = "Image number, from 0")),
+    responses(
+        (status = 200, description = "A JPEG at most 256 px on a side", content_type = "image/jpeg", body = [u8]),
+        (status = 400, description = "`bad_request`: the request could not be parsed or is out of bounds", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_image`: the image could not be decoded", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("apiKey" = [])))]
 pub async fn thumb(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, usize)>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
     let (id, n) = path.into_inner();
@@ -190,8 +377,9 @@ pub async fn thumb(req: HttpRequest, state: web::Data<AppState>, path: web::Path
         .body(bytes))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct IngestParams {
+    /// Delete products that are not in this catalog.
     delete_missing: Option<bool>,
 }
 
@@ -203,6 +391,18 @@ fn format_of(name: &str, content_type: &str) -> Format {
     }
 }
 
+#[utoipa::path(post, path = "/v1/ingest", tag = "ingest", params(IngestParams),
+    request_body(description = "A catalog: JSON Lines or CSV (by content type), or multipart field `file` (CSV by a `.csv` name)",
+        content((String = "application/x-ndjson"), (String = "text/csv"), (Object = "multipart/form-data"))),
+    responses(
+        (status = 202, description = "The job is queued", body = IngestAccepted),
+        (status = 400, description = "`bad_request`: the request could not be parsed or is out of bounds", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the model is loading or there is no index yet", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub async fn ingest(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -241,21 +441,46 @@ pub async fn ingest(
     let writes = state.writes.clone();
     let delete_missing = p.delete_missing.unwrap_or(false);
     let job = web::block(move || writes.submit(&bytes, format, delete_missing)).await??;
-    Ok(HttpResponse::Accepted()
-        .json(serde_json::json!({"job_id": job.id, "status_url": format!("/v1/jobs/{}", job.id), "job": job})))
+    Ok(HttpResponse::Accepted().json(IngestAccepted { job_id: job.id.clone(), status_url: format!("/v1/jobs/{}", job.id), job }))
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "ingest",
+    responses(
+        (status = 200, description = "Every ingest job", body = JobList),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub async fn jobs(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"jobs": state.writes.jobs().list()})))
+    Ok(HttpResponse::Ok().json(JobList { jobs: state.writes.jobs().list() }))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "ingest",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub async fn job(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let job = state.writes.jobs().get(&path).ok_or_else(|| ApiError::NotFound(format!("job {path} not found")))?;
     Ok(HttpResponse::Ok().json(job))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/failures", tag = "ingest",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The failure report, one `Failure` per line", content_type = "application/x-ndjson", body = String),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 410, description = "`report_gone`: the failure report was removed", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub async fn job_failures(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let writes = state.writes.clone();
@@ -278,6 +503,13 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
+#[utoipa::path(get, path = "/v1/stats", tag = "operations",
+    responses(
+        (status = 200, description = "Index, model and queue numbers", body = Stats),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let data = state.config.data.clone();
@@ -287,32 +519,35 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
     let embedder = state.query.embedder();
     let (depth, capacity) = state.query.queue();
     let model = embedder.as_ref().map(|e| e.model_id().clone());
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "products": m.as_ref().map(|m| m.products).unwrap_or(0),
-        "images": m.as_ref().map(|m| m.image_points).unwrap_or(0),
-        "vectors": m.as_ref().map(|m| m.points()).unwrap_or(0),
-        "live_vectors": m.as_ref().map(|m| m.live_points).unwrap_or(0),
-        "tombstones": m.as_ref().map(|m| m.tombstones()).unwrap_or(0),
-        "segments": m.as_ref().map(|m| m.segments.len()).unwrap_or(0),
-        "disk_bytes": disk,
-        "media_bytes": media.bytes,
-        "media_files": media.files,
-        "model": model.map(|m| serde_json::json!({"name": m.name, "dim": m.dim, "content_hash": m.content_hash})),
-        "device": embedder.map(|e| e.device().to_string()),
-        "generation": m.as_ref().map(|m| m.generation).unwrap_or(0),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "queue": {"depth": depth, "capacity": capacity},
-        "jobs_active": state.writes.jobs().active(),
-    })))
+    Ok(HttpResponse::Ok().json(Stats {
+        products: m.as_ref().map(|m| m.products).unwrap_or(0),
+        images: m.as_ref().map(|m| m.image_points).unwrap_or(0),
+        vectors: m.as_ref().map(|m| m.points()).unwrap_or(0),
+        live_vectors: m.as_ref().map(|m| m.live_points).unwrap_or(0),
+        tombstones: m.as_ref().map(|m| m.tombstones()).unwrap_or(0),
+        segments: m.as_ref().map(|m| m.segments.len()).unwrap_or(0),
+        disk_bytes: disk,
+        media_bytes: media.bytes,
+        media_files: media.files,
+        model,
+        device: embedder.map(|e| e.device().to_string()),
+        generation: m.as_ref().map(|m| m.generation).unwrap_or(0),
+        uptime_s: state.started.elapsed().as_secs(),
+        queue: Queue { depth, capacity },
+        jobs_active: state.writes.jobs().active(),
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/admin/health", tag = "operations",
+    responses(
+        (status = 200, description = "Latency per route and the query rate", body = Health),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
 pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let (routes, qps) = state.metrics.health();
     let (depth, capacity) = state.query.queue();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "routes": routes,
-        "qps": qps,
-        "queue": {"depth": depth, "capacity": capacity},
-    })))
+    Ok(HttpResponse::Ok().json(Health { routes, qps, queue: Queue { depth, capacity } }))
 }

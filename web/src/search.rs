@@ -5,17 +5,20 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use vitrine_searcher::service::{Admission, ImageInput, Query, QueryOutcome};
 use vitrine_searcher::{Facets, Filters, Fusion, Hit, Timings};
 
 use crate::auth::require_search;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextRequest {
+    /// The query text (at most 1,000 bytes).
     pub q: Option<String>,
+    /// Hits per page, 1 to 200 (default 20).
     pub k: Option<usize>,
     pub offset: Option<usize>,
     #[serde(default)]
@@ -26,10 +29,13 @@ pub struct TextRequest {
     pub facets: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// An image search as JSON: exactly one of `image_base64` and `image_url`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageJsonRequest {
+    /// The image bytes, base64 (a `data:` URL prefix is allowed).
     pub image_base64: Option<String>,
+    /// An http(s) URL the service fetches (when the service allows it).
     pub image_url: Option<String>,
     pub q: Option<String>,
     pub k: Option<usize>,
@@ -43,7 +49,7 @@ pub struct ImageJsonRequest {
 }
 
 /// A search hit as the API shows it: the searcher's hit plus the URLs of its first image.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HitBody {
     #[serde(flatten)]
     pub hit: Hit,
@@ -52,7 +58,7 @@ pub struct HitBody {
 }
 
 /// The body of every search route.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SearchBody {
     pub hits: Vec<HitBody>,
     pub total: usize,
@@ -129,6 +135,16 @@ fn text_query(
     Query { text: q, k, offset, filters, fusion, facets, ..Default::default() }
 }
 
+#[utoipa::path(post, path = "/v1/search/text", tag = "search", request_body = TextRequest,
+    responses(
+        (status = 200, description = "Hits, best first", body = SearchBody),
+        (status = 400, description = "`bad_request`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (the model is loading, no index yet) or `overloaded` (with `Retry-After`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("apiKey" = [])))]
 pub async fn text(req: HttpRequest, state: web::Data<AppState>, body: web::Json<TextRequest>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
     let admission = state.query.admit()?;
@@ -136,7 +152,9 @@ pub async fn text(req: HttpRequest, state: web::Data<AppState>, body: web::Json<
     run(&state, admission, text_query(b.q, b.k, b.offset, b.filters, b.fusion, b.facets)).await
 }
 
-#[derive(Debug, Deserialize)]
+/// The typed part of `GET /v1/search`'s query string; `category`, `brand` and `attr.KEY` may
+/// repeat and are read separately.
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct GetSearch {
     pub q: Option<String>,
     pub k: Option<usize>,
@@ -144,9 +162,24 @@ pub struct GetSearch {
     pub price_min: Option<f64>,
     pub price_max: Option<f64>,
     pub facets: Option<bool>,
+    /// `rrf` (default) or `weighted`.
     pub fusion: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/search", tag = "search",
+    params(GetSearch,
+        ("category" = Option<Vec<String>>, Query, description = "Repeatable; values are ORed"),
+        ("brand" = Option<Vec<String>>, Query, description = "Repeatable; values are ORed"),
+        ("attr.{key}" = Option<Vec<String>>, Query, description = "Attribute filter, e.g. `attr.color=red`; repeatable")),
+    responses(
+        (status = 200, description = "Hits, best first", body = SearchBody),
+        (status = 400, description = "`bad_request`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (the model is loading, no index yet) or `overloaded` (with `Retry-After`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("apiKey" = [])))]
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
     let qs = req.query_string();
@@ -193,6 +226,19 @@ fn strip_repeated(qs: &str) -> String {
         .join("&")
 }
 
+#[utoipa::path(post, path = "/v1/search/image", tag = "search",
+    request_body(description = "multipart/form-data (field `image`, and optionally `q`, `k`, `offset`, `filters` and `fusion` as JSON, `facets`) or JSON",
+        content((ImageJsonRequest = "application/json"), (Object = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "Hits, best first", body = SearchBody),
+        (status = 400, description = "`bad_request`, `invalid_query`, `image_url_disabled`, `image_url_failed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`invalid_image`: the image could not be decoded", body = ErrorBody),
+        (status = 503, description = "`not_ready` (the model is loading, no index yet) or `overloaded` (with `Retry-After`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("apiKey" = [])))]
 pub async fn image(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
     // The place in the queue comes first: the upload is buffered inside it.
@@ -304,13 +350,24 @@ async fn image_multipart(mut mp: Multipart, max_upload: usize) -> ApiResult<Quer
     Ok(Query { image: Some(ImageInput::Bytes(image)), ..text_query(q, number("k")?, number("offset")?, filters, fusion, facets) })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct SimilarParams {
     pub k: Option<usize>,
     pub offset: Option<usize>,
 }
 
 /// More like this: the product's own image and text vectors as the query, and its title for BM25.
+#[utoipa::path(get, path = "/v1/products/{id}/similar", tag = "search",
+    params(("id" = String, Path, description = "Product id"), SimilarParams),
+    responses(
+        (status = 200, description = "Hits, best first, without the product itself", body = SearchBody),
+        (status = 400, description = "`bad_request`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (the model is loading, no index yet) or `overloaded` (with `Retry-After`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("apiKey" = [])))]
 pub async fn similar(
     req: HttpRequest,
     state: web::Data<AppState>,
