@@ -28,6 +28,8 @@ use crate::state::AppState;
 pub struct ProductBody {
     #[serde(flatten)]
     pub product: Product,
+    /// The stored copies of the product's images, `media:HASH` (never the merchant's paths or URLs).
+    pub images: Vec<String>,
     /// `/v1/images/{id}/{n}` for each image.
     pub image_urls: Vec<String>,
     /// `/v1/thumbs/{id}/{n}` for each image.
@@ -63,10 +65,11 @@ impl ProductBody {
             // Written before the media store: its images were never copied, so none is served.
             (1..=p.images.len()).map(|n| format!("image {n}: not stored yet (ingest the product again)")).collect()
         };
-        let mut product = p.clone();
-        product.images = stored.iter().map(|m| format!("{MEDIA_REF_PREFIX}{}", m.hash)).collect();
+        // The merchant's references stay out of the body: `images` below replaces them.
+        let product = Product { images: vec![], ..p.clone() };
         ProductBody {
             product,
+            images: stored.iter().map(|m| format!("{MEDIA_REF_PREFIX}{}", m.hash)).collect(),
             image_urls: (0..stored.len()).map(|i| format!("/v1/images/{id}/{i}")).collect(),
             thumb_urls: (0..stored.len()).map(|i| format!("/v1/thumbs/{id}/{i}")).collect(),
             indexed_images: sp.image_vectors as usize,
