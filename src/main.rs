@@ -139,6 +139,13 @@ struct ServeArgs {
     /// searchers cannot make the server fetch from its own network).
     #[arg(long, env = "VITRINE_ALLOW_PRIVATE_IMAGE_URLS")]
     allow_private_image_urls: bool,
+    /// A folder whose files products and catalogs sent over HTTP may name as images (repeat for
+    /// several). None by default: over HTTP, images are http(s) URLs only.
+    #[arg(long = "media-root", env = "VITRINE_MEDIA_ROOT", value_delimiter = ',')]
+    media_root: Vec<PathBuf>,
+    /// Key for `GET /metrics` (unset: open).
+    #[arg(long, env = "VITRINE_METRICS_KEY")]
+    metrics_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -377,6 +384,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if no_serve {
                 return Ok(ExitCode::SUCCESS);
             }
+            if serve.media_root.is_empty() {
+                // So the dashboard can import demo/catalog.jsonl, whose images are paths under demo/.
+                serve.media_root = vec![root.join("demo")];
+            }
             if serve.admin_key.is_none() {
                 serve.admin_key = Some("demo-admin-key".into());
                 eprintln!("admin key for this demo: demo-admin-key");
@@ -436,6 +447,8 @@ fn run_server(args: ServeArgs, embedder: Option<Arc<dyn Embedder>>) -> Result<Ex
         ef_search: args.ef_search,
         allow_image_urls: !args.no_image_urls,
         allow_private_image_urls: args.allow_private_image_urls,
+        media_root: args.media_root.clone(),
+        metrics_key: args.metrics_key.clone(),
         ..Default::default()
     };
     if config.admin_key.is_none() {

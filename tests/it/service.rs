@@ -619,3 +619,78 @@ fn a_running_searcher_picks_up_a_generation_built_by_the_cli() {
         .unwrap();
     assert!(r.hits.iter().any(|h| h.id == "extra-1"));
 }
+
+/// Issue 10's table, the rows the service answers itself: each hostile request gets a bounded,
+/// specific answer, and the service keeps serving.
+#[actix_web::test]
+async fn hostile_requests_get_bounded_answers() {
+    let state = state_for(demo_data(), |c| c.metrics_key = Some("m-key".into()));
+    let app = test::init_service(vitrine_web::app(state.clone())).await;
+    // 1,000,000 filter values (10.6 MB) took 5.8 s and 3.2 GB: the text search body is capped first…
+    let flood: Vec<String> = (0..1_000_000).map(|i| format!("c{i}")).collect();
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "mug", "filters": {"category": flood}})))
+            .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{v}");
+    // …and a filter that fits in the body is still bounded in values.
+    let many: Vec<String> = (0..vitrine_searcher::MAX_FILTER_VALUES + 1).map(|i| format!("c{i}")).collect();
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "mug", "filters": {"category": many}}))).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{v}");
+    // Multipart image search: 3,000 fields of 64 kB were accepted; now at most 16 known fields.
+    let photo = std::fs::read(root().join("demo/images/sku-001.jpg")).unwrap();
+    let mut fields = vec![("image", "q.jpg", photo.clone())];
+    fields.extend((0..20).map(|_| ("q", "", b"x".to_vec())));
+    let (ct, body) = multipart(&fields);
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body)).await;
+    assert_eq!(s.as_u16() / 100, 4, "{v}");
+    let (ct, body) = multipart(&[("image", "q.jpg", photo.clone()), ("padding", "", vec![b'x'; 1000])]);
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body)).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "unknown field: {v}");
+    // Invented HTTP methods share one metrics label instead of making a series each.
+    for m in ["FOO", "BAR", "BAZ"] {
+        let req = TestRequest::default().method(actix_web::http::Method::from_bytes(m.as_bytes()).unwrap()).uri("/v1/search");
+        let _ = call(&app, req).await;
+    }
+    // /metrics can require its key; the admin key opens it too.
+    let (s, _) = call(&app, TestRequest::get().uri("/metrics")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let res =
+        test::call_service(&app, TestRequest::get().uri("/metrics").insert_header(("x-api-key", "m-key")).to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    assert!(text.contains("method=\"OTHER\""), "{text}");
+    for m in ["FOO", "BAR", "BAZ"] {
+        assert!(!text.contains(&format!("method=\"{m}\"")), "{m} became a label");
+    }
+    let (s, _) = call(&app, TestRequest::get().uri("/metrics").insert_header(("x-api-key", KEY))).await;
+    assert_eq!(s, StatusCode::OK);
+    // Still serving.
+    let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "mug"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// With a search key, everything a shopper reads needs it: searches, products, images, thumbnails.
+#[actix_web::test]
+async fn the_search_key_guards_every_shopper_read() {
+    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.search_key = Some("s-key".into())))).await;
+    let reads = [
+        "/v1/search?q=mug",
+        "/v1/products/sku-001",
+        "/v1/products/sku-001/similar",
+        "/v1/images/sku-001/0",
+        "/v1/thumbs/sku-001/0",
+    ];
+    for uri in reads {
+        let (s, v) = call(&app, TestRequest::get().uri(uri)).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{uri}: {v}");
+        let (s, v) = call(&app, TestRequest::get().uri(uri).insert_header(("x-api-key", "wrong"))).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{uri}: {v}");
+        for key in ["s-key", KEY] {
+            let res = test::call_service(&app, TestRequest::get().uri(uri).insert_header(("x-api-key", key)).to_request()).await;
+            assert_eq!(res.status(), StatusCode::OK, "{uri} with {key}");
+        }
+    }
+}
