@@ -23,6 +23,9 @@ use crate::model::ModelId;
 
 pub const TEXT_SLOT: u16 = u16::MAX;
 
+/// How long [`Store::open`] waits for sled to release the folder lock of a handle just dropped.
+pub const SLED_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A product write: the record and its vectors.
 pub struct ProductWrite {
     pub stored: StoredProduct,
@@ -55,19 +58,31 @@ pub fn bytes_to_vec(b: &[u8]) -> Vec<f32> {
 }
 
 impl Store {
+    /// Open (or create) the store. Callers hold the data directory's writer lock
+    /// (`crate::lock`), so sled's own folder lock can only be held by a handle this process just
+    /// dropped: sled releases it from a background thread a moment later, so a busy lock is
+    /// retried for up to [`SLED_RELEASE_WAIT`] before it is reported.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(path).cache_capacity(64 << 20).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                CoreError::Store {
-                    message: format!(
-                        "{} is in use by another vitrine process (a running `vitrine serve` or `vitrine index`); \
-                         stop it, or send the catalog to the running service with POST /v1/ingest",
-                        path.display()
-                    ),
+        let deadline = std::time::Instant::now() + SLED_RELEASE_WAIT;
+        let db = loop {
+            match sled::Config::new().path(path).cache_capacity(64 << 20).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                    if std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
+                    return Err(CoreError::Store {
+                        message: format!(
+                            "{} is in use by another vitrine process (a running `vitrine serve` or `vitrine index`); \
+                             stop it, or send the catalog to the running service with POST /v1/ingest",
+                            path.display()
+                        ),
+                    });
                 }
+                Err(other) => return Err(CoreError::store(other)),
             }
-            other => CoreError::store(other),
-        })?;
+        };
         let tree = db.open_tree("main")?;
         Ok(Store { db, tree })
     }
