@@ -54,6 +54,30 @@ pub struct Job {
     pub catalog: String,
 }
 
+impl Job {
+    /// A job just submitted: queued, nothing processed.
+    pub fn queued(id: String, catalog: String, delete_missing: bool) -> Job {
+        Job {
+            failures_url: format!("/v1/jobs/{id}/failures"),
+            id,
+            state: JobState::Queued,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            total: 0,
+            processed: 0,
+            rate_per_s: 0.0,
+            eta_s: None,
+            counts: Summary::default(),
+            error: None,
+            delete_missing,
+            resumed: 0,
+            report: None,
+            catalog,
+        }
+    }
+}
+
 pub struct Jobs {
     dir: PathBuf,
     jobs: Mutex<BTreeMap<String, Job>>,
@@ -132,24 +156,7 @@ impl Jobs {
         );
         let catalog = format!("{id}.{}", if format == Format::Csv { "csv" } else { "jsonl" });
         atomic_write(&self.dir.join(&catalog), bytes)?;
-        let job = Job {
-            id: id.clone(),
-            state: JobState::Queued,
-            created_at: now(),
-            started_at: None,
-            finished_at: None,
-            total: 0,
-            processed: 0,
-            rate_per_s: 0.0,
-            eta_s: None,
-            counts: Summary::default(),
-            error: None,
-            delete_missing,
-            resumed: 0,
-            failures_url: format!("/v1/jobs/{id}/failures"),
-            report: None,
-            catalog,
-        };
+        let job = Job::queued(id.clone(), catalog, delete_missing);
         self.jobs.lock().insert(id.clone(), job.clone());
         self.save(&id);
         let _ = self.tx.send(id);
@@ -240,24 +247,7 @@ mod tests {
         if with_catalog {
             std::fs::write(jobs.join(&catalog), "{\"id\":\"a\",\"title\":\"x\"}\n").unwrap();
         }
-        let job = Job {
-            id: id.into(),
-            state,
-            created_at: 1,
-            started_at: None,
-            finished_at: None,
-            total: 0,
-            processed: 0,
-            rate_per_s: 0.0,
-            eta_s: None,
-            counts: Summary::default(),
-            error: None,
-            delete_missing: false,
-            resumed: 0,
-            failures_url: String::new(),
-            report: None,
-            catalog,
-        };
+        let job = Job { state, created_at: 1, ..Job::queued(id.into(), catalog, false) };
         std::fs::write(jobs.join(format!("{id}.json")), serde_json::to_vec(&job).unwrap()).unwrap();
     }
 

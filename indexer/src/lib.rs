@@ -484,16 +484,16 @@ impl Indexer {
 
     /// One chunk of an [`IngestRun`]: embed and store it, and build a searchable generation when
     /// the checkpoint interval has passed. A caller that shares this writer (the service) can let
-    /// other writes in between steps.
-    pub fn ingest_step(&self, run: &mut IngestRun, chunk: &[Record], progress: &dyn Progress) -> Result<()> {
+    /// other writes in between steps. Returns whether a new generation went live.
+    pub fn ingest_step(&self, run: &mut IngestRun, chunk: &[Record], progress: &dyn Progress) -> Result<bool> {
         self.process_chunk(chunk, None, &mut run.res)?;
         run.processed += chunk.len() as u64;
         progress.update(run.processed, &run.res.summary);
-        if run.last_checkpoint.elapsed() >= self.opts.checkpoint {
-            self.sync()?;
-            run.last_checkpoint = Instant::now();
+        if run.last_checkpoint.elapsed() < self.opts.checkpoint {
+            return Ok(false);
         }
-        Ok(())
+        run.last_checkpoint = Instant::now();
+        Ok(self.sync()?.is_some())
     }
 
     /// End an [`IngestRun`]: delete what the catalog no longer holds (when asked and safe), make

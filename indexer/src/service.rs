@@ -237,17 +237,11 @@ impl WriteService {
         let records = self.with(|ix| Ok(ix.resolve_images(records, &mut run.res)))?;
         let chunk = self.config.index.chunk.max(1);
         for part in records.chunks(chunk) {
-            let before = self.generation();
-            self.with(|ix| Ok(ix.ingest_step(&mut run, part, &progress)?))?;
-            if self.generation() != before {
+            if self.with(|ix| Ok(ix.ingest_step(&mut run, part, &progress)?))? {
                 (self.on_generation)();
             }
         }
         self.with(|ix| Ok(ix.finish_ingest(run, &progress)?))
-    }
-
-    fn generation(&self) -> Option<u64> {
-        vitrine_core::generation::current(&self.config.data).ok().flatten().map(|(_, m)| m.generation)
     }
 }
 

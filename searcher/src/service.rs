@@ -276,11 +276,13 @@ impl QueryService {
         q.fusion.validate().map_err(SearchError::BadRequest)?;
         q.filters.validate()?;
 
+        // Paging, filters, fusion and facets, whatever the query's input.
+        let base = SearchQuery { k, offset, filters: q.filters, fusion: q.fusion, facets: q.facets, ..SearchQuery::default() };
         if let Some(id) = q.similar_to {
             if text.is_some() || q.image.is_some() {
                 return Err(QueryError::Conflicting("more like this takes no text or image"));
             }
-            return self.similar(&id, k, offset, q.filters, q.fusion, q.facets, started);
+            return self.similar(&id, base, started);
         }
         if text.is_none() && q.image.is_none() {
             return Err(QueryError::MissingInput);
@@ -301,7 +303,7 @@ impl QueryService {
             }
             None => None,
         };
-        let w = q.fusion.weights_for(image_vector.is_some(), text.is_some());
+        let w = base.fusion.weights_for(image_vector.is_some(), text.is_some());
         let mut out_text = None;
         // The text tower runs only when a vector channel will use its output.
         let text_vector = match &text {
@@ -314,32 +316,13 @@ impl QueryService {
             }
             _ => None,
         };
-        let sq = SearchQuery {
-            image_vector,
-            text_vector,
-            text,
-            k,
-            offset,
-            filters: q.filters,
-            fusion: q.fusion,
-            facets: q.facets,
-            exclude: None,
-        };
-        let result = self.searcher.search(&sq)?;
+        let result = self.searcher.search(&SearchQuery { image_vector, text_vector, text, ..base })?;
         Ok(QueryOutcome { result, took_ms: ms(started), vision_ms: out_vision, text_ms: out_text })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn similar(
-        &self,
-        id: &str,
-        k: usize,
-        offset: usize,
-        filters: Filters,
-        fusion: Fusion,
-        facets: bool,
-        started: Instant,
-    ) -> Result<QueryOutcome, QueryError> {
+    /// More like this: the product's own first image vector, text vector and title, the product
+    /// itself left out.
+    fn similar(&self, id: &str, base: SearchQuery, started: Instant) -> Result<QueryOutcome, QueryError> {
         let g = self.searcher.snapshot().ok_or(SearchError::NoIndex)?;
         let product = g.product(id).map_err(SearchError::from)?.ok_or_else(|| SearchError::NotFound(id.to_string()))?;
         let (images, text_vector) = self.searcher.product_vectors(&g, id)?;
@@ -347,12 +330,8 @@ impl QueryService {
             image_vector: images.into_iter().next(),
             text_vector,
             text: product.product.title,
-            k,
-            offset,
-            filters,
-            fusion,
-            facets,
             exclude: Some(id.to_string()),
+            ..base
         };
         let result = search_generation(&g, &sq)?;
         Ok(QueryOutcome { result, took_ms: ms(started), vision_ms: None, text_ms: None })

@@ -24,6 +24,33 @@ pub fn tiny_model() -> &'static ClipOnnx {
     })
 }
 
+/// Copy a folder tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The tiny model with another normalization constant, in `dir/other-model`: the same network
+/// with different files, so a different model to the index.
+pub fn other_tiny_model(dir: &Path) -> PathBuf {
+    let other = dir.join("other-model");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in std::fs::read_dir(tiny_model_dir()).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), other.join(f.file_name())).unwrap();
+    }
+    let cfg = std::fs::read_to_string(other.join("preprocessor_config.json")).unwrap().replace("0.48145466", "0.5");
+    std::fs::write(other.join("preprocessor_config.json"), cfg).unwrap();
+    other
+}
+
 pub fn vitrine_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vitrine"))
 }

@@ -1,23 +1,9 @@
 //! Data directories of every released format stay openable. `tests/fixtures/data-v1` was written
 //! by format 1 (five demo products, tiny model) and is never regenerated.
 
-use std::path::Path;
-
 use vitrine_searcher::{SearchQuery, Searcher};
 
 use crate::common::*;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 #[test]
 fn a_format_1_data_directory_opens_searches_and_takes_writes() {

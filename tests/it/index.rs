@@ -213,14 +213,7 @@ fn another_model_is_refused_until_reindex_switches_over() {
     let cat = root().join("demo/catalog.jsonl");
     index_json(&cat, &data, &[]);
     // The same network with another normalization: different files, so a different model.
-    let other = dir.path().join("other-model");
-    std::fs::create_dir_all(&other).unwrap();
-    for f in std::fs::read_dir(tiny_model_dir()).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), other.join(f.file_name())).unwrap();
-    }
-    let cfg = std::fs::read_to_string(other.join("preprocessor_config.json")).unwrap().replace("0.48145466", "0.5");
-    std::fs::write(other.join("preprocessor_config.json"), cfg).unwrap();
+    let other = other_tiny_model(dir.path());
     let (ok, _, err) =
         vitrine(&["index", cat.to_str().unwrap(), "--data", data.to_str().unwrap(), "--model", other.to_str().unwrap()]);
     assert!(!ok);

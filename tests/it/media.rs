@@ -46,18 +46,6 @@ fn demo_image(name: &str) -> Vec<u8> {
     std::fs::read(root().join("demo/images").join(name)).unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 fn usage(data: &Path) -> MediaUsage {
     MediaStore::new(data).usage()
 }
@@ -279,14 +267,7 @@ fn reindex_re_embeds_from_the_media_store_after_the_sources_are_deleted() {
     let before = usage(&data);
     std::fs::remove_dir_all(&src).unwrap();
     // Another model (other normalization constants) forces a full re-embed.
-    let other = dir.path().join("other-model");
-    std::fs::create_dir_all(&other).unwrap();
-    for f in std::fs::read_dir(tiny_model_dir()).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), other.join(f.file_name())).unwrap();
-    }
-    let cfg = std::fs::read_to_string(other.join("preprocessor_config.json")).unwrap().replace("0.48145466", "0.5");
-    std::fs::write(other.join("preprocessor_config.json"), cfg).unwrap();
+    let other = other_tiny_model(dir.path());
     let (ok, out, err) = vitrine(&["reindex", "--data", data.to_str().unwrap(), "--json", "--model", other.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("\"ingested\":6") && out.contains("\"failed\":0"), "{out}");
