@@ -9,6 +9,7 @@
 //! written by other processes (`vitrine index`), and a closer for the idle writer.
 
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
@@ -30,7 +31,8 @@ use vitrine_searcher::Searcher;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
-pub use crate::state::{AppState, ServeConfig};
+pub use crate::config::ServeConfig;
+pub use crate::state::AppState;
 use crate::state::{InferenceQueue, Writer};
 
 /// Build the shared state (without a model: see [`AppState::set_model`]) and start the

@@ -287,7 +287,7 @@ async fn image_multipart(state: &AppState, mut mp: Multipart) -> ApiResult<HttpR
 }
 
 async fn fetch_url(state: &AppState, url: String) -> ApiResult<Vec<u8>> {
-    if !state.config.allow_image_urls {
+    if !state.config.allow_image_urls() {
         return Err(ApiError::BadRequest("image_url is disabled on this server".into()));
     }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
