@@ -90,7 +90,8 @@ impl ConfigFile {
     }
 
     fn parse(path: &Path, text: &str, known: &BTreeSet<String>) -> Result<Self> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| anyhow!("config file {} is not valid TOML: {e}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow!("config file {} is not valid TOML: {e}", path.display()))?;
         for key in table.keys() {
             if !known.contains(key) {
                 let hint = match closest(key, known) {
@@ -215,7 +216,9 @@ pub fn resolve<T: Settings>(m: &ArgMatches, file: Option<&ConfigFile>) -> Result
     if let Err(e) = resolved.value.validate() {
         let source = resolved.sources.iter().find(|(k, _)| k == e.key).map(|(_, s)| s.clone()).unwrap_or(Source::Default);
         let change = match &source {
-            Source::Default | Source::DemoDefault => format!("set `{}` in the config file, VITRINE_{}, or --{}", e.key, e.key.to_uppercase(), e.key.replace('_', "-")),
+            Source::Default | Source::DemoDefault => {
+                format!("set `{}` in the config file, VITRINE_{}, or --{}", e.key, e.key.to_uppercase(), e.key.replace('_', "-"))
+            }
             other => format!("change it in {other}"),
         };
         bail!("invalid setting {e} (from {source}; {change})");
@@ -287,7 +290,9 @@ mod tests {
     }
 
     fn matches(args: &[&str]) -> ArgMatches {
-        <Demo as clap::CommandFactory>::command().try_get_matches_from(std::iter::once("demo").chain(args.iter().copied())).unwrap()
+        <Demo as clap::CommandFactory>::command()
+            .try_get_matches_from(std::iter::once("demo").chain(args.iter().copied()))
+            .unwrap()
     }
 
     #[test]

@@ -200,7 +200,9 @@ fn a_missing_config_file_is_an_error() {
 #[test]
 fn a_wrong_type_in_the_file_names_the_key_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    for (text, key) in [("queue = \"many\"\n", "`queue`"), ("bind = 8080\n", "`bind`"), ("media_root = \"/tmp\"\n", "`media_root`")] {
+    for (text, key) in
+        [("queue = \"many\"\n", "`queue`"), ("bind = 8080\n", "`bind`"), ("media_root = \"/tmp\"\n", "`media_root`")]
+    {
         let file = write(dir.path(), "wrong.toml", text);
         // Overridden by a flag, the file is still wrong: it fails the same way.
         let out = run(vitrine(dir.path()).args(["config", "serve", "--queue", "2", "--config"]).arg(&file));
@@ -316,9 +318,25 @@ fn the_example_file_parses_and_its_values_are_the_defaults() {
             assert!(documented, "vitrine.example.toml does not show `{key}`");
             if setting["source"] == "file" {
                 from_file += 1;
-                assert_eq!(setting["value"], d["settings"][key]["value"], "{}: `{key}` in the example is not the default", d["command"]);
+                assert_eq!(
+                    setting["value"], d["settings"][key]["value"],
+                    "{}: `{key}` in the example is not the default",
+                    d["command"]
+                );
             }
         }
     }
     assert!(from_file > 40, "the example sets most keys of most commands ({from_file})");
+}
+
+#[test]
+fn the_demo_does_not_follow_the_files_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "shop.toml", "data = \"shop\"\nqueue = 5\n");
+    let s = settings(&run(vitrine(dir.path()).args(["config", "demo", "--json", "--config"]).arg(&file)));
+    assert!(s["data"]["value"].as_str().unwrap().ends_with("data/demo"), "{s}");
+    assert_eq!(s["data"]["from"], "vitrine demo");
+    assert_eq!(s["queue"]["value"], 5, "the rest of the file applies");
+    let s = settings(&run(vitrine(dir.path()).args(["config", "demo", "--json", "--data", "mine"])));
+    assert_eq!(s["data"]["value"], "mine", "a flag still chooses");
 }

@@ -104,7 +104,8 @@ impl Default for IngestSettings {
 impl IngestSettings {
     /// The indexer's options with these settings applied (the rest stay the indexer's defaults).
     pub fn index_options(&self) -> IndexOptions {
-        let mut opts = IndexOptions { batch: self.batch, checkpoint: Duration::from_secs(self.checkpoint_secs), ..Default::default() };
+        let mut opts =
+            IndexOptions { batch: self.batch, checkpoint: Duration::from_secs(self.checkpoint_secs), ..Default::default() };
         opts.fetch.timeout = Duration::from_secs(self.fetch_timeout_secs);
         opts.fetch.retries = self.fetch_retries;
         opts.fetch.concurrency = self.fetch_concurrency;
@@ -235,7 +236,10 @@ mod tests {
     fn ingest_settings_reach_the_index_options() {
         let s = IngestSettings { batch: 3, checkpoint_secs: 7, fetch_timeout_secs: 5, fetch_retries: 9, fetch_concurrency: 2 };
         let o = s.index_options();
-        assert_eq!((o.batch, o.checkpoint, o.fetch.timeout, o.fetch.retries, o.fetch.concurrency), (3, Duration::from_secs(7), Duration::from_secs(5), 9, 2));
+        assert_eq!(
+            (o.batch, o.checkpoint, o.fetch.timeout, o.fetch.retries, o.fetch.concurrency),
+            (3, Duration::from_secs(7), Duration::from_secs(5), 9, 2)
+        );
         assert_eq!(o.chunk, IndexOptions::default().chunk);
     }
 
