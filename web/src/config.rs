@@ -191,9 +191,9 @@ impl ServeConfig {
         at_least_one("max_upload", self.max_upload as u64)?;
         at_least_one("max_catalog", self.max_catalog as u64)?;
         at_least_one("ef_search", self.ef_search as u64)?;
-        match self.bind.to_socket_addrs() {
-            Ok(mut addrs) if addrs.next().is_some() => {}
-            Ok(_) => return Err(InvalidSetting { key: "bind", problem: format!("{:?} resolves to no address", self.bind) }),
+        match self.bind.to_socket_addrs().map(|mut a| a.next().is_some()) {
+            Ok(true) => {}
+            Ok(false) => return Err(InvalidSetting { key: "bind", problem: format!("{:?} resolves to no address", self.bind) }),
             Err(e) => {
                 return Err(InvalidSetting {
                     key: "bind",
