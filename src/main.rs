@@ -3,21 +3,31 @@
 
 mod fetch;
 mod progress;
+mod settings;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 use vitrine_core::pipeline::{embed_images, ImageSource};
-use vitrine_core::{ClipOnnx, Device, Embedder, ImageLimits, RuntimeOptions};
-use vitrine_indexer::{IndexOptions, Indexer};
+use vitrine_core::{ClipOnnx, Embedder, ImageLimits};
+use vitrine_indexer::{IndexOptions, Indexer, LocalFiles};
+use vitrine_web::config::{IngestSettings, InvalidSetting, ModelSettings, DEFAULT_DATA};
 use vitrine_web::ServeConfig;
+
+use crate::settings::{resolve, ConfigFile, Resolved, Row, Settings, Source};
 
 #[derive(Parser)]
 #[command(name = "vitrine", version, about = "Visual product search: find products by photo or by describing how they look")]
 struct Cli {
+    /// Config file: TOML with flat keys named like the long flags (`max_upload = 1048576`); see
+    /// vitrine.example.toml. Its values sit between the defaults and the VITRINE_* environment.
+    #[arg(long, global = true, env = "VITRINE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,48 +49,32 @@ enum Command {
         /// Catalog file: .jsonl (one JSON object per line) or .csv.
         catalog: PathBuf,
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        model: ModelArgs,
+        settings: IndexSettings,
         /// Remove products that are not in this catalog.
         #[arg(long)]
         delete_missing: bool,
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
-        /// Images per model call.
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        /// Seconds between searchable checkpoints during a long run.
-        #[arg(long, default_value_t = 30)]
-        checkpoint_secs: u64,
-        /// Timeout per image download attempt, seconds.
-        #[arg(long, default_value_t = 10)]
-        fetch_timeout_secs: u64,
-        /// Attempts after a failed download (timeouts, 5xx).
-        #[arg(long, default_value_t = 2)]
-        fetch_retries: u32,
     },
     /// Delete products by id.
     Delete {
         #[arg(required = true)]
         ids: Vec<String>,
         #[command(flatten)]
-        data: DataArgs,
+        settings: DataSettings,
     },
     /// Re-embed every product with another model into a new generation, then switch over atomically.
     Reindex {
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        model: ModelArgs,
+        settings: IndexSettings,
         #[arg(long)]
         json: bool,
     },
     /// Rebuild the derived indexes (vectors and keywords) from the store, without the model.
     Rebuild {
         #[command(flatten)]
-        data: DataArgs,
+        settings: DataSettings,
     },
     /// Copy a data directory consistently while it is served, or restore such a copy.
     Snapshot {
@@ -90,62 +84,119 @@ enum Command {
     /// Serve the search API, the shopper page and the admin dashboard.
     Serve {
         #[command(flatten)]
-        serve: ServeArgs,
+        settings: ServeConfig,
     },
     /// Index the bundled demo catalog with the bundled tiny model, then serve it.
     Demo {
         #[command(flatten)]
-        serve: ServeArgs,
+        settings: ServeConfig,
         /// Index only, do not serve.
         #[arg(long)]
         no_serve: bool,
     },
+    /// Print a command's effective settings and where each came from (default, file, env, flag).
+    ///
+    /// Without a command, print every command's. Flags after the command are applied as that
+    /// command would apply them. Keys (secrets) are masked.
+    Config {
+        #[command(subcommand)]
+        command: Option<ConfigCommand>,
+        /// One JSON object per command: {"command", "file", "settings": {KEY: {"value", "source", "from"}}}.
+        #[arg(long, global = true)]
+        json: bool,
+    },
 }
 
-#[derive(Args, Clone)]
-struct DataArgs {
+/// The commands that have settings, each with its settings struct: `vitrine config` and the
+/// config file's list of known keys are both read from here.
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// The settings of `vitrine serve`.
+    Serve(ServeConfig),
+    /// The settings of `vitrine demo`.
+    Demo(ServeConfig),
+    /// The settings of `vitrine index`.
+    Index(IndexSettings),
+    /// The settings of `vitrine delete`.
+    Delete(DataSettings),
+    /// The settings of `vitrine reindex`.
+    Reindex(IndexSettings),
+    /// The settings of `vitrine rebuild`.
+    Rebuild(DataSettings),
+    /// The settings of `vitrine snapshot create` and `vitrine snapshot restore`.
+    Snapshot(DataSettings),
+    /// The settings of `vitrine embed`.
+    Embed {
+        #[command(subcommand)]
+        what: EmbedConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EmbedConfigCommand {
+    /// The settings of `vitrine embed image`.
+    Image(EmbedImageSettings),
+    /// The settings of `vitrine embed text`.
+    Text(ModelSettings),
+}
+
+/// Settings of the commands that only open the data directory.
+#[derive(Args, Clone, Serialize, Deserialize)]
+struct DataSettings {
     /// Data directory (created if missing).
-    #[arg(long, env = "VITRINE_DATA", default_value = "data")]
+    #[arg(long, env = "VITRINE_DATA", value_name = "DIR", default_value = DEFAULT_DATA)]
     data: PathBuf,
 }
 
-#[derive(Args, Clone)]
-struct ServeArgs {
+/// Settings of `vitrine index` and `vitrine reindex`.
+#[derive(Args, Clone, Serialize, Deserialize)]
+struct IndexSettings {
     #[command(flatten)]
-    data: DataArgs,
+    #[serde(flatten)]
+    data: DataSettings,
     #[command(flatten)]
-    model: ModelArgs,
-    #[arg(long, env = "VITRINE_BIND", default_value = "127.0.0.1:8080")]
-    bind: String,
-    /// Key for writes, ingest and the admin dashboard (unset: those are disabled).
-    #[arg(long, env = "VITRINE_ADMIN_KEY")]
-    admin_key: Option<String>,
-    /// Key for search (unset: search is open).
-    #[arg(long, env = "VITRINE_SEARCH_KEY")]
-    search_key: Option<String>,
-    /// Largest image upload in bytes.
-    #[arg(long, env = "VITRINE_MAX_UPLOAD", default_value_t = 20 << 20)]
-    max_upload: usize,
-    /// Requests that may wait for the model before the service answers 503.
-    #[arg(long, env = "VITRINE_QUEUE", default_value_t = 64)]
-    queue: usize,
-    /// HNSW search breadth (higher: better recall, slower).
-    #[arg(long, default_value_t = 128)]
-    ef_search: usize,
-    /// Refuse `image_url` in image searches (the server never fetches a URL a searcher sends).
-    #[arg(long, env = "VITRINE_NO_IMAGE_URLS")]
-    no_image_urls: bool,
-    /// Let `image_url` reach loopback, private and link-local addresses (refused by default, so
-    /// searchers cannot make the server fetch from its own network).
-    #[arg(long, env = "VITRINE_ALLOW_PRIVATE_IMAGE_URLS")]
-    allow_private_image_urls: bool,
-    /// A folder whose files products and catalogs sent over HTTP may name as images (repeat for
-    /// several). None by default: over HTTP, images are http(s) URLs only.
-    #[arg(long = "media-root", env = "VITRINE_MEDIA_ROOT", value_delimiter = ',')]
-    media_root: Vec<PathBuf>,
-    /// Key for `GET /metrics` (unset: open).
-    #[arg(long, env = "VITRINE_METRICS_KEY")]
-    metrics_key: Option<String>,
+    #[serde(flatten)]
+    model: ModelSettings,
+    #[command(flatten)]
+    #[serde(flatten)]
+    ingest: IngestSettings,
+}
+
+/// Settings of `vitrine embed image`.
+#[derive(Args, Clone, Serialize, Deserialize)]
+struct EmbedImageSettings {
+    #[command(flatten)]
+    #[serde(flatten)]
+    model: ModelSettings,
+    /// Images per model call.
+    #[arg(long, env = "VITRINE_BATCH", default_value_t = IndexOptions::default().batch)]
+    batch: usize,
+}
+
+impl Settings for ServeConfig {
+    const SECRETS: &'static [&'static str] = &["admin_key", "search_key", "metrics_key"];
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        ServeConfig::validate(self)
+    }
+}
+
+impl Settings for IndexSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        self.ingest.validate()
+    }
+}
+
+impl Settings for DataSettings {}
+
+impl Settings for ModelSettings {}
+
+impl Settings for EmbedImageSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.batch == 0 {
+            return Err(InvalidSetting { key: "batch", problem: "is 0; it must be at least 1".into() });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -155,17 +206,14 @@ enum EmbedCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[command(flatten)]
-        model: ModelArgs,
-        /// Images per model call.
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
+        settings: EmbedImageSettings,
     },
     /// Embed texts: {"input": TEXT, "embedding": [...]} per line (L2-normalized).
     Text {
         #[arg(required = true)]
         texts: Vec<String>,
         #[command(flatten)]
-        model: ModelArgs,
+        settings: ModelSettings,
         /// Also print the token ids.
         #[arg(long)]
         ids: bool,
@@ -177,14 +225,14 @@ enum SnapshotCommand {
     /// Write a consistent copy of the data directory into OUT, a new folder (waits for a writer).
     Create {
         #[command(flatten)]
-        data: DataArgs,
+        settings: DataSettings,
         out: PathBuf,
     },
     /// Restore SNAPSHOT into the data directory, which must be empty unless --force.
     Restore {
         snapshot: PathBuf,
         #[command(flatten)]
-        data: DataArgs,
+        settings: DataSettings,
         /// Replace the contents of a non-empty data directory.
         #[arg(long)]
         force: bool,
@@ -213,39 +261,8 @@ enum ModelCommand {
     List,
 }
 
-/// Where and how a model runs; shared by every subcommand that loads one.
-#[derive(Args, Clone)]
-struct ModelArgs {
-    /// Model directory (vision_model.onnx, text_model.onnx, tokenizer.json, preprocessor_config.json).
-    #[arg(long, env = "VITRINE_MODEL", default_value = "models/tiny-clip")]
-    model: PathBuf,
-    #[command(flatten)]
-    runtime: RuntimeArgs,
-}
-
-#[derive(Args, Clone)]
-struct RuntimeArgs {
-    /// cpu, cuda, or auto (CUDA when it loads, else CPU).
-    #[arg(long, env = "VITRINE_DEVICE", default_value = "auto")]
-    device: Device,
-    /// Threads per model call (0 = one per core).
-    #[arg(long, env = "VITRINE_THREADS", default_value_t = 0)]
-    threads: usize,
-    /// Path to libonnxruntime.so (default: .ort/ from scripts/setup.sh).
-    #[arg(long, env = "VITRINE_ORT_LIB")]
-    ort_lib: Option<PathBuf>,
-}
-
-impl RuntimeArgs {
-    fn options(&self) -> RuntimeOptions {
-        RuntimeOptions { device: self.device, intra_threads: self.threads, ort_lib: self.ort_lib.clone(), cuda_device_id: 0 }
-    }
-}
-
-impl ModelArgs {
-    fn load(&self) -> Result<ClipOnnx> {
-        ClipOnnx::open(&self.model, &self.runtime.options()).with_context(|| format!("loading model {}", self.model.display()))
-    }
+fn load_model(s: &ModelSettings) -> Result<ClipOnnx> {
+    ClipOnnx::open(&s.model, &s.runtime()).with_context(|| format!("loading model {}", s.model.display()))
 }
 
 fn main() -> ExitCode {
@@ -253,7 +270,9 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VITRINE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -262,14 +281,134 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+/// The matches of the innermost subcommand (`embed image`, `config serve`): where its settings are.
+fn leaf(m: &ArgMatches) -> &ArgMatches {
+    match m.subcommand() {
+        Some((_, sub)) => leaf(sub),
+        None => m,
+    }
+}
+
+/// Every command with settings, as the argument list after `vitrine config` (`["embed", "image"]`).
+fn config_commands() -> Vec<Vec<String>> {
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        if cmd.get_subcommands().next().is_none() {
+            out.push(path.clone());
+        }
+        for sub in cmd.get_subcommands() {
+            path.push(sub.get_name().to_string());
+            walk(sub, path, out);
+            path.pop();
+        }
+    }
+    let cli = Cli::command();
+    let config = cli.find_subcommand("config").expect("the config command exists");
+    let mut out = Vec::new();
+    for sub in config.get_subcommands() {
+        walk(sub, &mut vec![sub.get_name().to_string()], &mut out);
+    }
+    out
+}
+
+/// Every key a config file may hold: the settings of every command.
+fn known_keys() -> BTreeSet<String> {
+    let cli = Cli::command();
+    let config = cli.find_subcommand("config").expect("the config command exists");
+    let mut keys = BTreeSet::new();
+    for path in config_commands() {
+        let cmd = path.iter().fold(config, |c, name| c.find_subcommand(name).expect("listed by config_commands"));
+        keys.extend(settings::keys(cmd));
+    }
+    keys
+}
+
+/// `vitrine demo` runs on the bundled model and its own data directory unless a flag or the
+/// environment says otherwise, and opens the dashboard with a known key. The config file's `data`
+/// and `model` are for the real service: the demo deletes every product not in the demo catalog,
+/// so it must not follow a shared file into the shop's data directory.
+fn demo_defaults(r: &mut Resolved<ServeConfig>) -> Result<()> {
+    let root = demo_root()?;
+    let not_chosen = |s: &Source| matches!(s, Source::Default | Source::File(_));
+    if not_chosen(r.source("model")) {
+        r.value.model.model = root.join("models/tiny-clip");
+        r.set_source("model", Source::DemoDefault);
+    }
+    if not_chosen(r.source("data")) {
+        r.value.data = root.join("data/demo");
+        r.set_source("data", Source::DemoDefault);
+    }
+    if r.value.admin_key.is_none() {
+        r.value.admin_key = Some("demo-admin-key".into());
+        r.set_source("admin_key", Source::DemoDefault);
+    }
+    if r.value.media_root.is_empty() {
+        // So the dashboard can import demo/catalog.jsonl, whose images are paths under demo/.
+        r.value.media_root = vec![root.join("demo")];
+        r.set_source("media_root", Source::DemoDefault);
+    }
+    Ok(())
+}
+
+fn config_rows(what: &ConfigCommand, m: &ArgMatches, file: Option<&ConfigFile>) -> Result<Vec<Row>> {
+    Ok(match what {
+        ConfigCommand::Serve(_) => resolve::<ServeConfig>(m, file)?.rows(),
+        ConfigCommand::Demo(_) => {
+            let mut r = resolve::<ServeConfig>(m, file)?;
+            demo_defaults(&mut r)?;
+            r.rows()
+        }
+        ConfigCommand::Index(_) | ConfigCommand::Reindex(_) => resolve::<IndexSettings>(m, file)?.rows(),
+        ConfigCommand::Delete(_) | ConfigCommand::Rebuild(_) | ConfigCommand::Snapshot(_) => {
+            resolve::<DataSettings>(m, file)?.rows()
+        }
+        ConfigCommand::Embed { what: EmbedConfigCommand::Image(_) } => resolve::<EmbedImageSettings>(m, file)?.rows(),
+        ConfigCommand::Embed { what: EmbedConfigCommand::Text(_) } => resolve::<ModelSettings>(m, file)?.rows(),
+    })
+}
+
+fn print_config(command: Option<ConfigCommand>, json: bool, matches: &ArgMatches, file: Option<&ConfigFile>) -> Result<()> {
+    let runs: Vec<(Vec<String>, ArgMatches)> = match command {
+        Some(_) => {
+            let mut path = Vec::new();
+            let mut m = matches;
+            while let Some((name, sub)) = m.subcommand() {
+                path.push(name.to_string());
+                m = sub;
+            }
+            vec![(path[1..].to_vec(), matches.clone())]
+        }
+        None => config_commands()
+            .into_iter()
+            .map(|path| {
+                let argv = ["vitrine", "config"].into_iter().map(String::from).chain(path.iter().cloned());
+                let m = Cli::command().try_get_matches_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok((path, m))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut out = String::new();
+    for (path, m) in runs {
+        let Command::Config { command: Some(what), .. } = Cli::from_arg_matches(&m)?.command else {
+            unreachable!("a config command with a subcommand");
+        };
+        out.push_str(&settings::render(&path.join(" "), file, &config_rows(&what, leaf(&m), file)?, json));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
+    let file = cli.config.as_deref().map(|p| ConfigFile::load(p, &known_keys())).transpose()?;
+    let file = file.as_ref();
+    let m = leaf(matches);
     match cli.command {
-        Command::Embed { what: EmbedCommand::Image { paths, model, batch } } => {
-            let embedder = model.load()?;
+        Command::Embed { what: EmbedCommand::Image { paths, .. } } => {
+            let s: EmbedImageSettings = resolve(m, file)?.value;
+            let embedder = load_model(&s.model)?;
             let inputs: Vec<_> = paths.iter().map(|p| (p.display().to_string(), ImageSource::Path(p.clone()))).collect();
             let mut failed = 0;
             let mut out = std::io::stdout().lock();
-            embed_images(&embedder, inputs, batch, &ImageLimits::default(), |input, r| match r {
+            embed_images(&embedder, inputs, s.batch, &ImageLimits::default(), |input, r| match r {
                 Ok(v) => print_line(&mut out, serde_json::json!({ "input": input, "embedding": v })),
                 Err(e) => {
                     failed += 1;
@@ -278,8 +417,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             });
             Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
-        Command::Embed { what: EmbedCommand::Text { texts, model, ids } } => {
-            let embedder = model.load()?;
+        Command::Embed { what: EmbedCommand::Text { texts, ids, .. } } => {
+            let s: ModelSettings = resolve(m, file)?.value;
+            let embedder = load_model(&s)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let vectors = embedder.embed_texts(&refs)?;
             let mut out = std::io::stdout().lock();
@@ -297,26 +437,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", dest.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Index {
-            catalog,
-            data,
-            model,
-            delete_missing,
-            json,
-            batch,
-            checkpoint_secs,
-            fetch_timeout_secs,
-            fetch_retries,
-        } => {
-            let embedder: Arc<dyn Embedder> = Arc::new(model.load()?);
-            let operator = IndexOptions::for_catalog(&catalog);
-            let fetch = vitrine_indexer::FetchOptions {
-                timeout: std::time::Duration::from_secs(fetch_timeout_secs),
-                retries: fetch_retries,
-                ..operator.fetch.clone()
-            };
-            let opts = IndexOptions { batch, checkpoint: std::time::Duration::from_secs(checkpoint_secs), fetch, ..operator };
-            let ix = Indexer::open(&data.data, embedder, opts)?;
+        Command::Index { catalog, delete_missing, json, .. } => {
+            let s: IndexSettings = resolve(m, file)?.value;
+            let embedder: Arc<dyn Embedder> = Arc::new(load_model(&s.model)?);
+            // The operator's catalog: local paths resolve beside it, and any address may be fetched.
+            let opts = IndexOptions { local_files: LocalFiles::beside(&catalog), ..s.ingest.operator_options() };
+            let ix = Indexer::open(&s.data.data, embedder, opts)?;
             let (records, errors) =
                 vitrine_indexer::catalog::parse_file(&catalog).with_context(|| format!("reading {}", catalog.display()))?;
             let bar = progress::Bar::new(&format!("indexing {}", catalog.display()));
@@ -325,8 +451,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             report(&res, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Delete { ids, data } => {
-            let ix = Indexer::open_without_model(&data.data, IndexOptions::default())?;
+        Command::Delete { ids, .. } => {
+            let s: DataSettings = resolve(m, file)?.value;
+            let ix = Indexer::open_without_model(&s.data, IndexOptions::default())?;
             let gone = ix.delete(&ids)?;
             for id in &ids {
                 if gone.contains(id) {
@@ -337,44 +464,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(if gone.len() == ids.len() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Reindex { data, model, json } => {
-            let embedder: Arc<dyn Embedder> = Arc::new(model.load()?);
+        Command::Reindex { json, .. } => {
+            let s: IndexSettings = resolve(m, file)?.value;
+            let embedder: Arc<dyn Embedder> = Arc::new(load_model(&s.model)?);
             let bar = progress::Bar::new("re-embedding");
-            let res = vitrine_indexer::reindex(&data.data, embedder, IndexOptions::for_operator(), &bar)?;
+            let res = vitrine_indexer::reindex(&s.data.data, embedder, s.ingest.operator_options(), &bar)?;
             bar.finish();
             report(&res, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rebuild { data } => {
-            let ix = Indexer::open_without_model(&data.data, IndexOptions::default())?;
+        Command::Rebuild { .. } => {
+            let s: DataSettings = resolve(m, file)?.value;
+            let ix = Indexer::open_without_model(&s.data, IndexOptions::default())?;
             let r = ix.rebuild()?;
             println!("rebuilt generation {}", r.map(|r| r.generation).unwrap_or(0));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Snapshot { what: SnapshotCommand::Create { data, out } } => {
-            let info = vitrine_indexer::snapshot::create_locked(&data.data, &out, IndexOptions::default())?;
+        Command::Snapshot { what: SnapshotCommand::Create { out, .. } } => {
+            let s: DataSettings = resolve(m, file)?.value;
+            let info = vitrine_indexer::snapshot::create_locked(&s.data, &out, IndexOptions::default())?;
             println!("{}", serde_json::to_string(&info)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Snapshot { what: SnapshotCommand::Restore { snapshot, data, force } } => {
-            let wait = IndexOptions::default().lock_wait;
-            let info = vitrine_indexer::snapshot::restore(&snapshot, &data.data, force, wait)?;
+        Command::Snapshot { what: SnapshotCommand::Restore { snapshot, force, .. } } => {
+            let s: DataSettings = resolve(m, file)?.value;
+            let info = vitrine_indexer::snapshot::restore(&snapshot, &s.data, force, IndexOptions::default().lock_wait)?;
             println!("{}", serde_json::to_string(&info)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { serve } => serve_forever(serve),
-        Command::Demo { mut serve, no_serve } => {
-            let root = demo_root()?;
-            if serve.model.model == Path::new("models/tiny-clip") {
-                serve.model.model = root.join("models/tiny-clip");
+        Command::Serve { .. } => {
+            let config: ServeConfig = resolve(m, file)?.value;
+            if config.admin_key.is_none() {
+                tracing::warn!("no admin key (--admin-key, VITRINE_ADMIN_KEY or `admin_key`): writes, ingest and the admin dashboard are disabled");
             }
-            if serve.data.data == Path::new("data") {
-                serve.data.data = root.join("data/demo");
-            }
-            let embedder: Arc<dyn Embedder> = Arc::new(serve.model.load()?);
-            let catalog = root.join("demo/catalog.jsonl");
+            run_server(config, None)
+        }
+        Command::Demo { no_serve, .. } => {
+            let mut r = resolve::<ServeConfig>(m, file)?;
+            demo_defaults(&mut r)?;
+            let config = r.value.clone();
+            let embedder: Arc<dyn Embedder> = Arc::new(load_model(&config.model)?);
+            let catalog = demo_root()?.join("demo/catalog.jsonl");
             {
-                let ix = Indexer::open(&serve.data.data, embedder.clone(), IndexOptions::for_catalog(&catalog))?;
+                let opts = IndexOptions { local_files: LocalFiles::beside(&catalog), ..config.ingest.operator_options() };
+                let ix = Indexer::open(&config.data, embedder.clone(), opts)?;
                 let (records, errors) = vitrine_indexer::catalog::parse_file(&catalog)?;
                 let bar = progress::Bar::new("indexing the demo catalog");
                 let res = ix.ingest(records, errors, true, &bar)?;
@@ -384,21 +517,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if no_serve {
                 return Ok(ExitCode::SUCCESS);
             }
-            if serve.media_root.is_empty() {
-                // So the dashboard can import demo/catalog.jsonl, whose images are paths under demo/.
-                serve.media_root = vec![root.join("demo")];
+            if r.source("admin_key") == &Source::DemoDefault {
+                eprintln!("admin key for this demo: {}", config.admin_key.as_deref().unwrap_or_default());
             }
-            if serve.admin_key.is_none() {
-                serve.admin_key = Some("demo-admin-key".into());
-                eprintln!("admin key for this demo: demo-admin-key");
-            }
-            eprintln!("open http://{}/ (shopper) and http://{}/admin (dashboard)", serve.bind, serve.bind);
-            run_server(serve, Some(embedder))
+            eprintln!("open http://{}/ (shopper) and http://{}/admin (dashboard)", config.bind, config.bind);
+            run_server(config, Some(embedder))
         }
         Command::Model { what: ModelCommand::List } => {
             for k in fetch::KNOWN {
                 println!("{:<14} {:<32} {}", k.name, k.repo, k.about);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { command, json } => {
+            print_config(command, json, matches, file)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -433,35 +565,18 @@ fn demo_root() -> Result<PathBuf> {
 }
 
 /// Listen at once (`/healthz` answers), load and warm the model in the background, then `/readyz`.
-fn serve_forever(args: ServeArgs) -> Result<ExitCode> {
-    run_server(args, None)
-}
-
-fn run_server(args: ServeArgs, embedder: Option<Arc<dyn Embedder>>) -> Result<ExitCode> {
-    let config = ServeConfig {
-        data: args.data.data.clone(),
-        admin_key: args.admin_key.clone(),
-        search_key: args.search_key.clone(),
-        max_upload: args.max_upload,
-        queue_capacity: args.queue,
-        ef_search: args.ef_search,
-        allow_image_urls: !args.no_image_urls,
-        allow_private_image_urls: args.allow_private_image_urls,
-        media_root: args.media_root.clone(),
-        metrics_key: args.metrics_key.clone(),
-        ..Default::default()
-    };
-    if config.admin_key.is_none() {
-        tracing::warn!("no --admin-key: writes, ingest and the admin dashboard are disabled");
-    }
+fn run_server(config: ServeConfig, embedder: Option<Arc<dyn Embedder>>) -> Result<ExitCode> {
+    let bind = config.bind.clone();
+    let model = config.model.clone();
     let state = vitrine_web::build_state(config)?;
     match embedder {
         Some(e) => state.set_model(e)?,
         None => {
-            let (st, model) = (state.clone(), args.model.clone());
+            let st = state.clone();
             std::thread::spawn(move || {
-                let loaded =
-                    model.load().map_err(|e| format!("{e:#}")).and_then(|m| st.set_model(Arc::new(m)).map_err(|e| e.to_string()));
+                let loaded = load_model(&model)
+                    .map_err(|e| format!("{e:#}"))
+                    .and_then(|m| st.set_model(Arc::new(m)).map_err(|e| e.to_string()));
                 if let Err(e) = loaded {
                     // The service cannot answer queries without its model: stop rather than stay unready.
                     eprintln!("error: {e}");
@@ -471,11 +586,71 @@ fn run_server(args: ServeArgs, embedder: Option<Arc<dyn Embedder>>) -> Result<Ex
             });
         }
     }
-    actix_web::rt::System::new().block_on(vitrine_web::serve(state, &args.bind))?;
+    actix_web::rt::System::new().block_on(vitrine_web::serve(state, &bind))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_line(out: &mut impl std::io::Write, v: serde_json::Value) {
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = writeln!(out, "{v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// One name per setting (`--max-upload`, `VITRINE_MAX_UPLOAD`, `max_upload`), and a key that
+    /// several commands share means the same in each: one variable, one default, one help line.
+    #[test]
+    fn every_setting_has_one_name_and_one_meaning() {
+        let cli = Cli::command();
+        let config = cli.find_subcommand("config").unwrap();
+        let mut seen = BTreeMap::new();
+        for path in config_commands() {
+            let cmd = path.iter().fold(config, |c, name| c.find_subcommand(name).unwrap());
+            for a in cmd.get_arguments() {
+                let id = a.get_id().to_string();
+                assert_eq!(a.get_long().map(str::to_string), Some(id.replace('_', "-")), "{path:?}");
+                let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
+                assert_eq!(env, Some(format!("VITRINE_{}", id.to_uppercase())), "{path:?}");
+                let defaults: Vec<String> = a.get_default_values().iter().map(|d| d.to_string_lossy().into_owned()).collect();
+                let meaning = (env, defaults, a.get_help().map(|h| h.to_string()));
+                if let Some(before) = seen.insert(id.clone(), meaning.clone()) {
+                    assert_eq!(before, meaning, "`{id}` differs between commands");
+                }
+            }
+        }
+        assert!(seen.len() >= 20, "{seen:?}");
+        assert_eq!(known_keys(), seen.keys().cloned().collect());
+    }
+
+    fn serializes_to_its_keys<T: Settings>() {
+        let cmd = T::augment_args(clap::Command::new("t"));
+        let want: BTreeSet<String> = settings::keys(&cmd).into_iter().collect();
+        let value = serde_json::to_value(vitrine_web::config::defaults::<T>()).unwrap();
+        let have: BTreeSet<String> = value.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(want, have, "serde and clap name the keys alike");
+    }
+
+    #[test]
+    fn every_settings_struct_serializes_to_its_flag_names() {
+        serializes_to_its_keys::<ServeConfig>();
+        serializes_to_its_keys::<IndexSettings>();
+        serializes_to_its_keys::<DataSettings>();
+        serializes_to_its_keys::<EmbedImageSettings>();
+        serializes_to_its_keys::<ModelSettings>();
+    }
+
+    #[test]
+    fn the_config_command_lists_every_command_with_settings() {
+        let listed: Vec<String> = config_commands().iter().map(|p| p.join(" ")).collect();
+        assert_eq!(listed, ["serve", "demo", "index", "delete", "reindex", "rebuild", "snapshot", "embed image", "embed text"]);
+    }
 }

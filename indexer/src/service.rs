@@ -60,14 +60,11 @@ pub struct WriteConfig {
 }
 
 impl WriteConfig {
-    /// Settings for the server: a write that finds another process holding the data directory
-    /// waits at most 2 s for it (then answers 409), so a request thread is never held long.
+    /// Settings for the server. `index.lock_wait` is how long a write that finds another process
+    /// holding the data directory waits before [`IndexError::Busy`] (409): keep it short, a request
+    /// thread waits that long.
     pub fn new(data: PathBuf, index: IndexOptions) -> Self {
-        WriteConfig {
-            data,
-            index: IndexOptions { lock_wait: Duration::from_secs(2), ..index },
-            idle_close: Duration::from_secs(10),
-        }
+        WriteConfig { data, index, idle_close: Duration::from_secs(10) }
     }
 }
 

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod compat;
+mod config;
 mod fetch;
 mod index;
 mod lock;

@@ -124,7 +124,7 @@ async fn image_url_queries_fetch_the_photo() {
             .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("non-public"), "{v}");
-    let off = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.allow_image_urls = false))).await;
+    let off = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.no_image_urls = true))).await;
     let (s, v) =
         call(&off, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod products;
@@ -30,13 +31,14 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use vitrine_core::{Embedder, ModelSlot};
 use vitrine_indexer::service::{WriteConfig, WriteService};
-use vitrine_indexer::{FetchOptions, IndexOptions, LocalFiles};
+use vitrine_indexer::{IndexOptions, LocalFiles};
 use vitrine_searcher::service::{ImageUrls, QueryConfig, QueryService};
 use vitrine_searcher::Searcher;
 
+pub use crate::config::ServeConfig;
 use crate::error::{ApiError, ApiResult, ErrorBody, StartError};
 use crate::metrics::Metrics;
-pub use crate::state::{AppState, ServeConfig};
+pub use crate::state::AppState;
 
 /// How often the service looks for a generation written by another process.
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
@@ -49,7 +51,7 @@ pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
     let searcher = Arc::new(Searcher::open(&config.data, config.ef_search)?);
     searcher.spawn_refresher(REFRESH_EVERY);
     let model = ModelSlot::default();
-    let urls = match (config.allow_image_urls, config.allow_private_image_urls) {
+    let urls = match (config.allow_image_urls(), config.allow_private_image_urls) {
         (false, _) => ImageUrls::Disabled,
         (true, false) => ImageUrls::PublicOnly,
         (true, true) => ImageUrls::Any,
@@ -76,12 +78,11 @@ pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
 /// How products and catalogs sent over HTTP are ingested: images are http(s) URLs on public
 /// addresses (unless `allow_private_image_urls`) or files under the media roots, nothing else.
 fn http_ingest_options(config: &ServeConfig) -> IndexOptions {
-    let defaults = IndexOptions::default();
-    IndexOptions {
-        local_files: LocalFiles::Roots(config.media_root.clone()),
-        fetch: FetchOptions { public_only: !config.allow_private_image_urls, ..defaults.fetch.clone() },
-        ..defaults
-    }
+    let mut opts = config.ingest.index_options();
+    opts.local_files = LocalFiles::Roots(config.media_root.clone());
+    opts.fetch.public_only = !config.allow_private_image_urls;
+    opts.lock_wait = Duration::from_secs(config.lock_timeout_secs);
+    opts
 }
 
 /// [`build_state`] with a model that is already loaded (tests, embedding in other programs).
