@@ -442,6 +442,7 @@ impl Indexer {
                 updated_at: generation::now_secs(),
             };
             self.store.put(ProductWrite { stored, image_vectors, text_vector })?;
+            fault_after_write(&self.store);
             if p.old_ord.is_some() {
                 res.summary.updated += 1;
             } else {
@@ -474,6 +475,22 @@ impl Indexer {
             }
         }
         Ok(Some(path))
+    }
+}
+
+/// Test-only crash point. With `VITRINE_FAULT_ABORT_AFTER_WRITES=N` in the environment, the process
+/// flushes the store and aborts right after its N-th product write: exactly N products are
+/// durable and no generation holds them yet, so crash tests (`tests/it/index.rs`) stop a writer
+/// at a known point instead of guessing with a timer. Unset, it costs one cached lookup per write.
+fn fault_after_write(store: &Store) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let limit = LIMIT.get_or_init(|| std::env::var("VITRINE_FAULT_ABORT_AFTER_WRITES").ok().and_then(|v| v.parse().ok()));
+    if limit.is_some_and(|n| WRITES.fetch_add(1, Ordering::SeqCst) + 1 == n) {
+        let _ = store.flush();
+        eprintln!("fault injected: aborting after {} product writes", limit.unwrap_or(0));
+        std::process::abort();
     }
 }
 

@@ -123,7 +123,9 @@ pub fn normalize(scores: &[f32], how: Normalization) -> Vec<f32> {
 }
 
 /// Weighted score fusion: `score(d) = Σ_c w_c · norm_c(d)`. A document missing from a channel
-/// takes that channel's lowest normalized score (0 for min-max), so absence never beats presence.
+/// takes 0 for min-max, and that channel's lowest z-score for z-score, so absence never beats
+/// presence. (Min-max gives a channel whose scores are all equal, such as a single keyword match,
+/// 1 for each; its floor stays 0, or the channel would add the same to every document.)
 pub fn weighted(channels: &[(&[(u64, f32)], f32)], how: Normalization) -> Vec<(u64, f32)> {
     let mut acc: HashMap<u64, f32> = HashMap::new();
     let mut floors = vec![];
@@ -133,7 +135,10 @@ pub fn weighted(channels: &[(&[(u64, f32)], f32)], how: Normalization) -> Vec<(u
         }
         let raw: Vec<f32> = list.iter().map(|(_, s)| *s).collect();
         let norm = normalize(&raw, how);
-        let floor = norm.iter().copied().fold(f32::INFINITY, f32::min);
+        let floor = match how {
+            Normalization::Minmax => 0.0,
+            Normalization::Zscore => norm.iter().copied().fold(f32::INFINITY, f32::min),
+        };
         floors.push((*list, *w, floor));
         for ((doc, _), n) in list.iter().zip(norm) {
             *acc.entry(*doc).or_default() += w * n;
@@ -200,5 +205,102 @@ mod tests {
         let fused = weighted(&[(&image, 2.0), (&keyword, 1.0)], Normalization::Minmax);
         // 1: 2*1 + 0 = 2; 2: 0 + 1 = 1; 3: 0 + 0 = 0
         assert_eq!(fused, vec![(1, 2.0), (2, 1.0), (3, 0.0)]);
+    }
+
+    fn close(got: &[(u64, f32)], want: &[(u64, f32)]) {
+        assert_eq!(got.iter().map(|x| x.0).collect::<Vec<_>>(), want.iter().map(|x| x.0).collect::<Vec<_>>(), "{got:?}");
+        for ((_, g), (d, w)) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "doc {d}: {g} != {w} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn weighted_zscore_gives_a_missing_document_the_channels_lowest_score() {
+        // image: mean 2, std 1 → 1: +1, 2: -1 (floor -1).
+        let image = [(1, 3.0), (2, 1.0)];
+        // keyword: mean 4, std √(8/3) → 2: +√1.5, 3: 0, 4: -√1.5 (floor -√1.5).
+        let keyword = [(2, 6.0), (3, 4.0), (4, 2.0)];
+        let z = 1.5f32.sqrt();
+        let fused = weighted(&[(&image, 1.0), (&keyword, 2.0)], Normalization::Zscore);
+        // 1: +1 + 2·(-z) (absent from keyword: its floor, not 0, which would put it first)
+        // 2: -1 + 2·z;  3: -1 (absent from image) + 0;  4: -1 + 2·(-z)
+        close(&fused, &[(2, -1.0 + 2.0 * z), (3, -1.0), (1, 1.0 - 2.0 * z), (4, -1.0 - 2.0 * z)]);
+    }
+
+    #[test]
+    fn weighted_minmax_counts_a_channel_with_a_single_match() {
+        // One keyword match normalizes to 1; the products it misses take 0, not the match's own 1.
+        let image = [(1, 0.9), (2, 0.5)];
+        let keyword = [(2, 7.5)];
+        let fused = weighted(&[(&image, 1.0), (&keyword, 1.0)], Normalization::Minmax);
+        close(&fused, &[(2, 1.0), (1, 1.0)]);
+        let fused = weighted(&[(&image, 1.0), (&keyword, 1.5)], Normalization::Minmax);
+        close(&fused, &[(2, 1.5), (1, 1.0)]);
+    }
+
+    #[test]
+    fn rrf_weights_scale_each_channel() {
+        let a = [(1, 0.9), (2, 0.8)];
+        let b = [(2, 3.0), (1, 2.0)];
+        // k = 1: rank 1 → w/2, rank 2 → w/3.
+        // a·0.5 + b·2: 1 → 0.5/2 + 2/3; 2 → 0.5/3 + 2/2
+        close(&rrf(&[(&a, 0.5), (&b, 2.0)], 1.0), &[(2, 0.5 / 3.0 + 1.0), (1, 0.25 + 2.0 / 3.0)]);
+        // a·2 + b·0.5: the order flips.
+        close(&rrf(&[(&a, 2.0), (&b, 0.5)], 1.0), &[(1, 1.0 + 0.5 / 3.0), (2, 2.0 / 3.0 + 0.25)]);
+        // k = 0 is allowed: rank 1 scores w.
+        close(&rrf(&[(&a, 3.0)], 0.0), &[(1, 3.0), (2, 1.5)]);
+    }
+
+    #[test]
+    fn equal_scores_are_ordered_by_document() {
+        let a = [(7, 0.9), (5, 0.1)];
+        let b = [(3, 0.4), (9, 0.2)];
+        // RRF: 7 and 3 tie at 1/61, 5 and 9 at 1/62.
+        let fused = rrf(&[(&a, 1.0), (&b, 1.0)], 60.0);
+        assert_eq!(fused.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 7, 5, 9]);
+        // Weighted: 7 and 3 both 1, 5 and 9 both 0; the same order whatever the input order.
+        for (x, y) in [(&a[..], &b[..]), (&b[..], &a[..])] {
+            let fused = weighted(&[(x, 1.0), (y, 1.0)], Normalization::Minmax);
+            assert_eq!(fused, vec![(3, 1.0), (7, 1.0), (5, 0.0), (9, 0.0)]);
+        }
+    }
+
+    #[test]
+    fn default_weights_follow_what_the_query_holds() {
+        let w = |image, text, keyword| Weights { image, text, keyword };
+        assert_eq!(Weights::default_for(true, false), w(1.0, 0.0, 0.0), "a photo alone: the image channel alone");
+        assert_eq!(Weights::default_for(true, true), w(1.0, 0.5, 1.0));
+        assert_eq!(Weights::default_for(false, true), w(1.0, 1.0, 1.0));
+        assert_eq!(Weights::default_for(false, false), Weights::default());
+    }
+
+    #[test]
+    fn validate_refuses_negative_and_non_finite_numbers_and_names_the_field() {
+        assert_eq!(Fusion::default().validate(), Ok(()));
+        let ok = Fusion { k: 0.0, weights: Some(Weights { image: 0.0, text: 2.5, keyword: 0.0 }), ..Default::default() };
+        assert_eq!(ok.validate(), Ok(()));
+        for (bad, field) in [
+            (Weights { image: -0.5, ..Default::default() }, "fusion.weights.image"),
+            (Weights { text: f32::NAN, ..Default::default() }, "fusion.weights.text"),
+            (Weights { keyword: f32::INFINITY, ..Default::default() }, "fusion.weights.keyword"),
+        ] {
+            let e = Fusion { weights: Some(bad), ..Default::default() }.validate().unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+        for k in [-1.0, f32::NAN, f32::INFINITY] {
+            let e = Fusion { k, ..Default::default() }.validate().unwrap_err();
+            assert!(e.contains("fusion.k"), "{e}");
+        }
+    }
+
+    #[test]
+    fn fusion_requests_parse_with_defaults_and_refuse_unknown_fields() {
+        let f: Fusion = serde_json::from_str("{}").unwrap();
+        assert_eq!(f, Fusion::default());
+        let f: Fusion = serde_json::from_str(r#"{"mode": "weighted", "normalization": "zscore", "weights": {"text": 0}}"#).unwrap();
+        assert_eq!((f.mode, f.normalization), (FusionMode::Weighted, Normalization::Zscore));
+        assert_eq!(f.weights, Some(Weights { image: 1.0, text: 0.0, keyword: 1.0 }), "unnamed weights keep their default");
+        assert!(serde_json::from_str::<Fusion>(r#"{"mode": "sum"}"#).is_err());
+        assert!(serde_json::from_str::<Fusion>(r#"{"kk": 1}"#).is_err());
     }
 }

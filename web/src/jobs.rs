@@ -166,6 +166,7 @@ impl Jobs {
             if job.state != JobState::Queued {
                 continue;
             }
+            writer.wait_for_model();
             self.update(&id, |j| {
                 j.state = JobState::Running;
                 j.started_at = Some(now());

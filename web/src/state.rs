@@ -121,6 +121,14 @@ impl Writer {
         r
     }
 
+    /// Block until the model is set. The job worker starts before `vitrine serve` has loaded its
+    /// model, and a job it ran then (one resumed after a restart) would fail as "not ready".
+    pub fn wait_for_model(&self) {
+        while self.model.get().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Close the store now (waits for a write in progress).
     pub fn close(&self) {
         *self.inner.lock() = None;
