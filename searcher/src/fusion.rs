@@ -297,7 +297,8 @@ mod tests {
     fn fusion_requests_parse_with_defaults_and_refuse_unknown_fields() {
         let f: Fusion = serde_json::from_str("{}").unwrap();
         assert_eq!(f, Fusion::default());
-        let f: Fusion = serde_json::from_str(r#"{"mode": "weighted", "normalization": "zscore", "weights": {"text": 0}}"#).unwrap();
+        let f: Fusion =
+            serde_json::from_str(r#"{"mode": "weighted", "normalization": "zscore", "weights": {"text": 0}}"#).unwrap();
         assert_eq!((f.mode, f.normalization), (FusionMode::Weighted, Normalization::Zscore));
         assert_eq!(f.weights, Some(Weights { image: 1.0, text: 0.0, keyword: 1.0 }), "unnamed weights keep their default");
         assert!(serde_json::from_str::<Fusion>(r#"{"mode": "sum"}"#).is_err());

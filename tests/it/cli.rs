@@ -145,7 +145,8 @@ fn model_fetch_takes_a_revision_and_force_downloads_again() {
     });
     let dest = tempfile::tempdir().unwrap();
     let fetch = |extra: &[&str]| {
-        let mut args = vec!["model", "fetch", "acme/tiny-clip", "--endpoint", &endpoint, "--dir", dest.path().to_str().unwrap()];
+        let mut args =
+            vec!["model", "fetch", "acme/tiny-clip", "--endpoint", endpoint.as_str(), "--dir", dest.path().to_str().unwrap()];
         args.extend_from_slice(extra);
         Command::new(vitrine_bin()).args(&args).output().unwrap()
     };
@@ -171,7 +172,10 @@ fn model_fetch_takes_a_revision_and_force_downloads_again() {
     let out = fetch(&["--revision", "v2", "--force"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(take().len(), 4);
-    assert_eq!(std::fs::read(model.join("tokenizer.json")).unwrap(), std::fs::read(tiny_model_dir().join("tokenizer.json")).unwrap());
+    assert_eq!(
+        std::fs::read(model.join("tokenizer.json")).unwrap(),
+        std::fs::read(tiny_model_dir().join("tokenizer.json")).unwrap()
+    );
 }
 
 #[test]
@@ -181,8 +185,11 @@ fn serve_flags_set_the_search_key_turn_image_urls_off_and_take_ef_search() {
     index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
     let url_query = json!({"image_url": "http://127.0.0.1:9/q.jpg"});
     {
-        let mut server =
-            Server::start(&data, &["--search-key", "s3arch", "--admin-key", "adm1n", "--no-image-urls", "--ef-search", "300"], &[]);
+        let mut server = Server::start(
+            &data,
+            &["--search-key", "s3arch", "--admin-key", "adm1n", "--no-image-urls", "--ef-search", "300"],
+            &[],
+        );
         server.wait_ready();
         let a = server.call("GET", "/v1/search?q=poster", None, None);
         assert_eq!((a.status, a.json()["error"]["code"].as_str()), (401, Some("unauthorized")), "{}", a.json());

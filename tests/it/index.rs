@@ -213,10 +213,9 @@ fn current_name(data: &Path) -> String {
     std::fs::read_to_string(data.join("CURRENT")).unwrap()
 }
 
-fn top_ids_and_scores(data: &Path, q: &str) -> Vec<(String, f32)> {
+fn top_ids_and_scores(data: &Path, q: &SearchQuery) -> Vec<(String, f32)> {
     let s = Searcher::open(data, 64).unwrap();
-    let r = s.search(&SearchQuery { text: Some(q.into()), k: 20, ..Default::default() }).unwrap();
-    r.hits.into_iter().map(|h| (h.id, h.score)).collect()
+    s.search(q).unwrap().hits.into_iter().map(|h| (h.id, h.score)).collect()
 }
 
 #[test]
@@ -274,11 +273,19 @@ fn sigkill_while_a_merge_is_written_keeps_the_old_generation_and_the_rerun_finis
     // The merged index answers as one built from scratch over the same catalog.
     let fresh = dir.path().join("fresh");
     index_json(&cat, &fresh, &[]);
-    for q in ["orange astronaut poster", "edition mug", "tabby cat"] {
+    let s = Searcher::open(&fresh, 64).unwrap();
+    let (images, text) = s.product_vectors(&s.snapshot().unwrap(), "m0007").unwrap();
+    let queries = [
+        SearchQuery { text: Some("orange astronaut poster".into()), k: 20, ..Default::default() },
+        SearchQuery { text: Some("edition mug".into()), k: 20, ..Default::default() },
+        SearchQuery { image_vector: Some(images[0].clone()), k: 20, ..Default::default() },
+        SearchQuery { text_vector: text, text: Some("tabby cat".into()), k: 20, ..Default::default() },
+    ];
+    for q in &queries {
         let (a, b) = (top_ids_and_scores(&data, q), top_ids_and_scores(&fresh, q));
-        assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>(), "{q}");
+        assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>(), "{q:?}");
         for ((id, x), (_, y)) in a.iter().zip(&b) {
-            assert!((x - y).abs() < 1e-5, "{q}: {id} {x} vs {y}");
+            assert!((x - y).abs() < 1e-5, "{id} {x} vs {y}");
         }
     }
 }
