@@ -148,7 +148,6 @@ pub struct Server {
 /// The reply of [`Server::call`]: status 0 when the connection failed (a process that died mid-request).
 pub struct Answer {
     pub status: u16,
-    pub content_type: String,
     pub bytes: Vec<u8>,
 }
 
@@ -231,13 +230,12 @@ impl Server {
         };
         let res = match res {
             Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-            Err(ureq::Error::Transport(_)) => return Answer { status: 0, content_type: String::new(), bytes: vec![] },
+            Err(ureq::Error::Transport(_)) => return Answer { status: 0, bytes: vec![] },
         };
         let status = res.status();
-        let content_type = res.header("content-type").unwrap_or("").to_string();
         let mut bytes = vec![];
         let _ = std::io::Read::read_to_end(&mut res.into_reader(), &mut bytes);
-        Answer { status, content_type, bytes }
+        Answer { status, bytes }
     }
 }
 
