@@ -72,7 +72,7 @@ fi
 
 echo "browser-tests: starting vitrine serve on $VITRINE_URL"
 "$bin" serve --data "$tmp/data" --model "$model" --device cpu --bind "127.0.0.1:$port" \
-  --admin-key "$VITRINE_ADMIN_KEY" >"$tmp/server.log" 2>&1 &
+  --admin-key "$VITRINE_ADMIN_KEY" --media-root "$root/demo" >"$tmp/server.log" 2>&1 &
 server_pid=$!
 
 ready=0

@@ -5,13 +5,28 @@
 //! Image references are kept as written: what a local path means (relative to the catalog's
 //! folder, or to a media root) is the ingest's [`vitrine_fetch::LocalFiles`] policy, applied by
 //! the indexer. A bad line becomes a [`RecordError`] and parsing goes on.
+//!
+//! Bounds (a catalog may come from anyone with the admin key, or from a broken export): a JSONL
+//! line is read only up to [`MAX_LINE_BYTES`] (a longer one is skipped as an error without being
+//! held in memory); a product has at most [`MAX_IMAGES`] images and [`MAX_ATTRIBUTES`] attributes,
+//! and no text field over [`MAX_FIELD_BYTES`]. serde_json refuses nesting deeper than 128, so no
+//! line recurses without bound.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use serde_json::Value;
 use vitrine_core::catalog::Product;
+
+/// The longest JSONL line: the same bound as one product sent to `PUT /v1/products/{id}`.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Images per product.
+pub const MAX_IMAGES: usize = 32;
+/// Attributes per product.
+pub const MAX_ATTRIBUTES: usize = 256;
+/// The longest text field (title, description, an attribute's value, an image reference).
+pub const MAX_FIELD_BYTES: usize = 64 << 10;
 
 /// A line that could not become a product.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -76,17 +91,32 @@ pub fn parse(reader: impl BufRead, format: Format) -> (Vec<Record>, Vec<RecordEr
     (kept, errors)
 }
 
-fn parse_jsonl(reader: impl BufRead) -> (Vec<Record>, Vec<RecordError>) {
+fn parse_jsonl(mut reader: impl BufRead) -> (Vec<Record>, Vec<RecordError>) {
     let mut records = vec![];
     let mut errors = vec![];
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i + 1;
-        let line = match line {
-            Ok(l) => l,
+    let mut buf = Vec::new();
+    for line_no in 1.. {
+        buf.clear();
+        match reader.by_ref().take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(e) => {
                 errors.push(RecordError { line: line_no, id: None, reason: format!("unreadable line: {e}") });
-                continue;
+                break;
             }
+        }
+        if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+            let skipped = skip_line(&mut reader);
+            let reason = format!("line longer than {MAX_LINE_BYTES} bytes");
+            errors.push(RecordError { line: line_no, id: None, reason });
+            if skipped.is_err() {
+                break;
+            }
+            continue;
+        }
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            errors.push(RecordError { line: line_no, id: None, reason: "unreadable line: not UTF-8".into() });
+            continue;
         };
         let trimmed = line.trim();
         if trimmed.is_empty() {
@@ -102,6 +132,26 @@ fn parse_jsonl(reader: impl BufRead) -> (Vec<Record>, Vec<RecordError>) {
         }
     }
     (records, errors)
+}
+
+/// Consume the rest of the current line without keeping it.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match memchr::memchr(b'\n', chunk) {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = chunk.len();
+                reader.consume(n);
+            }
+        }
+    }
 }
 
 fn parse_csv(reader: impl BufRead) -> (Vec<Record>, Vec<RecordError>) {
@@ -224,6 +274,25 @@ pub fn product_from_map(map: Vec<(String, Value)>) -> Result<Product, (Option<St
     if id.len() > 512 {
         return Err((None, "id is longer than 512 bytes".into()));
     }
+    let id_err = |reason: String| (Some(id.clone()), reason);
+    if p.images.len() > MAX_IMAGES {
+        return Err(id_err(format!("{} images; at most {MAX_IMAGES} per product", p.images.len())));
+    }
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(id_err(format!("{} attributes; at most {MAX_ATTRIBUTES} per product", attributes.len())));
+    }
+    let texts = [&p.title, &p.description, &p.brand, &p.category, &p.currency, &p.url];
+    let longest = texts
+        .into_iter()
+        .flatten()
+        .chain(&p.images)
+        .chain(attributes.iter().flat_map(|(k, v)| [k, v]))
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
+    if longest > MAX_FIELD_BYTES {
+        return Err(id_err(format!("a field of {longest} bytes; at most {MAX_FIELD_BYTES}")));
+    }
     p.id = id.clone();
     p.images.dedup();
     p.attributes = attributes;
@@ -279,5 +348,111 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 3);
         assert_eq!(errors[0].id.as_deref(), None);
+    }
+
+    #[test]
+    fn a_line_over_the_bound_is_an_error_and_the_next_line_still_parses() {
+        let long = format!("{{\"id\": \"big\", \"title\": \"{}\"}}", "x".repeat(3 * MAX_LINE_BYTES));
+        let text = format!("{long}\n{{\"id\": \"small\"}}\n{}\n", "y".repeat(MAX_LINE_BYTES + 10));
+        let (records, errors) = parse(text.as_bytes(), Format::Jsonl);
+        assert_eq!(records.iter().map(|r| (r.line, r.product.id.as_str())).collect::<Vec<_>>(), [(2, "small")]);
+        let lines: Vec<_> = errors.iter().map(|e| (e.line, e.reason.as_str())).collect();
+        let why = format!("line longer than {MAX_LINE_BYTES} bytes");
+        assert_eq!(lines, [(1, why.as_str()), (3, why.as_str())]);
+        // A line of exactly the bound (newline excluded) is read.
+        let exact = format!("{{\"id\": \"e\"}}{}", " ".repeat(MAX_LINE_BYTES - 11));
+        assert_eq!(exact.len(), MAX_LINE_BYTES);
+        let (records, errors) = parse(format!("{exact}\n").as_bytes(), Format::Jsonl);
+        assert_eq!((records.len(), errors.len()), (1, 0), "{errors:?}");
+    }
+
+    #[test]
+    fn hostile_products_are_refused_with_a_reason() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let images: Vec<String> = (0..MAX_IMAGES + 1).map(|i| format!("https://x.test/{i}.jpg")).collect();
+        let attrs: serde_json::Map<String, Value> = (0..MAX_ATTRIBUTES + 1).map(|i| (format!("a{i}"), Value::from(i))).collect();
+        let text = [
+            format!("{{\"id\": \"deep\", \"attributes\": {{\"x\": {deep}}}}}"),
+            serde_json::json!({"id": "imgs", "images": images}).to_string(),
+            serde_json::json!({"id": "attrs", "attributes": attrs}).to_string(),
+            serde_json::json!({"id": "long", "description": "d".repeat(MAX_FIELD_BYTES + 1)}).to_string(),
+            serde_json::json!({"id": "bad\u{0}price", "price": -1}).to_string(),
+            serde_json::json!({"id": "ok", "images": images[..MAX_IMAGES]}).to_string(),
+        ]
+        .join("\n");
+        let (records, errors) = parse(text.as_bytes(), Format::Jsonl);
+        assert_eq!(records.iter().map(|r| r.product.id.as_str()).collect::<Vec<_>>(), ["ok"]);
+        let reasons: Vec<_> = errors.iter().map(|e| (e.line, e.reason.split([':', ';']).next().unwrap().to_string())).collect();
+        assert_eq!(
+            reasons,
+            [
+                (1, "malformed JSON".to_string()),
+                (2, "33 images".into()),
+                (3, "257 attributes".into()),
+                (4, format!("a field of {} bytes", MAX_FIELD_BYTES + 1)),
+                (5, "price must be a finite, non-negative number".into()),
+            ]
+        );
+        assert_eq!(errors[1].id.as_deref(), Some("imgs"), "errors name the product");
+    }
+
+    /// Whatever the bytes, parsing ends, and each record or error belongs to one line.
+    fn check_invariants(text: &[u8], format: Format) {
+        let (records, errors) = parse(text, format);
+        // CSV also ends a row at a lone `\r`, and counts its header as line 1.
+        let lines = text.iter().filter(|b| **b == b'\n' || **b == b'\r').count() + 2;
+        let mut seen = std::collections::HashSet::new();
+        for r in &records {
+            assert!(r.line >= 1 && r.line <= lines, "line {} of {lines}", r.line);
+            assert!(!r.product.id.is_empty() && r.product.id.len() <= 512);
+            assert!(r.product.images.len() <= MAX_IMAGES && r.product.attributes.len() <= MAX_ATTRIBUTES);
+            assert!(r.product.price.is_none_or(|p| p.is_finite() && p >= 0.0));
+            assert!(seen.insert(r.product.id.clone()), "ids are unique");
+        }
+        for e in &errors {
+            assert!(e.line >= 1 && e.line <= lines, "error line {} of {lines}", e.line);
+            assert!(!e.reason.is_empty());
+        }
+        if format == Format::Jsonl {
+            assert!(records.len() + errors.len() <= lines);
+        }
+    }
+
+    const SAMPLE_JSONL: &str = r#"{"id": "a", "title": "Red mug", "price": 12.5, "images": ["img/a.jpg", "https://x.test/a.png"], "attributes": {"size": "M", "n": 3}}
+{"id": "b", "brand": "Acme", "category": "lamps", "price": "7", "color": null}
+"#;
+    const SAMPLE_CSV: &str = "id,title,price,images,attr.color\nx1,Lamp,19.99,a.jpg|b.jpg,blue\nx2,\"Quoted, title\",3,,\n";
+
+    /// Random edits of a valid sample: bytes replaced, inserted and removed.
+    fn mutate(sample: &str, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut bytes = sample.as_bytes().to_vec();
+        for &(at, byte, op) in edits {
+            let at = at % (bytes.len() + 1);
+            match op % 3 {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                _ if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            check_invariants(&bytes, Format::Jsonl);
+            check_invariants(&bytes, Format::Csv);
+        }
+
+        #[test]
+        fn mutated_catalogs_never_panic(edits in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>(), 0u8..3), 1..24)) {
+            check_invariants(&mutate(SAMPLE_JSONL, &edits), Format::Jsonl);
+            check_invariants(&mutate(SAMPLE_CSV, &edits), Format::Csv);
+        }
     }
 }

@@ -294,7 +294,8 @@ fn busy(data: &Path, waited: Duration) -> IndexError {
 /// date under it.
 pub(crate) fn lock_dir(data: &Path, wait: Duration) -> Result<WriteLock> {
     // A new directory gets its VERSION first: a LOCK alone would make it look like a foreign folder.
-    if vitrine_migrations::read_version(data)?.is_none() {
+    // A future format is refused here, before the LOCK is written: nothing touches what we refuse.
+    if vitrine_migrations::read_version(data)?.is_none_or(|v| v > vitrine_migrations::CURRENT_FORMAT) {
         vitrine_migrations::open(data)?;
     }
     let lock = WriteLock::acquire(data, &lock::process_role(), wait)?.ok_or_else(|| busy(data, wait))?;
@@ -809,6 +810,7 @@ impl Indexer {
                 self.media_gc_pending.store(true, Ordering::Release);
             }
             self.store.put(ProductWrite { stored, image_vectors, text_vector })?;
+            fault_after_write(&self.store);
             if p.old_ord.is_some() {
                 res.summary.updated += 1;
             } else {
@@ -841,6 +843,22 @@ impl Indexer {
             }
         }
         Ok(Some(path))
+    }
+}
+
+/// Test-only crash point. With `VITRINE_FAULT_ABORT_AFTER_WRITES=N` in the environment, the process
+/// flushes the store and aborts right after its N-th product write: exactly N products are
+/// durable and no generation holds them yet, so crash tests (`tests/it/index.rs`) stop a writer
+/// at a known point instead of guessing with a timer. Unset, it costs one cached lookup per write.
+fn fault_after_write(store: &Store) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let limit = LIMIT.get_or_init(|| std::env::var("VITRINE_FAULT_ABORT_AFTER_WRITES").ok().and_then(|v| v.parse().ok()));
+    if limit.is_some_and(|n| WRITES.fetch_add(1, Ordering::SeqCst) + 1 == n) {
+        let _ = store.flush();
+        eprintln!("fault injected: aborting after {} product writes", limit.unwrap_or(0));
+        std::process::abort();
     }
 }
 

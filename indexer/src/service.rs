@@ -24,6 +24,14 @@ use crate::catalog::{parse_file, Format};
 use crate::jobs::{Job, JobProgress, JobState, Jobs};
 use crate::{IndexError, IndexOptions, Indexer, IngestResult, IngestRun};
 
+/// A snapshot the service wrote: its folder's name in the snapshot directory, and what it holds.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Snapshot {
+    pub name: String,
+    #[serde(flatten)]
+    pub info: crate::snapshot::SnapshotInfo,
+}
+
 /// Called after a write made a new generation live.
 pub type GenerationListener = Box<dyn Fn() + Send + Sync>;
 
@@ -57,14 +65,19 @@ pub struct WriteConfig {
     pub index: IndexOptions,
     /// Close the writer (and free the data directory) after this long without a write.
     pub idle_close: Duration,
+    /// Where `POST /v1/snapshots` writes snapshots, each in a folder named by the service.
+    pub snapshot_dir: PathBuf,
 }
 
 impl WriteConfig {
     /// Settings for the server. `index.lock_wait` is how long a write that finds another process
     /// holding the data directory waits before [`IndexError::Busy`] (409): keep it short, a request
     /// thread waits that long.
+    /// Snapshots go to `snapshots/` beside the data directory until [`WriteConfig::snapshot_dir`]
+    /// says otherwise.
     pub fn new(data: PathBuf, index: IndexOptions) -> Self {
-        WriteConfig { data, index, idle_close: Duration::from_secs(10) }
+        let snapshot_dir = data.parent().unwrap_or(Path::new(".")).join("snapshots");
+        WriteConfig { data, index, idle_close: Duration::from_secs(10), snapshot_dir }
     }
 }
 
@@ -172,6 +185,47 @@ impl WriteService {
         let gone = self.with(|ix| Ok(ix.delete(ids)?))?;
         (self.on_generation)();
         Ok(gone)
+    }
+
+    /// Write a consistent snapshot of the data directory into a new folder of
+    /// [`WriteConfig::snapshot_dir`], named `snapshot-<unix seconds>` by the service
+    /// (a client never names a path). Holds the writer while it copies: writes wait, reads do not.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let dir = &self.config.snapshot_dir;
+        std::fs::create_dir_all(dir).map_err(|e| WriteError::Io { context: dir.display().to_string(), source: e })?;
+        self.with(|ix| {
+            let base = format!("snapshot-{}", vitrine_core::generation::now_secs());
+            let mut name = base.clone();
+            for n in 2.. {
+                if !dir.join(&name).exists() {
+                    break;
+                }
+                name = format!("{base}-{n}");
+            }
+            let info = crate::snapshot::create(ix, &dir.join(&name))?;
+            Ok(Snapshot { name, info })
+        })
+    }
+
+    /// The snapshots in [`WriteConfig::snapshot_dir`], newest first. Folders without a readable
+    /// `SNAPSHOT.json` (another program's, or a copy in progress) are left out.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let dir = &self.config.snapshot_dir;
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(WriteError::Io { context: dir.display().to_string(), source: e }),
+        };
+        let mut out: Vec<Snapshot> = rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let info = crate::snapshot::read_info(&e.path()).ok()?;
+                name.starts_with("snapshot-").then_some(Snapshot { name, info })
+            })
+            .collect();
+        out.sort_by(|a, b| (b.info.created_at, &b.name).cmp(&(a.info.created_at, &a.name)));
+        Ok(out)
     }
 
     /// Persist a catalog and queue an ingest job for it.

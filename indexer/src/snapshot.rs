@@ -42,7 +42,7 @@ const MAX_MANIFEST: u64 = 4 << 20;
 /// What a snapshot holds.
 ///
 /// # Persisted: changing this needs a migration
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SnapshotInfo {
     pub created_at: u64,
     /// The data format (`VERSION`) of the copy.
@@ -202,14 +202,19 @@ pub fn create_locked(data: &Path, out: &Path, opts: IndexOptions) -> Result<Snap
     create(&ix, out)
 }
 
+/// A snapshot's description (its `SNAPSHOT.json`), read with the same size bound as [`validate`].
+pub fn read_info(snapshot: &Path) -> Result<SnapshotInfo> {
+    let path = snapshot.join(SNAPSHOT_FILE);
+    serde_json::from_slice(&read_small(&path, MAX_SMALL_FILE)?).map_err(|e| invalid(format!("{}: {e}", path.display())))
+}
+
 /// Check a snapshot without writing anything: its description, format, names and manifest.
 pub fn validate(snapshot: &Path) -> Result<(SnapshotInfo, Manifest)> {
     let bad = |why: String| invalid(format!("{} is not a usable snapshot: {why}", snapshot.display()));
     if !snapshot.is_dir() {
         return Err(bad("not a folder".into()));
     }
-    let info: SnapshotInfo = serde_json::from_slice(&read_small(&snapshot.join(SNAPSHOT_FILE), MAX_SMALL_FILE)?)
-        .map_err(|e| bad(format!("{SNAPSHOT_FILE}: {e}")))?;
+    let info = read_info(snapshot).map_err(|e| bad(e.to_string()))?;
     read_small(&snapshot.join(vitrine_migrations::VERSION_FILE), MAX_SMALL_FILE)?;
     let format = vitrine_migrations::read_version(snapshot)?.ok_or_else(|| bad("no VERSION".into()))?;
     if format > vitrine_migrations::CURRENT_FORMAT {

@@ -131,6 +131,32 @@ mod tests {
     }
 
     #[test]
+    fn a_future_format_is_refused_before_any_step_runs_and_left_as_it_was() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(VERSION_FILE), br#"{"format": 5}"#).unwrap();
+        let steps = [Migration { from: 1, name: "marker", run: add_marker }];
+        match upgrade_with(d.path(), &steps, 2) {
+            Err(MigrationError::FutureVersion { path, found: 5, supported: 2 }) => assert_eq!(path, d.path()),
+            other => panic!("expected FutureVersion, got {other:?}"),
+        }
+        let e = upgrade_with(d.path(), &steps, 2).unwrap_err().to_string();
+        assert!(e.starts_with(&d.path().display().to_string()), "the message names the directory: {e}");
+        assert!(e.contains("format 5 is newer than this vitrine understands (up to 2); upgrade vitrine"), "{e}");
+        assert!(!d.path().join("marker").exists(), "no step ran");
+        assert_eq!(read_version(d.path()).unwrap(), Some(5), "VERSION is untouched");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "nothing was written beside it");
+    }
+
+    #[test]
+    fn an_unreadable_version_file_is_refused_with_its_path() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(VERSION_FILE), b"format=2").unwrap();
+        let e = open(d.path()).unwrap_err();
+        assert!(matches!(e, MigrationError::BadVersion { .. }), "{e:?}");
+        assert!(e.to_string().contains(&d.path().join(VERSION_FILE).display().to_string()), "{e}");
+    }
+
+    #[test]
     fn refuses_a_foreign_non_empty_dir() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("something"), b"x").unwrap();

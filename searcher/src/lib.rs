@@ -533,7 +533,12 @@ fn keyword_channel(g: &Generation, text: &str, filter: Option<&dyn Query>, depth
         ])),
         None => user,
     };
-    let top = g.searcher.search(&*query, &TopDocs::with_limit(depth).order_by_score())?;
+    // A query the schema cannot answer (`title:*` asks for an exists query on a field that is not
+    // a fast field; found by tests/it/fuzz.rs) is the query's fault, not the server's.
+    let top = g.searcher.search(&*query, &TopDocs::with_limit(depth).order_by_score()).map_err(|e| match e {
+        tantivy::TantivyError::SchemaError(m) => SearchError::InvalidQuery(format!("the index cannot answer this query: {m}")),
+        other => other.into(),
+    })?;
     let mut out = Vec::with_capacity(top.len());
     let mut cols: HashMap<u32, tantivy::columnar::Column<u64>> = HashMap::new();
     for (score, addr) in top {

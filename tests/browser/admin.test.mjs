@@ -47,13 +47,36 @@ test('without a key the prompt is shown and no data; a wrong key shows an error'
 
 test('the right key opens the overview; logging out returns to the prompt', async () => {
   const page = await newPage(browser);
+  // The stats the page renders are the ones it received: keep the last /v1/stats body.
+  let received = null;
+  page.on('response', async (r) => {
+    if (r.url().endsWith('/v1/stats') && r.ok()) received = await r.json();
+  });
   await adminLogin(page);
+  const digits = (t) => t.replace(/\D/g, '');
+  const shown = async (k) => (await page.textContent(`[data-stat="${k}"]`)).trim();
+  await eventually(async () => {
+    const st = received;
+    if (!st) return false;
+    for (const k of ['products', 'images', 'vectors', 'tombstones', 'generation']) {
+      assert.equal(digits(await shown(k)), String(st[k]), `stat ${k}`);
+    }
+    assert.equal(digits(await shown('dim')), String(st.model.dim));
+    assert.equal(await shown('model'), st.model.name);
+    assert.equal(await shown('device'), String(st.device).toUpperCase());
+    assert.equal(await shown('queue'), `${st.queue.depth} / ${st.queue.capacity}`);
+    const title = await page.getAttribute('[data-stat="disk_bytes"]', 'title');
+    assert.equal(digits(title), String(st.disk_bytes), 'exact disk size in the tooltip');
+    assert.match(await shown('disk_bytes'), /^\d+(\.\d+)? (B|KiB|MiB|GiB)$/);
+    // Uptime as "1m 5s" or "42s", within the refresh period of the API's.
+    const [, m, sec] = (await shown('uptime_s')).match(/^(?:(\d+)m )?(\d+)s$/) || [];
+    assert.ok(sec !== undefined, `uptime ${await shown('uptime_s')}`);
+    assert.ok(Math.abs(Number(m || 0) * 60 + Number(sec) - st.uptime_s) <= 1, `uptime ${await shown('uptime_s')} vs ${st.uptime_s}`);
+    return true;
+  }, { message: 'the overview shows the stats it received' });
+  // And those are the service's numbers.
   const { body: stats } = await apiJson('/v1/stats');
-  assert.equal((await page.textContent('[data-stat="products"]')).replace(/\D/g, ''), String(stats.products));
-  for (const k of ['images', 'vectors', 'tombstones', 'disk_bytes', 'model', 'dim', 'device', 'generation', 'uptime_s']) {
-    assert.match(await page.textContent(`[data-stat="${k}"]`), /\S/, `stat ${k} empty`);
-  }
-  assert.equal((await page.textContent('[data-stat="model"]')).trim(), stats.model.name);
+  for (const k of ['products', 'images', 'vectors', 'generation']) assert.equal(received[k], stats[k], k);
   await screenshot(page, '12-admin-overview');
 
   // The key survives a reload (sessionStorage) ...
@@ -71,9 +94,9 @@ test('the right key opens the overview; logging out returns to the prompt', asyn
 test('ingesting a small catalog runs a job to done and makes the products searchable', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vitrine-ingest-'));
   const products = [
-    { id: `e2e-${RUN}-1`, title: 'Quixotic Meadow Tapestry', image: path.join(DEMO, 'images', 'sku-026.jpg'), brand: 'E2E Goods', category: 'decor', price: 31, currency: 'USD', description: 'A woven tapestry of a green meadow.' },
-    { id: `e2e-${RUN}-2`, title: 'Quixotic Horse Shadow Lamp', image: path.join(DEMO, 'images', 'sku-028.jpg'), brand: 'E2E Goods', category: 'decor', price: 45, currency: 'USD', description: 'A lamp that throws a horse silhouette.' },
-    { id: `e2e-${RUN}-3`, title: 'Quixotic Blurred Clock Mousepad', image: path.join(DEMO, 'images', 'sku-031.jpg'), brand: 'E2E Goods', category: 'stationery', price: 12, currency: 'USD', description: 'A mousepad printed with a motion-blurred clock.' },
+    { id: `e2e-${RUN}-1`, title: `Quixotic Meadow Tapestry ${RUN}`, image: path.join(DEMO, 'images', 'sku-026.jpg'), brand: 'E2E Goods', category: 'decor', price: 31, currency: 'USD', description: 'A woven tapestry of a green meadow.' },
+    { id: `e2e-${RUN}-2`, title: `Quixotic Horse Shadow Lamp ${RUN}`, image: path.join(DEMO, 'images', 'sku-028.jpg'), brand: 'E2E Goods', category: 'decor', price: 45, currency: 'USD', description: 'A lamp that throws a horse silhouette.' },
+    { id: `e2e-${RUN}-3`, title: `Quixotic Blurred Clock Mousepad ${RUN}`, image: path.join(DEMO, 'images', 'sku-031.jpg'), brand: 'E2E Goods', category: 'stationery', price: 12, currency: 'USD', description: 'A mousepad printed with a motion-blurred clock.' },
   ];
   const file = path.join(dir, 'e2e-catalog.jsonl');
   fs.writeFileSync(file, products.map((p) => JSON.stringify(p)).join('\n') + '\n');
@@ -101,7 +124,7 @@ test('ingesting a small catalog runs a job to done and makes the products search
   // The new products are searchable on the shopper page.
   await page.goto(`${BASE}/`);
   const ids = await eventually(async () => {
-    const found = await textSearch(page, 'Quixotic');
+    const found = await textSearch(page, `Quixotic ${RUN}`);
     return products.every((p) => found.includes(p.id)) && found;
   }, { timeout: 20_000, interval: 500, message: 'ingested products in search' });
   assert.ok(ids.length >= 3);
@@ -144,19 +167,30 @@ test('a job with bad lines offers its failure report as a download', async () =>
 });
 
 test('editing a product title shows in search; deleting removes it', async () => {
-  const id = 'sku-030';
+  // A product of this run's own, so the test leaves the demo catalog as it found it and can run again.
+  const id = `e2e-${RUN}-edit`;
+  const title = `Typography Study ${RUN}`;
+  const created = await apiJson(`/v1/products/${id}`, {
+    method: 'PUT',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({
+      title, image: path.join(DEMO, 'images', 'sku-030.jpg'), brand: 'E2E Goods', category: 'print', price: 18, currency: 'USD',
+      attributes: { color: 'black' },
+    }),
+  });
+  assert.equal(created.status, 200, JSON.stringify(created.body));
   const newTitle = `Zanzibar Lettering Study ${RUN}`;
   const page = await newPage(browser);
   await adminLogin(page);
   await page.click('[data-testid="tab-products"]');
-  const listed = page.waitForResponse((r) => r.url().includes('/v1/products?') && r.url().includes('q=Typography'));
-  await page.fill('[data-testid="products-search"]', 'Typography');
+  const listed = page.waitForResponse((r) => r.url().includes('/v1/products?') && r.url().includes(`q=${RUN}`));
+  await page.fill('[data-testid="products-search"]', RUN);
   await listed;
   await page.click(`[data-testid="product-row"][data-id="${id}"]`);
   await page.waitForSelector('[data-testid="product-editor"] [data-testid="edit-title"]');
-  assert.equal(await page.inputValue('[data-testid="edit-title"]'), 'Typography Study Print');
+  assert.equal(await page.inputValue('[data-testid="edit-title"]'), title);
   assert.ok(await page.locator('[data-testid="product-editor"] .editor-images img').count() >= 1, 'editor shows no image');
-  assert.match(await page.inputValue('[data-testid="edit-attributes"]'), /=/);
+  assert.match(await page.inputValue('[data-testid="edit-attributes"]'), /color\s*=\s*black/);
   await page.fill('[data-testid="edit-title"]', newTitle);
   const put = page.waitForResponse((r) => r.url().endsWith(`/v1/products/${id}`) && r.request().method() === 'PUT');
   await page.click('[data-testid="save-product"]');
@@ -168,7 +202,7 @@ test('editing a product title shows in search; deleting removes it', async () =>
   // The shopper search finds the new title.
   const shop = await newPage(browser);
   await shop.goto(`${BASE}/`);
-  await eventually(async () => (await textSearch(shop, 'Zanzibar Lettering')).includes(id), { message: 'edited title in search' });
+  await eventually(async () => (await textSearch(shop, `Zanzibar ${RUN}`)).includes(id), { message: 'edited title in search' });
   assert.equal((await shop.textContent(`[data-testid="result-card"][data-id="${id}"] [data-testid="result-title"]`)).trim(), newTitle);
   await screenshot(shop, '16-edited-title-in-search');
 
@@ -182,7 +216,7 @@ test('editing a product title shows in search; deleting removes it', async () =>
   await eventually(async () => (await page.locator(`[data-testid="product-row"][data-id="${id}"]`).count()) === 0, { message: 'row removed' });
   await screenshot(page, '17-admin-product-deleted');
 
-  await eventually(async () => !(await textSearch(shop, 'Zanzibar Lettering')).includes(id), { message: 'deleted product gone from search' });
+  await eventually(async () => !(await textSearch(shop, `Zanzibar ${RUN}`)).includes(id), { message: 'deleted product gone from search' });
   await screenshot(shop, '18-deleted-gone-from-search');
   const { status } = await apiJson(`/v1/products/${id}`);
   assert.equal(status, 404);
@@ -221,13 +255,40 @@ test('the search playground runs A and B and shows both columns with explanation
 
 test('the health tab draws latency histograms, the qps sparkline and the queue', async () => {
   const page = await newPage(browser);
+  let received = null;
+  page.on('response', async (r) => {
+    if (r.url().endsWith('/v1/admin/health') && r.ok()) received = await r.json();
+  });
   await adminLogin(page);
-  await apiJson('/v1/search?q=poster', { key: '' }); // make sure a search route has samples
+  for (const q of ['poster', 'mug', 'cat']) {
+    assert.equal((await apiJson(`/v1/search?q=${q}`, { key: '' })).status, 200);
+  }
   await page.click('[data-testid="tab-health"]');
   await page.waitForSelector('[data-testid="health"] [data-testid="route-card"]');
-  assert.ok(await page.locator('[data-testid="route-card"] svg rect.bar').count() > 0, 'no histogram bars');
+  // What is drawn is what the API said (the tab refreshes every 2 s, so compare with the latest answer).
+  await eventually(async () => {
+    const h = received;
+    if (!h) return false;
+    const cards = await page.$$eval('[data-testid="route-card"]', (els) => els.map((el) => ({
+      route: el.dataset.route,
+      count: el.querySelector('[data-q="count"] dd').textContent,
+      bars: [...el.querySelectorAll('svg rect.bar title')].map((t) => Number(t.textContent.match(/: (\d+) request/)[1])),
+    })));
+    assert.deepEqual(cards.map((c) => c.route).sort(), h.routes.map((r) => r.route).sort());
+    for (const r of h.routes) {
+      const c = cards.find((x) => x.route === r.route);
+      assert.equal(c.count.replace(/\D/g, ''), String(r.count), `${r.route} count`);
+      assert.equal(c.bars.reduce((a, b) => a + b, 0), r.count, `${r.route}: the histogram adds up to the count`);
+    }
+    assert.equal((await page.textContent('[data-testid="queue-depth"]')).trim(), String(h.queue.depth));
+    assert.match(await page.textContent('[data-testid="queue"]'), new RegExp(`/ ${h.queue.capacity} capacity`));
+    assert.equal((await page.textContent('[data-testid="qps-now"]')).trim(), String(h.qps[h.qps.length - 1]));
+    return true;
+  }, { message: 'the health tab shows the health it received' });
+  const search = received.routes.find((r) => r.route === '/v1/search');
+  assert.ok(search && search.count >= 3, `the three searches are counted: ${JSON.stringify(search)}`);
+  assert.equal(received.qps.length, 60);
   assert.equal(await page.locator('[data-testid="qps-sparkline"]').count(), 1);
-  assert.match(await page.textContent('[data-testid="queue-depth"]'), /\d/);
   await screenshot(page, '20-admin-health');
   assertNoPageErrors(page);
   await page.context().close();

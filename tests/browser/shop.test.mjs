@@ -88,7 +88,7 @@ test('a text search finds the product by its title', async () => {
   const card = page.locator('[data-testid="result-card"][data-id="sku-013"]');
   assert.equal((await card.locator('[data-testid="result-title"]').textContent()).trim(), product.title);
   assert.match(await card.locator('[data-testid="result-price"]').textContent(), /29/);
-  assert.ok(await page.isVisible('[data-testid="facet-category"] .chip'), 'category facets not shown');
+  await page.locator('[data-testid="facet-category"] .chip').first().waitFor({ state: 'visible', timeout: 5_000 });
   await screenshot(page, '03-text-search');
   assertNoPageErrors(page);
   await page.context().close();
@@ -112,7 +112,8 @@ test('a result opens the detail panel, and "More like this" shows similar produc
   });
   await screenshot(page, '04-detail-panel');
   await page.keyboard.press('Escape');
-  assert.equal(await page.isVisible('[data-testid="product-detail"]'), false, 'Escape did not close the panel');
+  // Waits for the panel to close (a bare isVisible() would read it before the close ran).
+  await page.locator('[data-testid="product-detail"]').waitFor({ state: 'hidden', timeout: 5_000 });
 
   // More like this from the card.
   const resp = page.waitForResponse((r) => r.url().includes('/v1/products/sku-007/similar'));
@@ -121,7 +122,7 @@ test('a result opens the detail panel, and "More like this" shows similar produc
   await resultsSettled(page);
   const similar = await resultIds(page);
   assert.ok(similar.length > 0, 'no similar products');
-  assert.ok(await page.isVisible('#similar-banner'), 'similar banner not shown');
+  await page.locator('#similar-banner').waitFor({ state: 'visible', timeout: 5_000 });
   // The other cat products share sku-007's photo family.
   assert.ok(similar.some((id) => ['sku-008', 'sku-009', 'sku-010', 'sku-033'].includes(id)), `similar: ${similar.join(', ')}`);
   await screenshot(page, '05-more-like-this');

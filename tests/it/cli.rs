@@ -1,8 +1,13 @@
-//! The `vitrine embed` commands, run as a user would.
+//! The `vitrine` commands and flags, run as a user would.
 
+use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
-use crate::common::{fixture, read_json, tiny_model_dir, vitrine_bin};
+use serde_json::json;
+use vitrine_searcher::{SearchQuery, Searcher};
+
+use crate::common::*;
 
 fn lines(out: &std::process::Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -54,4 +59,163 @@ fn missing_model_directory_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/model") && err.contains("vitrine model fetch"), "{err}");
+}
+
+fn run_in_root(args: &[&str]) -> (std::process::Output, String, String) {
+    let out = Command::new(vitrine_bin()).args(args).current_dir(root()).env("VITRINE_DEVICE", "cpu").output().unwrap();
+    let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    (out, o, e)
+}
+
+fn top_ids(data: &Path, q: &str) -> Vec<String> {
+    let s = Searcher::open(data, 64).unwrap();
+    s.search(&SearchQuery { text: Some(q.into()), k: 10, ..Default::default() }).unwrap().hits.into_iter().map(|h| h.id).collect()
+}
+
+#[test]
+fn rebuild_restores_lost_indexes_from_the_store_without_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
+    let queries = ["espresso cup", "orange astronaut", "tabby cat poster"];
+    let before: Vec<Vec<String>> = queries.iter().map(|q| top_ids(&data, q)).collect();
+    // Every derived index is gone; only the store is left.
+    std::fs::remove_dir_all(data.join("generations")).unwrap();
+    std::fs::remove_file(data.join("CURRENT")).unwrap();
+    // No --model: rebuild never loads one.
+    let (out, stdout, err) = run_in_root(&["rebuild", "--data", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{err}");
+    let g = Searcher::open(&data, 64).unwrap().snapshot().unwrap();
+    assert_eq!(stdout.trim(), format!("rebuilt generation {}", g.manifest.generation));
+    assert_eq!(g.manifest.products, 34);
+    assert_eq!((g.manifest.segments.len(), g.manifest.tombstones()), (1, 0));
+    let after: Vec<Vec<String>> = queries.iter().map(|q| top_ids(&data, q)).collect();
+    assert_eq!(after, before);
+    // A directory with nothing indexed is refused, with what to do instead.
+    let (out, _, err) = run_in_root(&["rebuild", "--data", dir.path().join("empty").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(err.contains("run `vitrine index` first"), "{err}");
+}
+
+#[test]
+fn demo_no_serve_indexes_the_demo_catalog_with_the_bundled_model_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo-data");
+    let (out, stdout, err) = run_in_root(&["demo", "--no-serve", "--data", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(stdout.trim(), "ingested 34, unchanged 0, updated 0, deleted 0, failed 0");
+    assert!(!err.contains("open http://"), "it does not serve: {err}");
+    let s = Searcher::open(&data, 64).unwrap();
+    let g = s.snapshot().unwrap();
+    assert_eq!(g.manifest.products, 34);
+    assert_eq!(g.manifest.model.dim, 64, "the bundled tiny model");
+    // A second run changes nothing.
+    let (out, stdout, err) = run_in_root(&["demo", "--no-serve", "--data", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(stdout.trim(), "ingested 0, unchanged 34, updated 0, deleted 0, failed 0");
+}
+
+#[test]
+fn model_list_prints_each_known_model_with_its_repository() {
+    let (out, stdout, err) = run_in_root(&["model", "list"]);
+    assert!(out.status.success(), "{err}");
+    let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    let names: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        names,
+        [
+            ("clip-vit-b32", "Xenova/clip-vit-base-patch32"),
+            ("clip-vit-b16", "Xenova/clip-vit-base-patch16"),
+            ("clip-vit-l14", "Xenova/clip-vit-large-patch14")
+        ]
+    );
+    assert!(stdout.lines().next().unwrap().contains("(default)"), "{stdout}");
+}
+
+#[test]
+fn model_fetch_takes_a_revision_and_force_downloads_again() {
+    let requests = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = requests.clone();
+    let endpoint = http_server(move |path| {
+        seen.lock().unwrap().push(path.to_string());
+        match path.strip_prefix("/acme/tiny-clip/resolve/v2/") {
+            Some(f) => Reply::Ok(std::fs::read(tiny_model_dir().join(f.trim_start_matches("onnx/"))).unwrap()),
+            None => Reply::Status(404),
+        }
+    });
+    let dest = tempfile::tempdir().unwrap();
+    let fetch = |extra: &[&str]| {
+        let mut args =
+            vec!["model", "fetch", "acme/tiny-clip", "--endpoint", endpoint.as_str(), "--dir", dest.path().to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Command::new(vitrine_bin()).args(&args).output().unwrap()
+    };
+    let take = || std::mem::take(&mut *requests.lock().unwrap());
+    // The default revision is main, which this hub does not have.
+    let out = fetch(&[]);
+    assert!(!out.status.success());
+    assert_eq!(take(), ["/acme/tiny-clip/resolve/main/onnx/vision_model.onnx"]);
+    let out = fetch(&["--revision", "v2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = take();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got.iter().all(|p| p.starts_with("/acme/tiny-clip/resolve/v2/")), "{got:?}");
+    let model = dest.path().join("tiny-clip");
+    assert!(read_json(&model.join("vitrine-model.json"))["source"].as_str().unwrap().ends_with("acme/tiny-clip@v2"));
+    // Present files are not fetched again ...
+    std::fs::write(model.join("tokenizer.json"), b"{}").unwrap();
+    let out = fetch(&["--revision", "v2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(take().is_empty(), "nothing is downloaded when every file is present");
+    assert_eq!(std::fs::read(model.join("tokenizer.json")).unwrap(), b"{}", "a present file is kept as it is");
+    // ... unless --force says so.
+    let out = fetch(&["--revision", "v2", "--force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(take().len(), 4);
+    assert_eq!(
+        std::fs::read(model.join("tokenizer.json")).unwrap(),
+        std::fs::read(tiny_model_dir().join("tokenizer.json")).unwrap()
+    );
+}
+
+#[test]
+fn serve_flags_set_the_search_key_turn_image_urls_off_and_take_ef_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
+    let url_query = json!({"image_url": "http://127.0.0.1:9/q.jpg"});
+    {
+        let mut server = Server::start(
+            &data,
+            &["--search-key", "s3arch", "--admin-key", "adm1n", "--no-image-urls", "--ef-search", "300"],
+            &[],
+        );
+        server.wait_ready();
+        let a = server.call("GET", "/v1/search?q=poster", None, None);
+        assert_eq!((a.status, a.json()["error"]["code"].as_str()), (401, Some("unauthorized")), "{}", a.json());
+        assert_eq!(server.call("GET", "/v1/search?q=poster", Some("wrong"), None).status, 403);
+        let a = server.call("GET", "/v1/search?q=poster", Some("s3arch"), None);
+        assert_eq!(a.status, 200, "{}", a.json());
+        assert!(!a.json()["hits"].as_array().unwrap().is_empty());
+        let a = server.call("POST", "/v1/search/image", Some("s3arch"), Some(&url_query));
+        assert_eq!((a.status, a.json()["error"]["message"].as_str()), (400, Some("image_url is disabled on this server")));
+    }
+    {
+        // The same from the environment; without the flag, URLs are on (and this one is refused as private).
+        let mut server = Server::start(&data, &[], &[("VITRINE_SEARCH_KEY", "from-env")]);
+        server.wait_ready();
+        assert_eq!(server.call("GET", "/v1/search?q=poster", None, None).status, 401);
+        let a = server.call("POST", "/v1/search/image", Some("from-env"), Some(&url_query));
+        let message = a.json()["error"]["message"].as_str().unwrap_or("").to_string();
+        assert!(a.status == 400 && message.contains("non-public"), "{message}");
+    }
+    {
+        // Without a search key, search is open.
+        let mut server = Server::start(&data, &[], &[]);
+        server.wait_ready();
+        assert_eq!(server.call("GET", "/v1/search?q=poster", None, None).status, 200);
+    }
+    let out = Command::new(vitrine_bin()).args(["serve", "--ef-search", "many"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ef-search"));
 }

@@ -159,3 +159,161 @@ pub fn index_json(catalog: &Path, data: &Path, extra: &[&str]) -> serde_json::Va
     assert!(ok, "vitrine index failed: {err}");
     serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
+
+/// A free port on 127.0.0.1 (bound and released; the caller binds it again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `vitrine serve` child process on 127.0.0.1, killed (SIGKILL) when dropped.
+pub struct Server {
+    pub url: String,
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+/// The reply of [`Server::call`]: status 0 when the connection failed (a process that died mid-request).
+pub struct Answer {
+    pub status: u16,
+    pub bytes: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&self.bytes).into_owned()))
+    }
+}
+
+impl Server {
+    /// Start `vitrine serve` on `data` with the tiny model; `args` and `envs` are added.
+    pub fn start(data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let url = format!("127.0.0.1:{}", free_port());
+        let log = data.with_extension(format!("serve-{}.log", url.rsplit(':').next().unwrap()));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = std::process::Command::new(vitrine_bin());
+        cmd.args(["serve", "--device", "cpu", "--bind", &url, "--data"])
+            .arg(data)
+            .arg("--model")
+            .arg(tiny_model_dir())
+            .args(args)
+            .env("VITRINE_LOG", "info")
+            .env_remove("VITRINE_ADMIN_KEY")
+            .env_remove("VITRINE_SEARCH_KEY")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Server { url: format!("http://{url}"), child: cmd.spawn().unwrap(), log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait (at most 120 s) until `/readyz` answers 200.
+    pub fn wait_ready(&mut self) -> &mut Self {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("vitrine serve exited ({status}) before it was ready:\n{}", self.log_text());
+            }
+            if self.call("GET", "/readyz", None, None).status == 200 {
+                return self;
+            }
+            assert!(std::time::Instant::now() < deadline, "not ready after 120 s:\n{}", self.log_text());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Wait (at most `secs`) for the process to exit on its own.
+    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "still running after {secs} s:\n{}", self.log_text());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// One HTTP request; `key` goes in `X-Api-Key`, a `body` is sent as JSON.
+    pub fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<&serde_json::Value>) -> Answer {
+        self.call_raw(method, path, key.map(|k| ("x-api-key", k.to_string())), body.map(|b| ("application/json", b.to_string())))
+    }
+
+    /// [`Server::call`] with any auth header and any body with its content type.
+    pub fn call_raw(&self, method: &str, path: &str, auth: Option<(&str, String)>, body: Option<(&str, String)>) -> Answer {
+        let agent = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(120)).build();
+        let mut req = agent.request(method, &format!("{}{path}", self.url));
+        if let Some((h, v)) = &auth {
+            req = req.set(h, v);
+        }
+        let res = match &body {
+            Some((ct, b)) => req.set("content-type", ct).send_string(b),
+            None => req.call(),
+        };
+        let res = match res {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(ureq::Error::Transport(_)) => return Answer { status: 0, bytes: vec![] },
+        };
+        let status = res.status();
+        let mut bytes = vec![];
+        let _ = std::io::Read::read_to_end(&mut res.into_reader(), &mut bytes);
+        Answer { status, bytes }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` distinct products over the demo photos (ids `{prefix}0000`...).
+pub fn many_products(prefix: &str, n: usize) -> Vec<serde_json::Value> {
+    let base = demo_products();
+    (0..n)
+        .map(|i| {
+            let mut p = base[i % base.len()].clone();
+            p["id"] = serde_json::json!(format!("{prefix}{i:04}"));
+            p["title"] = serde_json::json!(format!("{} #{i}", p["title"].as_str().unwrap()));
+            p
+        })
+        .collect()
+}
+
+/// The test-only crash point of the indexer (see `vitrine_indexer`): abort after this many product writes.
+pub const FAULT_ABORT_AFTER_WRITES: &str = "VITRINE_FAULT_ABORT_AFTER_WRITES";
+/// What the indexer prints to stderr when that crash point fires.
+pub const FAULT_MARKER: &str = "fault injected: aborting after";
+
+/// [`vitrine`], killed (and reported as failed) if it runs past `secs`: for commands that could
+/// serve forever when the check under test is missing.
+pub fn vitrine_within(args: &[&str], secs: u64) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = std::process::Command::new(vitrine_bin())
+        .args(args)
+        .env("VITRINE_DEVICE", "cpu")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let ok = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.success();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (ok, std::fs::read_to_string(out).unwrap_or_default(), std::fs::read_to_string(err).unwrap_or_default())
+}

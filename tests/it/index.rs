@@ -140,70 +140,238 @@ fn bad_records_are_reported_and_skipped_and_nothing_indexed_is_lost() {
     assert_eq!(searchable_ids(&data).len(), 7);
 }
 
+/// Every product once, with exactly its stored vectors, in a generation that agrees with the store.
+fn assert_consistent(data: &Path, n: usize, ctx: &str) {
+    let ids = searchable_ids(data);
+    assert_eq!(ids.len(), n, "{ctx}: every product once");
+    let mut dedup = ids.clone();
+    dedup.dedup();
+    assert_eq!(dedup.len(), n, "{ctx}: no duplicates");
+    let s = Searcher::open(data, 64).unwrap();
+    let g = s.snapshot().unwrap();
+    assert_eq!(g.manifest.products, n as u64, "{ctx}");
+    let (products, _) = vitrine_searcher::list_products(&g, None, 0, 100_000).unwrap();
+    let mut live = 0;
+    for p in &products {
+        let (images, text) = s.product_vectors(&g, &p.product.id).unwrap();
+        assert_eq!(images.len(), p.image_vectors as usize, "{ctx}: {}", p.product.id);
+        assert_eq!(text.is_some(), p.has_text_vector, "{ctx}: {}", p.product.id);
+        live += images.len() as u64 + u64::from(text.is_some());
+    }
+    assert_eq!(g.manifest.live_points, live, "{ctx}");
+}
+
+fn index_command(cat: &Path, data: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(vitrine_bin());
+    cmd.args(["index", cat.to_str().unwrap(), "--data", data.to_str().unwrap(), "--device", "cpu", "--model"])
+        .arg(tiny_model_dir())
+        .args(extra);
+    cmd
+}
+
+/// The process died of SIGABRT at the indexer's crash point, not of anything else.
+fn assert_aborted_at_the_fault(out: &std::process::Output, ctx: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(6), "{ctx}: expected SIGABRT, got {}: {err}", out.status);
+    assert!(err.contains(FAULT_MARKER), "{ctx}: {err}");
+}
+
 #[test]
-fn sigkill_at_any_point_loses_and_duplicates_nothing() {
+fn a_crash_after_any_number_of_writes_resumes_with_exact_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let base = demo_products();
-    // 160 distinct products over the demo photos.
-    let rows: Vec<serde_json::Value> = (0..160)
-        .map(|i| {
-            let mut p = base[i % base.len()].clone();
-            p["id"] = json!(format!("p{i:04}"));
-            p["title"] = json!(format!("{} #{i}", p["title"].as_str().unwrap()));
-            p
-        })
-        .collect();
     let cat = dir.path().join("c.jsonl");
+    write_jsonl(&cat, &many_products("p", 160));
+    // The first write, one in the middle of a model batch, and the last but one.
+    for n in [1u64, 61, 159] {
+        let data = dir.path().join(format!("data{n}"));
+        let out = index_command(&cat, &data, &["--batch", "8"]).env(FAULT_ABORT_AFTER_WRITES, n.to_string()).output().unwrap();
+        assert_aborted_at_the_fault(&out, &format!("n={n}"));
+        // Exactly the products written before the crash are kept; the rest are embedded now.
+        let s = index_json(&cat, &data, &[]);
+        assert_eq!(summary(&s), [160 - n, n, 0, 0, 0], "n={n}: {s}");
+        assert_consistent(&data, 160, &format!("n={n}"));
+        assert_eq!(summary(&index_json(&cat, &data, &[])), [0, 160, 0, 0, 0], "n={n}");
+    }
+}
+
+/// Send a signal with the system's `kill` (the test binary has no libc of its own).
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn tmp_generation(data: &Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(data.join("generations"))
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| e.path())
+}
+
+fn current_name(data: &Path) -> String {
+    std::fs::read_to_string(data.join("CURRENT")).unwrap()
+}
+
+fn top_ids_and_scores(data: &Path, q: &SearchQuery) -> Vec<(String, f32)> {
+    let s = Searcher::open(data, 64).unwrap();
+    s.search(q).unwrap().hits.into_iter().map(|h| (h.id, h.score)).collect()
+}
+
+#[test]
+fn sigkill_while_a_merge_is_written_keeps_the_old_generation_and_the_rerun_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cat = dir.path().join("c.jsonl");
+    let mut rows = many_products("m", 160);
     write_jsonl(&cat, &rows);
-    let model = tiny_model_dir();
-    for (round, delay_ms) in [150u64, 500, 1000].into_iter().enumerate() {
-        let data = dir.path().join(format!("data{round}"));
-        let mut child = std::process::Command::new(vitrine_bin())
-            .args([
-                "index",
-                cat.to_str().unwrap(),
-                "--data",
-                data.to_str().unwrap(),
-                "--device",
-                "cpu",
-                "--checkpoint-secs",
-                "0",
-                "--batch",
-                "8",
-                "--model",
-            ])
-            .arg(&model)
+    index_json(&cat, &data, &[]);
+    let mut landed = false;
+    for attempt in 0..4 {
+        // 60 of 160 products change: 37% of the points become tombstones, past the 20% that merges.
+        for r in rows.iter_mut().take(60) {
+            r["title"] = json!(format!("{} (edition {attempt})", r["title"].as_str().unwrap()));
+        }
+        write_jsonl(&cat, &rows);
+        let before = current_name(&data);
+        let mut child = index_command(&cat, &data, &["--checkpoint-secs", "3600"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        // SIGKILL: no destructor, no flush.
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        let s = index_json(&cat, &data, &[]);
-        let [ingested, unchanged, updated, deleted, failed] = summary(&s);
-        assert_eq!((updated, deleted, failed), (0, 0, 0), "round {round}: {s} (killed: {status})");
-        assert_eq!(ingested + unchanged, 160, "round {round}: {s}");
-        let ids = searchable_ids(&data);
-        assert_eq!(ids.len(), 160, "round {round}: every product once");
-        let mut dedup = ids.clone();
-        dedup.dedup();
-        assert_eq!(dedup.len(), 160);
-        // And the vector indexes agree with the store: each product has exactly its vectors.
-        let s = Searcher::open(&data, 64).unwrap();
-        let g = s.snapshot().unwrap();
-        assert_eq!(g.manifest.products, 160);
-        let (products, _) = vitrine_searcher::list_products(&g, None, 0, 1000).unwrap();
-        let mut live = 0;
-        for p in &products {
-            let (images, text) = s.product_vectors(&g, &p.product.id).unwrap();
-            assert_eq!(images.len(), p.image_vectors as usize, "{}", p.product.id);
-            assert_eq!(text.is_some(), p.has_text_vector);
-            live += images.len() as u64 + u64::from(text.is_some());
+        // Stop the process the moment the build's temporary folder appears, look, then SIGKILL it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut tmp = None;
+        while tmp.is_none() && child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            tmp = tmp_generation(&data);
+            std::thread::sleep(Duration::from_micros(500));
         }
-        assert_eq!(g.manifest.live_points, live);
+        if tmp.is_some() {
+            signal(child.id(), "-STOP");
+        }
+        // The kill landed mid-build when, frozen, it has a temporary folder and CURRENT is unchanged.
+        landed = tmp_generation(&data).is_some() && current_name(&data) == before && child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        child.wait().unwrap();
+        if landed {
+            // Readers still get the old, complete generation.
+            assert_eq!(current_name(&data), before);
+            assert_consistent(&data, 160, "after the kill");
+            break;
+        }
+        // The build finished before the stop; every write was durable, so the next attempt starts clean.
+        assert_eq!(summary(&index_json(&cat, &data, &[])), [0, 160, 0, 0, 0], "attempt {attempt}");
     }
+    assert!(landed, "no attempt stopped the merge mid-build");
+    // The writes were flushed before the build began: the rerun re-embeds nothing and merges.
+    assert_eq!(summary(&index_json(&cat, &data, &[])), [0, 160, 0, 0, 0]);
+    assert!(tmp_generation(&data).is_none(), "the stale temporary folder is collected");
+    assert_consistent(&data, 160, "after the rerun");
+    let g = Searcher::open(&data, 64).unwrap().snapshot().unwrap();
+    assert_eq!(g.manifest.segments.len(), 1, "merged into one segment: {:?}", g.manifest.segments);
+    assert_eq!(g.manifest.tombstones(), 0);
+    // The merged index answers as one built from scratch over the same catalog.
+    let fresh = dir.path().join("fresh");
+    index_json(&cat, &fresh, &[]);
+    let s = Searcher::open(&fresh, 64).unwrap();
+    let (images, text) = s.product_vectors(&s.snapshot().unwrap(), "m0007").unwrap();
+    let queries = [
+        SearchQuery { text: Some("orange astronaut poster".into()), k: 20, ..Default::default() },
+        SearchQuery { text: Some("edition mug".into()), k: 20, ..Default::default() },
+        SearchQuery { image_vector: Some(images[0].clone()), k: 20, ..Default::default() },
+        SearchQuery { text_vector: text, text: Some("tabby cat".into()), k: 20, ..Default::default() },
+    ];
+    for q in &queries {
+        let (a, b) = (top_ids_and_scores(&data, q), top_ids_and_scores(&fresh, q));
+        assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>(), "{q:?}");
+        for ((id, x), (_, y)) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{id} {x} vs {y}");
+        }
+    }
+}
+
+/// A copy of the tiny model with another normalization: different files, so a different model.
+fn other_model(dir: &Path) -> std::path::PathBuf {
+    let other = dir.join("other-model");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in std::fs::read_dir(tiny_model_dir()).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), other.join(f.file_name())).unwrap();
+    }
+    let cfg = std::fs::read_to_string(other.join("preprocessor_config.json")).unwrap().replace("0.48145466", "0.5");
+    std::fs::write(other.join("preprocessor_config.json"), cfg).unwrap();
+    other
+}
+
+fn stores(data: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("store"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_reindex_that_crashes_keeps_the_old_index_live_and_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cat = root().join("demo/catalog.jsonl");
+    index_json(&cat, &data, &[]);
+    let old_hash = Searcher::open(&data, 64).unwrap().snapshot().unwrap().manifest.model.content_hash.clone();
+    let other = other_model(dir.path());
+    let out = std::process::Command::new(vitrine_bin())
+        .args(["reindex", "--data", data.to_str().unwrap(), "--device", "cpu", "--model", other.to_str().unwrap()])
+        .env(FAULT_ABORT_AFTER_WRITES, "10")
+        .output()
+        .unwrap();
+    assert_aborted_at_the_fault(&out, "reindex");
+    // Mid-write: the new store holds 10 products, beside the old one that is still live.
+    assert_eq!(stores(&data).len(), 2, "{:?}", stores(&data));
+    assert_consistent(&data, 34, "after the crash");
+    assert_eq!(Searcher::open(&data, 64).unwrap().snapshot().unwrap().manifest.model.content_hash, old_hash);
+    // The old model still writes, and opening the directory drops the half-built store.
+    assert_eq!(summary(&index_json(&cat, &data, &[])), [0, 34, 0, 0, 0]);
+    assert_eq!(stores(&data), ["store"]);
+    // A second reindex re-embeds everything and switches over.
+    let (ok, out, err) = vitrine(&["reindex", "--data", data.to_str().unwrap(), "--json", "--model", other.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary(&v), [34, 0, 0, 0, 0], "{v}");
+    assert_consistent(&data, 34, "after the second reindex");
+    assert_ne!(Searcher::open(&data, 64).unwrap().snapshot().unwrap().manifest.model.content_hash, old_hash);
+    assert_eq!(summary(&index_json(&cat, &data, &["--model", other.to_str().unwrap()])), [0, 34, 0, 0, 0]);
+}
+
+#[test]
+fn a_service_killed_during_a_batch_post_keeps_what_it_wrote_and_the_retry_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
+    let batch = json!(many_products("b", 50));
+    let key = "crash-key";
+    {
+        let mut server = Server::start(&data, &["--admin-key", key], &[(FAULT_ABORT_AFTER_WRITES, "20")]);
+        server.wait_ready();
+        let a = server.call("POST", "/v1/products", Some(key), Some(&batch));
+        assert_eq!(a.status, 0, "the process died before answering: {}", a.json());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(server.wait_exit(60).signal(), Some(6));
+        assert!(server.log_text().contains(FAULT_MARKER), "{}", server.log_text());
+    }
+    let mut server = Server::start(&data, &["--admin-key", key], &[]);
+    server.wait_ready();
+    // The client retries the batch it got no answer for: the 20 written products are not redone.
+    let a = server.call("POST", "/v1/products", Some(key), Some(&batch));
+    assert_eq!(a.status, 200, "{}", a.json());
+    let v = a.json();
+    assert_eq!(summary(&v), [30, 20, 0, 0, 0], "{v}");
+    let v = server.call("GET", "/v1/products?limit=1", Some(key), None).json();
+    assert_eq!(v["total"], 84, "{v}");
+    drop(server);
+    assert_consistent(&data, 84, "after the retry");
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod common;
 mod compat;
 mod config;
 mod fetch;
+mod fuzz;
 mod index;
 mod lock;
 mod media;

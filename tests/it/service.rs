@@ -123,11 +123,20 @@ async fn image_url_queries_fetch_the_photo() {
         call(&locked, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")})))
             .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("non-public"), "{v}");
-    let off = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.no_image_urls = true))).await;
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("non-public") && !m.contains("disabled"), "{v}");
+    // Switched off, a URL is refused even where private addresses are allowed (so the fetch would
+    // succeed): the error says the switch, not the address.
+    let off = test::init_service(vitrine_web::app(state_for(demo_data(), |c| {
+        c.no_image_urls = true;
+        c.allow_private_image_urls = true;
+    })))
+    .await;
     let (s, v) =
         call(&off, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "image_url_disabled", "{v}");
+    assert_eq!(v["error"]["message"], "image_url is disabled on this server", "{v}");
     let app = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.allow_private_image_urls = true))).await;
     let (s, v) =
         call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")}))).await;
@@ -137,6 +146,7 @@ async fn image_url_queries_fetch_the_photo() {
         call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/missing.jpg")})))
             .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("404"), "{v}");
 }
 
 #[actix_web::test]
@@ -166,9 +176,17 @@ async fn text_search_filters_fusion_facets_and_paging() {
     )
     .await;
     assert_eq!(ids(&v).first().map(String::as_str), Some("sku-020"), "{v}");
-    // Stemming: "mugs" matches "Mug".
-    let (_, v) = call(&app, TestRequest::get().uri("/v1/search?q=mugs&k=5&fusion=weighted")).await;
-    assert!(v["hits"].as_array().unwrap().iter().any(|h| h["category"] == "mug"));
+    // Stemming, on the keyword channel alone: "mugs" matches "Mug", and "galaxy" matches "galaxies"
+    // (a word in a title, so no typo clause can stand in for the stemmer).
+    for (q, want) in [("mugs", ["sku-005", "sku-014", "sku-033"]), ("galaxy", ["sku-013", "sku-014", "sku-015"])] {
+        let (_, v) =
+            call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q, "k": 50, "fusion": keyword_only})))
+                .await;
+        let mut got = ids(&v);
+        got.sort();
+        assert_eq!(got, want, "{q}: {v}");
+        assert!(v["hits"].as_array().unwrap().iter().all(|h| h["explain"]["image"].is_null() && h["explain"]["text"].is_null()));
+    }
 
     // Filters apply inside every channel: all hits match, and there are k of them when k exist.
     let (_, v) = call(
@@ -203,20 +221,88 @@ async fn text_search_filters_fusion_facets_and_paging() {
     let (_, all) = call(&app, TestRequest::get().uri("/v1/search?q=print&k=10")).await;
     let (_, p2) = call(&app, TestRequest::get().uri("/v1/search?q=print&k=5&offset=5")).await;
     assert_eq!(ids(&all)[5..], ids(&p2)[..]);
-    // Both fusion modes and normalizations explain every channel and agree on fused = score.
+}
+
+/// The fused score of every hit, computed from the per-channel ranks and raw scores in `explain`.
+/// `hits` must hold every candidate (the request's `k` at least `total`), so each channel's whole
+/// list is known: min-max and z-score need all of it.
+fn hand_fused(hits: &[Value], fusion: &Value) -> Vec<f64> {
+    let weight = |c: &str| fusion["weights"][c].as_f64().unwrap();
+    let mut fused = vec![0.0; hits.len()];
+    for c in ["image", "text", "keyword"] {
+        let w = weight(c);
+        // (hit index, rank, raw score), by rank.
+        let mut list: Vec<(usize, u64, f64)> = hits
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !h["explain"][c].is_null())
+            .map(|(i, h)| (i, h["explain"][c]["rank"].as_u64().unwrap(), h["explain"][c]["score"].as_f64().unwrap()))
+            .collect();
+        list.sort_by_key(|x| x.1);
+        assert_eq!(list.iter().map(|x| x.1).collect::<Vec<_>>(), (1..=list.len() as u64).collect::<Vec<_>>(), "{c} ranks");
+        assert!(list.windows(2).all(|p| p[0].2 >= p[1].2), "{c}: ranks follow scores");
+        if w == 0.0 || list.is_empty() {
+            continue;
+        }
+        if fusion["mode"] == "rrf" {
+            let k = fusion["k"].as_f64().unwrap();
+            for (i, rank, _) in &list {
+                fused[*i] += w / (k + *rank as f64);
+            }
+            continue;
+        }
+        let raw: Vec<f64> = list.iter().map(|x| x.2).collect();
+        let n = raw.len() as f64;
+        let (norm, floor): (Vec<f64>, f64) = if fusion["normalization"] == "zscore" {
+            let mean = raw.iter().sum::<f64>() / n;
+            let std = (raw.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let z: Vec<f64> = raw.iter().map(|s| if std > 0.0 { (s - mean) / std } else { 0.0 }).collect();
+            let lowest = z.iter().copied().fold(f64::INFINITY, f64::min);
+            (z, lowest)
+        } else {
+            let (lo, hi) =
+                (raw.iter().copied().fold(f64::INFINITY, f64::min), raw.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            (raw.iter().map(|s| if hi > lo { (s - lo) / (hi - lo) } else { 1.0 }).collect(), 0.0)
+        };
+        let present: Vec<usize> = list.iter().map(|x| x.0).collect();
+        for (j, f) in fused.iter_mut().enumerate() {
+            *f += w * match present.iter().position(|p| *p == j) {
+                Some(at) => norm[at],
+                None => floor,
+            };
+        }
+    }
+    fused
+}
+
+#[actix_web::test]
+async fn fused_scores_are_what_each_fusion_formula_gives_for_the_explained_channels() {
+    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+    let weights = json!({"image": 0.5, "text": 2.0, "keyword": 1.5});
     for fusion in [
-        json!({"mode": "rrf", "k": 10}),
-        json!({"mode": "weighted", "normalization": "minmax"}),
-        json!({"mode": "weighted", "normalization": "zscore"}),
+        json!({"mode": "rrf", "k": 10, "weights": weights}),
+        json!({"mode": "rrf", "k": 60, "weights": {"image": 1, "text": 1, "keyword": 1}}),
+        json!({"mode": "weighted", "normalization": "minmax", "weights": weights}),
+        json!({"mode": "weighted", "normalization": "zscore", "weights": weights}),
     ] {
-        let (s, v) =
-            call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "orange poster", "fusion": fusion})))
-                .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        let scores: Vec<f64> = v["hits"].as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
-        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted: {scores:?}");
-        for h in v["hits"].as_array().unwrap() {
-            assert_eq!(h["score"], h["explain"]["fused"]);
+        // "cameraman" is in one product only: a keyword channel of one, where min-max and z-score
+        // meet their edge cases.
+        for q in ["orange poster", "espresso cup", "cameraman"] {
+            let (s, v) =
+                call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q, "k": 200, "fusion": fusion})))
+                    .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let hits = v["hits"].as_array().unwrap();
+            assert_eq!(hits.len() as u64, v["total"].as_u64().unwrap(), "every candidate is returned");
+            assert!(hits.iter().any(|h| !h["explain"]["keyword"].is_null()), "{q}: the keyword channel took part");
+            let want = hand_fused(hits, &fusion);
+            for (h, w) in hits.iter().zip(&want) {
+                let got = h["score"].as_f64().unwrap();
+                assert!((got - w).abs() <= 1e-4 * w.abs().max(1.0), "{fusion} {q:?} {}: score {got}, by hand {w}", h["id"]);
+                assert_eq!(h["explain"]["fused"], h["score"]);
+            }
+            let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted: {scores:?}");
         }
     }
 }
@@ -323,19 +409,28 @@ async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
         assert_eq!(v["error"]["code"], code, "{v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
-    // Query syntax never causes a 500.
+    // Query syntax never causes a 500, and the answer is a well-formed result.
     for q in
         ["\"unclosed", "title:", "((a", "AND", "*", "~2", "a AND OR NOT b", "price:[1 TO", "\\", "::::", "-", "\"\"", "brand:\"x"]
     {
-        let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q}))).await;
+        let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q, "k": 7}))).await;
         assert_eq!(s, StatusCode::OK, "{q:?}: {v}");
-        assert!(v["hits"].is_array() && v["total"].is_number(), "{q:?}: {v}");
+        assert_search_shape(&v, 7, q);
+    }
+    // The words inside odd syntax still count.
+    let keyword_only = json!({"weights": {"image": 0, "text": 0, "keyword": 1}});
+    for q in ["\"vintage cameraman", "((cameraman", "title:cameraman", "cameraman~"] {
+        let (s, v) =
+            call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q, "fusion": keyword_only}))).await;
+        assert_eq!(s, StatusCode::OK, "{q:?}: {v}");
+        assert_search_shape(&v, 10, q);
+        assert_eq!(ids(&v).first().map(String::as_str), Some("sku-020"), "{q:?}: {v}");
     }
     // Fields that cannot be searched, and hostile nesting, are refused with a reason, not a 500
     // (`id:*` answered 500; 800 parentheses overflowed the stack and killed the process).
     let deep = format!("{}a", "(".repeat(800));
     let nots = format!("{}a", "NOT ".repeat(300));
-    for q in ["id:*", "ord:1", deep.as_str(), nots.as_str()] {
+    for q in ["id:*", "ord:1", "title:*", deep.as_str(), nots.as_str()] {
         for req in [
             TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q})),
             TestRequest::get().uri(&format!("/v1/search?q={}", vitrine_web::search::urlencode(q))),
@@ -346,6 +441,26 @@ async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
     }
     let (s, _) = call(&app, TestRequest::get().uri("/healthz")).await;
     assert_eq!(s, StatusCode::OK);
+}
+
+/// A search answer: `k` and `offset` echoed, at most `k` hits, sorted, each with an id, a finite
+/// score equal to its explained fused score, and at least one channel that found it.
+fn assert_search_shape(v: &Value, k: u64, ctx: &str) {
+    assert_eq!(v["k"], k, "{ctx}: {v}");
+    assert_eq!(v["offset"], 0, "{ctx}: {v}");
+    assert!(v["generation"].as_u64().is_some_and(|g| g >= 1), "{ctx}: {v}");
+    assert!(v["took_ms"].as_f64().is_some(), "{ctx}: {v}");
+    let hits = v["hits"].as_array().unwrap_or_else(|| panic!("{ctx}: no hits array in {v}"));
+    assert!(hits.len() as u64 <= k && v["total"].as_u64().unwrap() >= hits.len() as u64, "{ctx}: {v}");
+    let mut last = f64::INFINITY;
+    for h in hits {
+        assert!(h["id"].as_str().is_some_and(|id| !id.is_empty()), "{ctx}: {h}");
+        let score = h["score"].as_f64().unwrap_or(f64::NAN);
+        assert!(score.is_finite() && score <= last, "{ctx}: {v}");
+        last = score;
+        assert_eq!(h["explain"]["fused"], h["score"], "{ctx}: {h}");
+        assert!(["image", "text", "keyword"].iter().any(|c| h["explain"][c]["rank"].as_u64().is_some()), "{ctx}: {h}");
+    }
 }
 
 #[actix_web::test]
@@ -523,7 +638,7 @@ async fn ingest_jobs_run_report_progress_and_survive_a_restart() {
 }
 
 #[actix_web::test]
-async fn operations_endpoints_and_every_documented_route_exists() {
+async fn operations_endpoints_report_stats_health_and_metrics() {
     let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
     let (s, v) = call(&app, TestRequest::get().uri("/readyz")).await;
     assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ready")));
@@ -550,30 +665,198 @@ async fn operations_endpoints_and_every_documented_route_exists() {
     ] {
         assert!(text.contains(series), "metrics lack {series}");
     }
+}
+
+/// Status, content type and body bytes of one request.
+async fn call_bytes(
+    app: &impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+    req: TestRequest,
+) -> (StatusCode, String, Vec<u8>) {
+    let res = test::call_service(app, req.to_request()).await;
+    let status = res.status();
+    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (status, ct, test::read_body(res).await.to_vec())
+}
+
+/// The MIME type an image's bytes really have.
+fn sniffed(bytes: &[u8]) -> &'static str {
+    match image::guess_format(bytes) {
+        Ok(image::ImageFormat::Jpeg) => "image/jpeg",
+        Ok(image::ImageFormat::Png) => "image/png",
+        Ok(image::ImageFormat::WebP) => "image/webp",
+        other => panic!("not an image: {other:?}"),
+    }
+}
+
+#[actix_web::test]
+async fn every_documented_route_answers_its_documented_status_and_body() {
+    let (_d, data) = writable_data();
+    let app = test::init_service(vitrine_web::app(state_for(data, |c| c.media_root = vec![root().join("demo")]))).await;
+    let admin = ("x-api-key", KEY);
     let (_, doc) = call(&app, TestRequest::get().uri("/v1/openapi.json")).await;
-    let paths = doc["paths"].as_object().unwrap();
-    assert!(paths.len() >= 18, "{}", paths.len());
-    for (path, ops) in paths {
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
-            let uri = path.replace("{id}", "sku-001").replace("{n}", "0");
-            let req = match method.as_str() {
-                "get" => TestRequest::get(),
-                "post" => TestRequest::post(),
-                "put" => TestRequest::put(),
-                "delete" => TestRequest::delete(),
-                other => panic!("unexpected method {other}"),
-            };
-            let (s, v) = call(&app, req.uri(&uri)).await;
-            let unrouted =
-                s == StatusCode::NOT_FOUND && v["error"]["message"].as_str().is_some_and(|m| m.starts_with("no such route"));
-            assert!(!unrouted && s != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not routed");
+            documented.insert((method.to_uppercase(), path.clone()));
         }
     }
-    // The UI is embedded.
-    for page in ["/", "/admin", "/ui/app.css"] {
-        let res = test::call_service(&app, TestRequest::get().uri(page).to_request()).await;
-        assert_eq!(res.status(), StatusCode::OK, "{page}");
+    let mut checked = std::collections::BTreeSet::new();
+    let mut seen = |m: &str, p: &str| checked.insert((m.to_string(), p.to_string()));
+
+    let (s, v) = call(&app, TestRequest::get().uri("/healthz")).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"status": "ok"})));
+    seen("GET", "/healthz");
+    let (s, v) = call(&app, TestRequest::get().uri("/readyz")).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"status": "ready"})));
+    seen("GET", "/readyz");
+    assert!(doc["paths"]["/v1/search/text"]["post"].is_object() && doc["openapi"].as_str().is_some(), "{doc}");
+    seen("GET", "/v1/openapi.json");
+
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/search?q=astronaut&k=3")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_search_shape(&v, 3, "GET /v1/search");
+    seen("GET", "/v1/search");
+    let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "astronaut", "k": 4}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_search_shape(&v, 4, "POST /v1/search/text");
+    seen("POST", "/v1/search/text");
+    use base64::Engine;
+    let photo = base64::engine::general_purpose::STANDARD.encode(std::fs::read(root().join("demo/queries/sku-001.jpg")).unwrap());
+    let (s, v) = call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_base64": photo, "k": 2}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_search_shape(&v, 2, "POST /v1/search/image");
+    assert_eq!(ids(&v)[0], "sku-001");
+    seen("POST", "/v1/search/image");
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/products/sku-001/similar?k=5")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_search_shape(&v, 5, "similar");
+    assert!(!ids(&v).contains(&"sku-001".to_string()));
+    seen("GET", "/v1/products/{id}/similar");
+
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/products?limit=5").insert_header(admin)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["total"].as_u64(), v["products"].as_array().map(Vec::len), v["limit"].as_u64()), (Some(34), Some(5), Some(5)));
+    seen("GET", "/v1/products");
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/products/sku-001")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["id"].as_str(), v["title"].as_str()), (Some("sku-001"), Some("Astronaut Portrait Poster")));
+    // Its one image URL serves the image (whatever shape the URL takes).
+    let urls = v["image_urls"].as_array().unwrap();
+    assert_eq!(urls.len(), 1, "{v}");
+    let (s, ct, bytes) = call_bytes(&app, TestRequest::get().uri(urls[0].as_str().unwrap())).await;
+    assert_eq!((s, ct.as_str()), (StatusCode::OK, sniffed(&bytes)));
+    seen("GET", "/v1/products/{id}");
+    let img = root().join("demo/images/sku-027.jpg").display().to_string();
+    let (s, v) = call(
+        &app,
+        TestRequest::put()
+            .uri("/v1/products/route-1")
+            .insert_header(admin)
+            .set_json(json!({"title": "Route lamp", "image": img})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["id"].as_str(), v["title"].as_str(), v["indexed_images"].as_u64()),
+        (Some("route-1"), Some("Route lamp"), Some(1))
+    );
+    seen("PUT", "/v1/products/{id}");
+    let (s, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/products").insert_header(admin).set_json(json!([{"id": "route-2", "title": "Route desk"}])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["ingested"].as_u64(), v["failed"].as_u64(), v["failures"].as_array().map(Vec::len)),
+        (Some(1), Some(0), Some(0))
+    );
+    seen("POST", "/v1/products");
+    let (s, v) = call(&app, TestRequest::delete().uri("/v1/products/route-2").insert_header(admin)).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"deleted": "route-2"})));
+    seen("DELETE", "/v1/products/{id}");
+
+    let (s, ct, bytes) = call_bytes(&app, TestRequest::get().uri("/v1/images/sku-001/0")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ct, sniffed(&bytes));
+    seen("GET", "/v1/images/{id}/{n}");
+    let (s, ct, bytes) = call_bytes(&app, TestRequest::get().uri("/v1/thumbs/sku-001/0")).await;
+    assert_eq!((s, ct.as_str(), sniffed(&bytes)), (StatusCode::OK, "image/jpeg", "image/jpeg"));
+    seen("GET", "/v1/thumbs/{id}/{n}");
+
+    let body = format!("{}\n{{broken\n", json!({"id": "route-3", "title": "Route chair"}));
+    let (s, v) = call(
+        &app,
+        TestRequest::post()
+            .uri("/v1/ingest")
+            .insert_header(admin)
+            .insert_header(("content-type", "application/x-ndjson"))
+            .set_payload(body),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let job = v["job_id"].as_str().unwrap().to_string();
+    assert_eq!(v["status_url"], format!("/v1/jobs/{job}"));
+    seen("POST", "/v1/ingest");
+    let mut v = Value::Null;
+    for _ in 0..300 {
+        let (s, j) = call(&app, TestRequest::get().uri(&format!("/v1/jobs/{job}")).insert_header(admin)).await;
+        assert_eq!(s, StatusCode::OK, "{j}");
+        v = j;
+        if v["state"] == "done" || v["state"] == "failed" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!((v["id"].as_str(), v["state"].as_str()), (Some(job.as_str()), Some("done")), "{v}");
+    assert_eq!((v["counts"]["ingested"].as_u64(), v["counts"]["failed"].as_u64()), (Some(1), Some(1)), "{v}");
+    seen("GET", "/v1/jobs/{id}");
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/jobs").insert_header(admin)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["jobs"][0]["id"], job.as_str(), "{v}");
+    seen("GET", "/v1/jobs");
+    let (s, ct, bytes) = call_bytes(&app, TestRequest::get().uri(&format!("/v1/jobs/{job}/failures")).insert_header(admin)).await;
+    assert_eq!((s, ct.as_str()), (StatusCode::OK, "application/x-ndjson"));
+    let lines: Vec<Value> = String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["line"], 2);
+    seen("GET", "/v1/jobs/{id}/failures");
+
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/stats").insert_header(admin)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((v["products"].as_u64(), v["model"]["dim"].as_u64()), (Some(36), Some(64)), "{v}");
+    seen("GET", "/v1/stats");
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/admin/health").insert_header(admin)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["routes"].as_array().unwrap().iter().any(|r| r["route"] == "/v1/jobs/{id}"), "{v}");
+    assert_eq!(v["queue"]["capacity"], 64);
+    seen("GET", "/v1/admin/health");
+    let (s, ct, bytes) = call_bytes(&app, TestRequest::get().uri("/metrics")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    assert!(String::from_utf8(bytes).unwrap().contains("route=\"/v1/ingest\""));
+    seen("GET", "/metrics");
+    let (s, v) = call(&app, TestRequest::post().uri("/v1/snapshots").insert_header(admin)).await;
+    assert_eq!((s, v["products"].as_u64()), (StatusCode::CREATED, Some(36)), "{v}");
+    seen("POST", "/v1/snapshots");
+    let (s, list) = call(&app, TestRequest::get().uri("/v1/snapshots").insert_header(admin)).await;
+    assert_eq!((s, &list["snapshots"][0]["name"]), (StatusCode::OK, &v["name"]), "{list}");
+    seen("GET", "/v1/snapshots");
+    // The UI is embedded.
+    for (page, route, ct) in
+        [("/", "/", "text/html"), ("/admin", "/admin", "text/html"), ("/ui/app.css", "/ui/{path}", "text/css")]
+    {
+        let (s, got, bytes) = call_bytes(&app, TestRequest::get().uri(page)).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        assert!(got.starts_with(ct) && !bytes.is_empty(), "{page}: {got}");
+        seen("GET", route);
+    }
+
+    assert_eq!(checked, documented, "each documented route needs its check here, and each check a documented route");
 }
 
 #[actix_web::test]
@@ -693,4 +976,165 @@ async fn the_search_key_guards_every_shopper_read() {
             assert_eq!(res.status(), StatusCode::OK, "{uri} with {key}");
         }
     }
+}
+
+#[actix_web::test]
+async fn a_search_key_guards_search_but_not_health_docs_or_pages() {
+    const SEARCH: &str = "test-search-key";
+    let guarded = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.search_key = Some(SEARCH.into())))).await;
+    let open = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+    use base64::Engine;
+    let photo = base64::engine::general_purpose::STANDARD.encode(std::fs::read(root().join("demo/queries/sku-007.jpg")).unwrap());
+    let searches = || {
+        [
+            TestRequest::get().uri("/v1/search?q=poster"),
+            TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "poster"})),
+            TestRequest::post().uri("/v1/search/image").set_json(json!({"image_base64": photo})),
+            TestRequest::get().uri("/v1/products/sku-007/similar"),
+        ]
+    };
+    for req in searches() {
+        let (s, v) = call(&guarded, req).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{v}");
+    }
+    for req in searches() {
+        let (s, v) = call(&guarded, req.insert_header(("x-api-key", "not-the-key"))).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{v}");
+    }
+    // The search key (either header) and the admin key both search.
+    for auth in [("x-api-key", SEARCH.to_string()), ("authorization", format!("Bearer {SEARCH}")), ("x-api-key", KEY.into())] {
+        for req in searches() {
+            let (s, v) = call(&guarded, req.insert_header(auth.clone())).await;
+            assert_eq!(s, StatusCode::OK, "{auth:?}: {v}");
+            assert!(!ids(&v).is_empty(), "{v}");
+        }
+    }
+    // The search key is not an admin key.
+    let (s, v) = call(&guarded, TestRequest::get().uri("/v1/stats").insert_header(("x-api-key", SEARCH))).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{v}");
+    // Without a search key, search is open; health, the API document and the UI pages never need
+    // one (product reads do: `the_search_key_guards_every_shopper_read`).
+    for req in searches() {
+        let (s, v) = call(&open, req).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    for uri in ["/healthz", "/readyz", "/v1/openapi.json", "/", "/admin"] {
+        let res = test::call_service(&guarded, TestRequest::get().uri(uri).to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+    }
+    // Without an admin key configured, admin routes are closed to every key.
+    let no_admin = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.admin_key = None))).await;
+    let (s, v) = call(&no_admin, TestRequest::get().uri("/v1/stats").insert_header(("x-api-key", KEY))).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{v}");
+}
+
+#[actix_web::test]
+async fn the_product_list_pages_counts_and_filters_by_keyword() {
+    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+    let admin = ("x-api-key", KEY);
+    let catalog: Vec<String> = demo_products().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
+    let list = |v: &Value| -> Vec<String> {
+        v["products"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect()
+    };
+    // Pages of 10 walk the catalog in order, each reporting the same total.
+    let mut all = vec![];
+    for offset in [0, 10, 20, 30] {
+        let (s, v) =
+            call(&app, TestRequest::get().uri(&format!("/v1/products?limit=10&offset={offset}")).insert_header(admin)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!((v["total"].as_u64(), v["offset"].as_u64(), v["limit"].as_u64()), (Some(34), Some(offset), Some(10)), "{v}");
+        all.extend(list(&v));
+    }
+    assert_eq!(all, catalog);
+    // The default page is 20; the limit is kept within 1..=200; past the end is empty.
+    let (_, v) = call(&app, TestRequest::get().uri("/v1/products").insert_header(admin)).await;
+    assert_eq!(list(&v), catalog[..20]);
+    let (_, v) = call(&app, TestRequest::get().uri("/v1/products?limit=0").insert_header(admin)).await;
+    assert_eq!((list(&v).len(), v["limit"].as_u64()), (1, Some(1)));
+    let (_, v) = call(&app, TestRequest::get().uri("/v1/products?limit=100000").insert_header(admin)).await;
+    assert_eq!((list(&v).len(), v["limit"].as_u64()), (34, Some(200)));
+    let (_, v) = call(&app, TestRequest::get().uri("/v1/products?offset=34").insert_header(admin)).await;
+    assert_eq!((list(&v).len(), v["total"].as_u64()), (0, Some(34)));
+    // q keeps the keyword matches, and total counts them.
+    let (_, v) = call(&app, TestRequest::get().uri("/v1/products?q=mug").insert_header(admin)).await;
+    let mut got = list(&v);
+    got.sort();
+    assert_eq!((got, v["total"].as_u64()), (vec!["sku-005".to_string(), "sku-014".into(), "sku-033".into()], Some(3)), "{v}");
+    let (_, v) = call(&app, TestRequest::get().uri("/v1/products?q=mug&limit=2&offset=2").insert_header(admin)).await;
+    assert_eq!((list(&v).len(), v["total"].as_u64()), (1, Some(3)), "{v}");
+    let (_, v) = call(&app, TestRequest::get().uri("/v1/products?q=zzzqqq").insert_header(admin)).await;
+    assert_eq!((list(&v).len(), v["total"].as_u64()), (0, Some(0)), "{v}");
+    // Bad numbers are a 400, and the list needs the admin key.
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/products?offset=-1").insert_header(admin)).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{v}");
+    let (s, _) = call(&app, TestRequest::get().uri("/v1/products")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[actix_web::test]
+async fn images_are_served_by_index_and_an_index_out_of_range_is_404() {
+    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+    // sku-032 has two images.
+    for (uri, file) in [("/v1/images/sku-032/0", "sku-032-a.jpg"), ("/v1/images/sku-032/1", "sku-032-b.jpg")] {
+        let (s, ct, bytes) = call_bytes(&app, TestRequest::get().uri(uri)).await;
+        assert_eq!(s, StatusCode::OK, "{uri}");
+        assert_eq!(ct, sniffed(&bytes), "{uri}");
+        let (got, want) = (image::load_from_memory(&bytes).unwrap(), image::open(root().join("demo/images").join(file)).unwrap());
+        assert_eq!((got.width(), got.height()), (want.width(), want.height()), "{uri} is {file}");
+    }
+    for uri in ["/v1/images/sku-032/2", "/v1/images/sku-001/1", "/v1/thumbs/sku-032/2", "/v1/images/nope/0"] {
+        let (s, v) = call(&app, TestRequest::get().uri(uri)).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{uri}: {v}");
+    }
+    for uri in ["/v1/images/sku-032/-1", "/v1/images/sku-032/x", "/v1/images/sku-032/99999999999999999999999"] {
+        let (s, v) = call(&app, TestRequest::get().uri(uri)).await;
+        assert!(s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND, "{uri}: {s} {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{uri}: {v}");
+    }
+}
+
+#[test]
+fn an_ingest_job_killed_mid_way_resumes_after_a_restart_with_exact_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
+    let body: String = many_products("job", 120).iter().map(|r| format!("{r}\n")).collect();
+    let job = {
+        let mut server = Server::start(&data, &["--admin-key", KEY], &[(FAULT_ABORT_AFTER_WRITES, "45")]);
+        server.wait_ready();
+        let a = server.call_raw(
+            "POST",
+            "/v1/ingest",
+            Some(("authorization", format!("Bearer {KEY}"))),
+            Some(("application/x-ndjson", body)),
+        );
+        assert_eq!(a.status, 202, "{}", a.json());
+        let job = a.json()["job_id"].as_str().unwrap().to_string();
+        // The writer dies after its 45th product: no destructor runs, nothing more is written.
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(server.wait_exit(300).signal(), Some(6), "{}", server.log_text());
+        assert!(server.log_text().contains(FAULT_MARKER));
+        job
+    };
+    let saved = read_json(&data.join("jobs").join(format!("{job}.json")));
+    assert_eq!(saved["state"], "running", "the job died mid-way: {saved}");
+    let mut server = Server::start(&data, &["--admin-key", KEY], &[]);
+    server.wait_ready();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let v = loop {
+        let v = server.call("GET", &format!("/v1/jobs/{job}"), Some(KEY), None).json();
+        if v["state"] == "done" || v["state"] == "failed" {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(v["state"], "done", "{v}\n{}", server.log_text());
+    assert_eq!(v["resumed"], 1, "{v}");
+    assert_eq!(v["counts"], json!({"ingested": 75, "unchanged": 45, "updated": 0, "deleted": 0, "failed": 0}), "{v}");
+    assert_eq!((v["total"].as_u64(), v["processed"].as_u64()), (Some(120), Some(120)), "{v}");
+    let v = server.call("GET", "/v1/products?limit=1", Some(KEY), None).json();
+    assert_eq!(v["total"], 154, "{v}");
+    let v = server.call("GET", "/v1/products/job0119", None, None).json();
+    assert_eq!(v["id"], "job0119", "{v}");
 }

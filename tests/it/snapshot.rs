@@ -223,3 +223,49 @@ fn restoring_over_a_served_directory_moves_its_readers_forward() {
     assert_eq!(reader.snapshot().unwrap().manifest.generation, restored.generation + 1);
     assert_eq!(reader.snapshot().unwrap().manifest.products, 5);
 }
+
+/// `POST /v1/snapshots` (admin only) writes a snapshot into the service's snapshot directory while
+/// it serves; `GET /v1/snapshots` lists it; restored on another path it answers like the original.
+#[actix_web::test]
+async fn the_admin_api_takes_a_snapshot_while_serving_that_restores_identically() {
+    use actix_web::http::StatusCode;
+    use actix_web::test::{self, TestRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
+    let snaps = dir.path().join("snaps");
+    let state = crate::service::state_for(data.clone(), |c| c.snapshot_dir = Some(snaps.clone()));
+    let app = test::init_service(vitrine_web::app(state.clone())).await;
+    let (status, v) = crate::service::call(&app, TestRequest::post().uri("/v1/snapshots")).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{v}");
+    let (status, v) =
+        crate::service::call(&app, TestRequest::post().uri("/v1/snapshots").insert_header(("x-api-key", "wrong"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let admin = ("x-api-key", crate::service::KEY);
+    let (status, made) = crate::service::call(&app, TestRequest::post().uri("/v1/snapshots").insert_header(admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["products"], 34, "{made}");
+    let name = made["name"].as_str().unwrap();
+    assert!(name.starts_with("snapshot-") && !name.contains('/'), "{made}");
+    // A second one in the same second gets its own folder.
+    let (status, second) = crate::service::call(&app, TestRequest::post().uri("/v1/snapshots").insert_header(admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    assert_ne!(second["name"], made["name"]);
+    let (status, list) = crate::service::call(&app, TestRequest::get().uri("/v1/snapshots").insert_header(admin)).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let names: HashSet<&str> = list["snapshots"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, HashSet::from([name, second["name"].as_str().unwrap()]), "{list}");
+    // Still serving after the snapshots.
+    let (status, v) = crate::service::call(&app, TestRequest::get().uri("/v1/search?q=mug")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    state.writes.close();
+    let restored = dir.path().join("restored");
+    let (ok, _, err) = vitrine(&["snapshot", "restore", s(&snaps.join(name)), "--data", s(&restored)]);
+    assert!(ok, "{err}");
+    for q in ["red", "poster", "wooden chair", "a blue mug on a table"] {
+        let (a, b) = (results(&data, q), results(&restored, q));
+        assert!(!a.0.is_empty(), "{q}");
+        assert_eq!(a, b, "{q}");
+    }
+}

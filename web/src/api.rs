@@ -39,6 +39,8 @@ use crate::{products, search, ui};
         products::job_failures,
         products::stats,
         products::health,
+        products::create_snapshot,
+        products::snapshots,
         ui::index,
         ui::admin,
         ui::asset,

@@ -177,6 +177,10 @@ pub struct ServeConfig {
     /// say) before it answers 409; a request thread is never held longer.
     #[arg(long, env = "VITRINE_LOCK_TIMEOUT_SECS", value_name = "SECS", default_value_t = 2)]
     pub lock_timeout_secs: u64,
+    /// Folder that `POST /v1/snapshots` writes snapshots into (default: `snapshots` beside the
+    /// data directory).
+    #[arg(long, env = "VITRINE_SNAPSHOT_DIR", value_name = "DIR")]
+    pub snapshot_dir: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
     pub ingest: IngestSettings,

@@ -67,7 +67,11 @@ pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
             tracing::warn!("refresh after a write: {e}");
         }
     });
-    let writes = WriteService::start(WriteConfig::new(config.data.clone(), http_ingest_options(&config)), model, notify)?;
+    let mut write_config = WriteConfig::new(config.data.clone(), http_ingest_options(&config));
+    if let Some(dir) = &config.snapshot_dir {
+        write_config.snapshot_dir = dir.clone();
+    }
+    let writes = WriteService::start(write_config, model, notify)?;
     // Acknowledged writes of a process that died before building their generation.
     if let Err(e) = writes.repair() {
         tracing::warn!("repair at start: {e}");
@@ -243,6 +247,7 @@ routes! {
     route "/v1/jobs/{id}" => { get products::job }
     route "/v1/jobs/{id}/failures" => { get products::job_failures }
     route "/v1/stats" => { get products::stats }
+    route "/v1/snapshots" => { post products::create_snapshot, get products::snapshots }
     route "/v1/admin/health" => { get products::health }
     route "/" => { get ui::index }
     route "/admin" => { get ui::admin }

@@ -15,6 +15,7 @@ use vitrine_core::catalog::{ImageMedia, MediaRef, Product, StoredProduct};
 use vitrine_core::ModelId;
 use vitrine_indexer::catalog::{product_from_map, Format};
 use vitrine_indexer::jobs::Job;
+use vitrine_indexer::service::Snapshot;
 use vitrine_indexer::{Failure, MediaStore, Summary, MEDIA_REF_PREFIX};
 
 use crate::auth::{require_admin, require_search};
@@ -539,6 +540,43 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
         queue: Queue { depth, capacity },
         jobs_active: state.writes.jobs().active(),
     }))
+}
+
+/// `GET /v1/snapshots`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SnapshotList {
+    /// Newest first.
+    pub snapshots: Vec<Snapshot>,
+}
+
+#[utoipa::path(post, path = "/v1/snapshots", tag = "operations",
+    responses(
+        (status = 201, description = "A consistent copy of the data directory, written into a new folder of the snapshot directory (`snapshot_dir`) while the service keeps answering searches; writes wait for it", body = Snapshot),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 409, description = "`busy`: another process holds the data directory", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the model is still loading", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
+pub async fn create_snapshot(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let writes = state.writes.clone();
+    let snapshot = web::block(move || writes.snapshot()).await??;
+    Ok(HttpResponse::Created().json(snapshot))
+}
+
+#[utoipa::path(get, path = "/v1/snapshots", tag = "operations",
+    responses(
+        (status = 200, description = "The snapshots in the snapshot directory", body = SnapshotList),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
+pub async fn snapshots(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let writes = state.writes.clone();
+    let snapshots = web::block(move || writes.snapshots()).await??;
+    Ok(HttpResponse::Ok().json(SnapshotList { snapshots }))
 }
 
 #[utoipa::path(get, path = "/v1/admin/health", tag = "operations",
