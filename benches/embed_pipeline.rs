@@ -1,7 +1,7 @@
 //! Image embedding throughput: model-only vs end to end from JPEG files, and vs Python.
 //!
 //! (a) model-only: `embed_pixels` on pre-decoded tensors, batches of 32;
-//! (b) end to end: `vitrine_core::pipeline::embed_images` from the JPEG files, batches of 32;
+//! (b) end to end: `vitrine_model::pipeline::embed_images` from the JPEG files, batches of 32;
 //! alternated for `VITRINE_BENCH_ROUNDS` rounds (median reported). Then, in the same invocation,
 //! `scripts/bench_python_pipeline.py` on the same files and model (transformers CLIPImageProcessor +
 //! onnxruntime), and the speedup over it. Targets: e2e ≥ 95% of model-only; ≥ 1.4× Python.
@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use serde_json::{json, Value};
-use vitrine_core::pipeline::{embed_images, ImageSource};
-use vitrine_core::preprocess::decode;
-use vitrine_core::{Embedder, ImageLimits};
+use vitrine_model::pipeline::{embed_images, ImageSource};
+use vitrine_model::preprocess::decode;
+use vitrine_model::{Embedder, ImageLimits};
 
 fn python_baseline(model: &std::path::Path, images: &std::path::Path, n: usize, batch: usize, rounds: usize) -> Value {
     let py = common::env_str("VITRINE_BENCH_PYTHON").unwrap_or_else(|| ".venv-fixtures/bin/python".into());

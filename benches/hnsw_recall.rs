@@ -1,4 +1,4 @@
-//! HNSW recall and latency of a vector segment, through `vitrine_core::vectors`.
+//! HNSW recall and latency of a vector segment, through `vitrine_store::vectors`.
 //!
 //! `N` (100,000) synthetic unit vectors of `DIM` (512): `CLUSTERS` (1000) Gaussian centres, each point
 //! = centre + isotropic noise of norm `NOISE` (0.5), normalized; seeded. Written with `write_index`
@@ -21,7 +21,7 @@ use std::time::Instant;
 use rand::Rng;
 use rayon::prelude::*;
 use serde_json::json;
-use vitrine_core::vectors::{top_k, write_index, HnswParams, PointRef, VectorIndex};
+use vitrine_store::vectors::{top_k, write_index, HnswParams, PointRef, VectorIndex};
 
 const TARGET_RECALL: f64 = 0.98;
 

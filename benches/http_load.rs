@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{json, Value};
 use vitrine_core::catalog::{Product, StoredProduct};
-use vitrine_core::generation::{self, BuildOptions};
-use vitrine_core::store::{ProductWrite, Store};
-use vitrine_core::{Embedder, ModelId};
+use vitrine_core::ModelId;
+use vitrine_model::Embedder;
+use vitrine_store::generation::{self, BuildOptions};
+use vitrine_store::store::{ProductWrite, Store};
 
 const READY: &str = "BENCH_READY";
 /// Bump when the synthetic catalog or the index layout changes, so cached directories are rebuilt

@@ -19,9 +19,9 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use serde_json::json;
-use vitrine_core::preprocess::decode;
-use vitrine_core::{Embedder, ImageLimits};
 use vitrine_indexer::{IndexOptions, Indexer, NoProgress};
+use vitrine_model::preprocess::decode;
+use vitrine_model::{Embedder, ImageLimits};
 
 const RSS_CHILD: &str = "VITRINE_BENCH_RSS_CHILD";
 

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use serde_json::json;
-use vitrine_core::model::PreprocessorConfig;
-use vitrine_core::preprocess::{decode, decode_into};
-use vitrine_core::{ImageLimits, Preprocessor};
+use vitrine_model::model::PreprocessorConfig;
+use vitrine_model::preprocess::{decode, decode_into};
+use vitrine_model::{ImageLimits, Preprocessor};
 
 const TARGET_MS: f64 = 5.0;
 

@@ -11,7 +11,7 @@ mod common;
 use std::time::Instant;
 
 use serde_json::json;
-use vitrine_core::Embedder;
+use vitrine_model::Embedder;
 
 const TARGET_P50_MS: f64 = 15.0;
 

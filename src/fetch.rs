@@ -74,7 +74,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<PathBuf> {
     let meta = serde_json::json!({ "name": short, "source": format!("{endpoint}/{repo}@{}", opts.revision) });
     std::fs::write(dest.join("vitrine-model.json"), serde_json::to_vec_pretty(&meta)?)?;
     // Prove the directory meets the contract before saying it is done.
-    vitrine_core::ModelDir::open(&dest)?;
+    vitrine_model::ModelDir::open(&dest)?;
     Ok(dest)
 }
 

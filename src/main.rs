@@ -13,9 +13,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use vitrine_core::pipeline::{embed_images, ImageSource};
-use vitrine_core::{ClipOnnx, Embedder, ImageLimits};
 use vitrine_indexer::{IndexOptions, Indexer, LocalFiles};
+use vitrine_model::pipeline::{embed_images, ImageSource};
+use vitrine_model::{ClipOnnx, Embedder, ImageLimits};
 use vitrine_web::config::{IngestSettings, InvalidSetting, ModelSettings, DEFAULT_DATA};
 use vitrine_web::ServeConfig;
 

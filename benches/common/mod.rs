@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use vitrine_core::{ClipOnnx, Device, RuntimeOptions};
+use vitrine_model::{ClipOnnx, Device, RuntimeOptions};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -222,7 +222,7 @@ pub fn gaussian(rng: &mut impl Rng) -> f32 {
 }
 
 pub fn normalize(v: &mut [f32]) {
-    vitrine_core::embed::l2_normalize(v);
+    vitrine_core::vector::l2_normalize(v);
 }
 
 /// `clusters` random unit centres in `dim` dimensions.

@@ -1,31 +1,16 @@
-//! Vitrine's shared core: the types every other crate speaks, the CLIP embedder on ONNX Runtime,
-//! image decoding and preprocessing, and the text tokenizer.
+//! Vitrine's shared vocabulary: the types every stage speaks. The catalog's products
+//! ([`catalog`]), the identity of a model ([`ModelId`]), the one error type ([`CoreError`]) and
+//! the vector arithmetic both the embedder and the index use ([`vector`]).
 //!
-//! Invariants:
-//! - every embedding that leaves this crate is L2-normalized, so cosine similarity is a dot product;
-//! - preprocessing follows the model's `preprocessor_config.json`, never constants;
-//! - decoding untrusted bytes never panics and never allocates past [`preprocess::ImageLimits`].
-//!
-//! Threading: preprocessing is pure and meant for rayon; each ONNX session sits behind a mutex
-//! (see [`embed`]).
+//! The stages sit on top: `vitrine-model` (model directory, preprocessing, tokenizer, ONNX
+//! runtime, embedder) and `vitrine-store` (store, generations, vector segments, graph, keyword
+//! index). Invariant kept by both: every embedding is L2-normalized, so cosine similarity is a dot
+//! product ([`vector::dot`]).
 
 pub mod catalog;
-pub mod embed;
 pub mod error;
-pub mod generation;
-pub mod graph;
-pub mod keyword;
-pub mod lock;
-pub mod model;
-pub mod pipeline;
-pub mod preprocess;
-pub mod runtime;
-pub mod store;
-pub mod tokenize;
-pub mod vectors;
+pub mod model_id;
+pub mod vector;
 
-pub use embed::{ClipOnnx, Embedder, FakeEmbedder, ModelSlot};
 pub use error::{CoreError, ImageErrorKind, Result};
-pub use model::{ModelDir, ModelId};
-pub use preprocess::{ImageLimits, Preprocessor};
-pub use runtime::{Device, RuntimeOptions};
+pub use model_id::ModelId;

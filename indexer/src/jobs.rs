@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use vitrine_core::generation::atomic_write;
+use vitrine_store::generation::atomic_write;
 
 use crate::catalog::Format;
 use crate::{Progress, Summary};
@@ -86,7 +86,7 @@ pub struct Jobs {
 }
 
 fn now() -> u64 {
-    vitrine_core::generation::now_secs()
+    vitrine_store::generation::now_secs()
 }
 
 impl Jobs {

@@ -15,7 +15,7 @@
 //!
 //! Crash safety: a product write is one atomic sled batch that carries the content hash, so a run
 //! killed at any point (SIGKILL included) resumes by skipping what was written and re-embedding
-//! the rest; generations are rebuilt from the change log (see `vitrine_core::generation`).
+//! the rest; generations are rebuilt from the change log (see `vitrine_store::generation`).
 //!
 //! A product whose images all fail is still indexed by its text (keyword + text vector), with a
 //! warning in the report; it fails only when it has neither a usable image nor any text.
@@ -41,11 +41,12 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use vitrine_core::catalog::{ImageFailure, ImageMedia, Product, StoredProduct};
-use vitrine_core::generation::{self, BuildOptions, BuildReport};
-use vitrine_core::lock::{self, WriteLock};
-use vitrine_core::pipeline::{embed_images, ImageSource};
-use vitrine_core::store::{ProductWrite, Store};
-use vitrine_core::{CoreError, Embedder, ImageLimits, ModelId};
+use vitrine_core::{CoreError, ModelId};
+use vitrine_model::pipeline::{embed_images, ImageSource};
+use vitrine_model::{Embedder, ImageLimits};
+use vitrine_store::generation::{self, BuildOptions, BuildReport};
+use vitrine_store::lock::{self, WriteLock};
+use vitrine_store::store::{ProductWrite, Store};
 
 pub use catalog::{Record, RecordError};
 pub use fetch::{FetchError, FetchOptions, Fetcher, LocalFiles, Source};

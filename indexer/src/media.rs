@@ -33,8 +33,9 @@ use std::time::Duration;
 
 use vitrine_core::catalog::{ImageFailure, MediaFormat, MediaRef};
 use vitrine_core::error::ImageErrorKind;
-use vitrine_core::preprocess::{decode, thumbnail_jpeg};
-use vitrine_core::{CoreError, ImageLimits};
+use vitrine_core::CoreError;
+use vitrine_model::preprocess::{decode, thumbnail_jpeg};
+use vitrine_model::ImageLimits;
 
 use crate::{IndexError, Result};
 

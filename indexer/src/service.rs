@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use vitrine_core::catalog::Product;
-use vitrine_core::{Embedder, ModelSlot};
+use vitrine_model::{Embedder, ModelSlot};
 
 use crate::catalog::{parse_file, Format};
 use crate::jobs::{Job, JobProgress, JobState, Jobs};
@@ -194,7 +194,7 @@ impl WriteService {
         let dir = &self.config.snapshot_dir;
         std::fs::create_dir_all(dir).map_err(|e| WriteError::Io { context: dir.display().to_string(), source: e })?;
         self.with(|ix| {
-            let base = format!("snapshot-{}", vitrine_core::generation::now_secs());
+            let base = format!("snapshot-{}", vitrine_store::generation::now_secs());
             let mut name = base.clone();
             for n in 2.. {
                 if !dir.join(&name).exists() {
@@ -254,12 +254,12 @@ impl WriteService {
         }
         self.jobs.update(id, |j| {
             j.state = JobState::Running;
-            j.started_at = Some(vitrine_core::generation::now_secs());
+            j.started_at = Some(vitrine_store::generation::now_secs());
         });
         self.jobs.save(id);
         let outcome = self.run_job_chunks(&job);
         self.jobs.update(id, |j| {
-            j.finished_at = Some(vitrine_core::generation::now_secs());
+            j.finished_at = Some(vitrine_store::generation::now_secs());
             j.eta_s = Some(0.0);
             match outcome {
                 Ok(res) => {
@@ -300,7 +300,7 @@ impl WriteService {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use vitrine_core::FakeEmbedder;
+    use vitrine_model::FakeEmbedder;
 
     use super::*;
 
@@ -332,10 +332,10 @@ mod tests {
         let res = svc.put(vec![product("a", "red mug"), product("b", "blue bag")]).unwrap();
         assert_eq!(res.summary.ingested, 2);
         assert_eq!(notified.load(Ordering::SeqCst), 1);
-        let (_, m) = vitrine_core::generation::current(dir.path()).unwrap().unwrap();
+        let (_, m) = vitrine_store::generation::current(dir.path()).unwrap().unwrap();
         assert_eq!(m.products, 2);
         assert_eq!(svc.delete(&["a".into(), "zz".into()]).unwrap(), vec!["a".to_string()]);
-        let (_, m) = vitrine_core::generation::current(dir.path()).unwrap().unwrap();
+        let (_, m) = vitrine_store::generation::current(dir.path()).unwrap().unwrap();
         assert_eq!(m.products, 1);
     }
 

@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vitrine_core::generation::{self, Generation, Manifest, SegmentCache};
-use vitrine_core::lock::LOCK_FILE;
-use vitrine_core::store::Store;
 use vitrine_core::CoreError;
+use vitrine_store::generation::{self, Generation, Manifest, SegmentCache};
+use vitrine_store::lock::LOCK_FILE;
+use vitrine_store::store::Store;
 
 use crate::{lock_dir, same_model, IndexError, IndexOptions, Indexer, Result, RESTORING_FILE};
 

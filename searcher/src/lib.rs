@@ -38,10 +38,10 @@ use tantivy::query::{
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, Term};
 use vitrine_core::catalog::StoredProduct;
-use vitrine_core::generation::{self, Generation, SegmentCache};
-use vitrine_core::keyword::attr_term;
-use vitrine_core::vectors::{top_k, VectorIndex};
 use vitrine_core::CoreError;
+use vitrine_store::generation::{self, Generation, SegmentCache};
+use vitrine_store::keyword::attr_term;
+use vitrine_store::vectors::{top_k, VectorIndex};
 
 pub use fusion::{Fusion, FusionMode, Normalization, Weights};
 
@@ -167,8 +167,8 @@ pub fn validate_keyword_query(text: &str) -> Result<()> {
     if longest > MAX_QUERY_NESTING {
         return invalid(format!("q repeats NOT {longest} times in a row; at most {MAX_QUERY_NESTING}"));
     }
-    static FIELDS: std::sync::OnceLock<vitrine_core::keyword::KeywordFields> = std::sync::OnceLock::new();
-    let fields = FIELDS.get_or_init(vitrine_core::keyword::KeywordFields::new);
+    static FIELDS: std::sync::OnceLock<vitrine_store::keyword::KeywordFields> = std::sync::OnceLock::new();
+    let fields = FIELDS.get_or_init(vitrine_store::keyword::KeywordFields::new);
     // The searched text fields, and the exact fields a query may also name (`brand:acme`,
     // `price:[10 TO 20]`). Internal fields (`id`, `ord`, `version`, `doc`, `title_raw`) are not a
     // shopper's to query: `id:*` failed inside the index.
@@ -823,8 +823,8 @@ mod tests {
     /// luck, keep tantivy's recursive grammar in bounds.
     #[test]
     fn accepted_queries_parse_within_a_small_stack() {
-        let index = tantivy::Index::create_in_ram(vitrine_core::keyword::KeywordFields::new().schema);
-        let fields = vitrine_core::keyword::KeywordFields::new();
+        let index = tantivy::Index::create_in_ram(vitrine_store::keyword::KeywordFields::new().schema);
+        let fields = vitrine_store::keyword::KeywordFields::new();
         let worst: Vec<String> = ["(", "[", "{", "-", "+", "NOT ", "\"", "a AND ", "a OR ", "~", "^", ":", "*", "\\"]
             .iter()
             .flat_map(|op| {
@@ -870,9 +870,9 @@ mod tests {
 #[cfg(test)]
 mod refresh_tests {
     use vitrine_core::catalog::Product;
-    use vitrine_core::generation::{atomic_write, build_next, BuildOptions, CURRENT_FILE};
-    use vitrine_core::store::{ProductWrite, Store};
-    use vitrine_core::{Embedder, FakeEmbedder};
+    use vitrine_model::{Embedder, FakeEmbedder};
+    use vitrine_store::generation::{atomic_write, build_next, BuildOptions, CURRENT_FILE};
+    use vitrine_store::store::{ProductWrite, Store};
 
     use super::*;
 

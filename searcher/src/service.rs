@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
-use vitrine_core::{CoreError, Embedder, ImageLimits, ModelId, ModelSlot};
+use vitrine_core::{CoreError, ModelId};
 use vitrine_fetch::{FetchError, FetchOptions, Fetcher};
+use vitrine_model::{Embedder, ImageLimits, ModelSlot};
 
 use crate::{search_generation, Filters, Fusion, SearchError, SearchQuery, SearchResult, Searcher};
 
@@ -246,7 +247,7 @@ impl QueryService {
 
     /// Install the loaded, warmed model; refuses one the live index was not built with.
     pub fn set_model(&self, embedder: Arc<dyn Embedder>) -> Result<(), QueryError> {
-        let indexed = vitrine_core::generation::current(self.searcher.data_dir()).map_err(SearchError::from)?;
+        let indexed = vitrine_store::generation::current(self.searcher.data_dir()).map_err(SearchError::from)?;
         if let Some((_, manifest)) = indexed {
             if !manifest.model.same_model(embedder.model_id()) {
                 return Err(QueryError::ModelMismatch {

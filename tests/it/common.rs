@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use vitrine_core::{ClipOnnx, Device, RuntimeOptions};
+use vitrine_model::{ClipOnnx, Device, RuntimeOptions};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

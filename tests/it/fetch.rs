@@ -142,15 +142,15 @@ mod sources {
                 report.lines().find(|l| l.contains(&format!("\"id\":\"{id}\""))).unwrap_or_else(|| panic!("{id}:\n{report}"));
             assert!(line.contains(why), "{id}: {line}");
         }
-        let store = vitrine_core::store::Store::open(&data.join("store")).unwrap();
+        let store = vitrine_store::store::Store::open(&data.join("store")).unwrap();
         let rel = store.get("relative").unwrap().unwrap();
         assert_eq!(rel.image_vectors, 1);
         assert_eq!(rel.product.images, vec![dir.path().canonicalize().unwrap().join("img/a.jpg").display().to_string()]);
     }
 
-    fn embedder() -> Arc<dyn vitrine_core::Embedder> {
-        let opts = vitrine_core::RuntimeOptions { device: vitrine_core::Device::Cpu, intra_threads: 2, ..Default::default() };
-        Arc::new(vitrine_core::ClipOnnx::open(&tiny_model_dir(), &opts).unwrap())
+    fn embedder() -> Arc<dyn vitrine_model::Embedder> {
+        let opts = vitrine_model::RuntimeOptions { device: vitrine_model::Device::Cpu, intra_threads: 2, ..Default::default() };
+        Arc::new(vitrine_model::ClipOnnx::open(&tiny_model_dir(), &opts).unwrap())
     }
 
     #[actix_web::test]

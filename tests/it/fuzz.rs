@@ -2,7 +2,7 @@
 //! through the whole keyword path (the limits, tantivy's parser, the search) never panic, never
 //! answer anything but results or `InvalidQuery` (or, for a blank query, the request error), and finish in bounded time on a small stack.
 //! Catalog line parsing has its own properties in `indexer/src/catalog.rs`, image decoding in
-//! `core/tests/images.rs`.
+//! `model/tests/images.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

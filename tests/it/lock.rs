@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vitrine_core::catalog::Product;
-use vitrine_core::generation;
-use vitrine_core::lock::WriteLock;
-use vitrine_core::{Embedder, FakeEmbedder};
 use vitrine_indexer::{IndexError, IndexOptions, Indexer, Progress};
+use vitrine_model::{Embedder, FakeEmbedder};
 use vitrine_searcher::Searcher;
+use vitrine_store::generation;
+use vitrine_store::lock::WriteLock;
 
 use crate::common::*;
 
@@ -151,7 +151,7 @@ fn recover_applies_a_change_log_that_no_generation_holds() {
         updated_at: 0,
     };
     let text_vector = Some(e.embed_texts(&["late lamp"]).unwrap().remove(0));
-    ix.store().put(vitrine_core::store::ProductWrite { stored, image_vectors: vec![], text_vector }).unwrap();
+    ix.store().put(vitrine_store::store::ProductWrite { stored, image_vectors: vec![], text_vector }).unwrap();
     ix.store().flush().unwrap();
     drop(ix);
     assert_eq!(searchable(&data), 4);

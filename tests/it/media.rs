@@ -19,8 +19,8 @@ fn app_state(data: &Path) -> Arc<vitrine_web::AppState> {
     // Products sent over HTTP may name files under the demo photos and the test's own folder.
     let roots = vec![root().join("demo"), data.parent().unwrap().to_path_buf()];
     let config = ServeConfig { data: data.to_path_buf(), admin_key: Some(KEY.into()), media_root: roots, ..Default::default() };
-    let opts = vitrine_core::RuntimeOptions { device: vitrine_core::Device::Cpu, intra_threads: 2, ..Default::default() };
-    let embedder = Arc::new(vitrine_core::ClipOnnx::open(&tiny_model_dir(), &opts).unwrap());
+    let opts = vitrine_model::RuntimeOptions { device: vitrine_model::Device::Cpu, intra_threads: 2, ..Default::default() };
+    let embedder = Arc::new(vitrine_model::ClipOnnx::open(&tiny_model_dir(), &opts).unwrap());
     vitrine_web::build_state_with_model(config, embedder).unwrap()
 }
 

@@ -1,8 +1,8 @@
 //! Parity with the reference pipeline: transformers' CLIPImageProcessor + onnxruntime in Python
 //! (scripts/make_clip_fixture.py wrote tests/fixtures/clip/reference.json).
 
-use vitrine_core::pipeline::{embed_images, ImageSource};
-use vitrine_core::{Embedder, ImageLimits};
+use vitrine_model::pipeline::{embed_images, ImageSource};
+use vitrine_model::{Embedder, ImageLimits};
 
 use crate::common::{cosine, fixture, read_json, tiny_model};
 

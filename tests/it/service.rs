@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use serde_json::{json, Value};
-use vitrine_core::Embedder;
+use vitrine_model::Embedder;
 use vitrine_web::{AppState, ServeConfig};
 
 use crate::common::*;
@@ -28,8 +28,8 @@ pub(crate) fn demo_data() -> std::path::PathBuf {
 fn embedder() -> Arc<dyn Embedder> {
     static E: OnceLock<Arc<dyn Embedder>> = OnceLock::new();
     E.get_or_init(|| {
-        let opts = vitrine_core::RuntimeOptions { device: vitrine_core::Device::Cpu, intra_threads: 2, ..Default::default() };
-        Arc::new(vitrine_core::ClipOnnx::open(&tiny_model_dir(), &opts).unwrap())
+        let opts = vitrine_model::RuntimeOptions { device: vitrine_model::Device::Cpu, intra_threads: 2, ..Default::default() };
+        Arc::new(vitrine_model::ClipOnnx::open(&tiny_model_dir(), &opts).unwrap())
     })
     .clone()
 }

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vitrine_core::catalog::Product;
-use vitrine_core::generation::{self, Generation, SegmentCache};
-use vitrine_core::store::Store;
-use vitrine_core::{Embedder, FakeEmbedder};
 use vitrine_indexer::snapshot::{self, SnapshotInfo};
 use vitrine_indexer::{IndexOptions, Indexer};
+use vitrine_model::{Embedder, FakeEmbedder};
 use vitrine_searcher::{SearchQuery, Searcher};
+use vitrine_store::generation::{self, Generation, SegmentCache};
+use vitrine_store::store::Store;
 
 use crate::common::*;
 
@@ -155,7 +155,7 @@ fn a_snapshot_taken_while_another_thread_writes_is_consistent() {
                 updated_at: 0,
             };
             let text_vector = Some(fake.embed_texts(&[&id]).unwrap().remove(0));
-            ix.store().put(vitrine_core::store::ProductWrite { stored, image_vectors: vec![], text_vector }).unwrap();
+            ix.store().put(vitrine_store::store::ProductWrite { stored, image_vectors: vec![], text_vector }).unwrap();
             if i.is_multiple_of(7) {
                 ix.sync().unwrap();
             }

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
-use vitrine_core::vectors::HnswParams;
-use vitrine_core::{Device, RuntimeOptions};
 use vitrine_indexer::{FetchOptions, IndexOptions};
+use vitrine_model::{Device, RuntimeOptions};
+use vitrine_store::vectors::HnswParams;
 
 /// The data directory when none is given; shared by every command.
 pub const DEFAULT_DATA: &str = "data";

@@ -29,9 +29,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use vitrine_core::{Embedder, ModelSlot};
 use vitrine_indexer::service::{WriteConfig, WriteService};
 use vitrine_indexer::{IndexOptions, LocalFiles};
+use vitrine_model::{Embedder, ModelSlot};
 use vitrine_searcher::service::{ImageUrls, QueryConfig, QueryService};
 use vitrine_searcher::Searcher;
 

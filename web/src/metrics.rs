@@ -89,7 +89,7 @@ impl Metrics {
     }
 
     /// The live generation's sizes, read at scrape time.
-    pub fn set_index(&self, m: &vitrine_core::generation::Manifest) {
+    pub fn set_index(&self, m: &vitrine_store::generation::Manifest) {
         for (k, v) in
             [("products", m.products), ("vectors", m.points()), ("tombstones", m.tombstones()), ("generation", m.generation)]
         {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use vitrine_core::Embedder;
 use vitrine_indexer::service::WriteService;
+use vitrine_model::Embedder;
 use vitrine_searcher::service::QueryService;
 use vitrine_searcher::Searcher;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::error::{CoreError, Result};
+use vitrine_core::error::{CoreError, Result};
 
 pub struct TextTokenizer {
     inner: Tokenizer,

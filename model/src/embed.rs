@@ -14,11 +14,13 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use parking_lot::Mutex;
 
-use crate::error::{CoreError, Result};
-use crate::model::{ModelDir, ModelId, TEXT_FILE, TOKENIZER_FILE, VISION_FILE};
+use crate::model::{ModelDir, TEXT_FILE, TOKENIZER_FILE, VISION_FILE};
 use crate::preprocess::Preprocessor;
 use crate::runtime::{self, Device, RuntimeOptions};
 use crate::tokenize::TextTokenizer;
+use vitrine_core::error::{CoreError, Result};
+use vitrine_core::vector::l2_normalize;
+use vitrine_core::ModelId;
 
 pub trait Embedder: Send + Sync {
     fn model_id(&self) -> &ModelId;
@@ -39,31 +41,6 @@ pub trait Embedder: Send + Sync {
 /// The service's model, set once it is loaded and warmed: the service listens (and answers
 /// `/healthz`) before that, and both the query and the write side read it from here.
 pub type ModelSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn Embedder>>>;
-
-/// Scale `v` to unit length in place (a zero vector stays zero).
-pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-}
-
-/// Dot product with eight independent accumulators, so the compiler can vectorize it (a plain
-/// `sum()` of f32 must keep its order and stays scalar).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
 
 /// CLIP's two towers exported to ONNX (the model directory contract in [`crate::model`]).
 pub struct ClipOnnx {
@@ -284,6 +261,7 @@ impl Embedder for FakeEmbedder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vitrine_core::vector::dot;
 
     #[test]
     fn fake_text_embeddings_are_deterministic_and_word_based() {

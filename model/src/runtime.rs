@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
-use crate::error::{CoreError, Result};
+use vitrine_core::error::{CoreError, Result};
 
 /// Where a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

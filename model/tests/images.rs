@@ -15,9 +15,9 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageFormat, RgbImage};
 use proptest::prelude::*;
 use vitrine_core::error::{CoreError, ImageErrorKind};
-use vitrine_core::model::PreprocessorConfig;
-use vitrine_core::preprocess::decode;
-use vitrine_core::{ImageLimits, Preprocessor};
+use vitrine_model::model::PreprocessorConfig;
+use vitrine_model::preprocess::decode;
+use vitrine_model::{ImageLimits, Preprocessor};
 
 struct Counting;
 

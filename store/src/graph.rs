@@ -27,7 +27,7 @@ use std::path::Path;
 
 use hnsw_rs::prelude::*;
 
-use crate::embed::dot;
+use vitrine_core::vector::dot;
 
 /// Why a graph could not be built or read.
 #[derive(Debug, thiserror::Error)]

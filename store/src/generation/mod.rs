@@ -39,9 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use tantivy::Index;
 
-use crate::error::{CoreError, Result};
 use crate::keyword::KeywordFields;
-use crate::model::ModelId;
+use vitrine_core::error::{CoreError, Result};
+use vitrine_core::ModelId;
 
 pub use builder::{build_next, publish, BuildOptions, BuildReport};
 pub use reader::{doc_product, stored_in_keyword, Generation, SegmentCache};

@@ -1,9 +1,9 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::catalog::{Product, StoredProduct};
-use crate::embed::{Embedder, FakeEmbedder};
 use crate::store::{ProductWrite, Store};
+use vitrine_core::catalog::{Product, StoredProduct};
+use vitrine_model::embed::{Embedder, FakeEmbedder};
 
 const DIM: usize = 32;
 

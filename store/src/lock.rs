@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CoreError, Result};
+use vitrine_core::error::{CoreError, Result};
 
 pub const LOCK_FILE: &str = "LOCK";
 /// Between two attempts while waiting for the lock.

@@ -12,11 +12,11 @@ use tantivy::{TantivyDocument, Term};
 
 use super::{atomic_write, CURRENT_FILE, GENERATIONS_DIR, MANIFEST_FILE};
 use super::{copy_tree, current, dir_name, high_water, idx_err, io, now_secs, open_keyword, sync_dir, sync_tree, Manifest};
-use crate::error::Result;
 use crate::keyword::KeywordFields;
-use crate::model::ModelId;
 use crate::store::Store;
 use crate::vectors::{write_index, HnswParams, PointRef};
+use vitrine_core::error::Result;
+use vitrine_core::ModelId;
 
 /// Generations kept besides the live one, for readers that still hold them.
 const KEEP_GENERATIONS: u64 = 3;

@@ -17,9 +17,9 @@
 
 use std::path::Path;
 
-use crate::catalog::StoredProduct;
-use crate::error::{CoreError, Result};
-use crate::model::ModelId;
+use vitrine_core::catalog::StoredProduct;
+use vitrine_core::error::{CoreError, Result};
+use vitrine_core::ModelId;
 
 pub const TEXT_SLOT: u16 = u16::MAX;
 
@@ -298,7 +298,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Product;
+    use vitrine_core::catalog::Product;
 
     fn write(store: &Store, id: &str, n_images: usize) -> u64 {
         let seq = store.next_seq().unwrap();

@@ -13,7 +13,7 @@ use tantivy::schema::{
 };
 use tantivy::TantivyDocument;
 
-use crate::catalog::StoredProduct;
+use vitrine_core::catalog::StoredProduct;
 
 #[derive(Clone)]
 pub struct KeywordFields {

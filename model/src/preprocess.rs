@@ -35,15 +35,15 @@
 //! its own state on the C heap (a progressive JPEG keeps its coefficients: `≈ 6·w·h` bytes),
 //! outside this count but behind the same dimension check. Each thread keeps its decode buffer
 //! and the resizer's intermediate for the next image only while they are under `KEEP_BYTES`.
-//! `core/tests/images.rs` checks the bound with a counting allocator.
+//! `model/tests/images.rs` checks the bound with a counting allocator.
 
 use std::io::Cursor;
 
 use fast_image_resize as fr;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
-use crate::error::{CoreError, ImageErrorKind, Result};
 use crate::model::{PreprocessorConfig, SizeSpec};
+use vitrine_core::error::{CoreError, ImageErrorKind, Result};
 
 /// Limits applied to every decoded image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::embed::Embedder;
-use crate::error::{CoreError, ImageErrorKind, Result};
 use crate::preprocess::ImageLimits;
+use vitrine_core::error::{CoreError, ImageErrorKind, Result};
 
 /// Where an image's bytes come from.
 #[derive(Debug, Clone)]

@@ -23,9 +23,9 @@ use std::path::Path;
 
 use hnsw_rs::prelude::*;
 
-use crate::embed::dot;
-use crate::error::{CoreError, Result};
 use crate::graph::{Adjacency, FlatGraph};
+use vitrine_core::error::{CoreError, Result};
+use vitrine_core::vector::dot;
 
 /// Below this many points an index is searched by exact scan.
 pub const FLAT_MAX_POINTS: usize = 4096;
@@ -205,7 +205,7 @@ mod tests {
                 (x % 2000) as f32 / 1000.0 - 1.0
             })
             .collect();
-        crate::embed::l2_normalize(&mut v);
+        vitrine_core::vector::l2_normalize(&mut v);
         v
     }
 

@@ -10,10 +10,10 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
 use super::{current, idx_err, open_keyword, Manifest};
-use crate::catalog::StoredProduct;
-use crate::error::Result;
 use crate::keyword::KeywordFields;
 use crate::vectors::{PointRef, VectorIndex};
+use vitrine_core::catalog::StoredProduct;
+use vitrine_core::error::Result;
 
 /// The stored product of `id` in a keyword index, if any.
 pub fn stored_in_keyword(searcher: &tantivy::Searcher, fields: &KeywordFields, id: &str) -> Result<Option<StoredProduct>> {

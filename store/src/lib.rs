@@ -1,0 +1,15 @@
+//! The storage and index stage: the product store on sled ([`store`]), index generations built
+//! from it and opened by readers ([`generation`]), the vector segments ([`vectors`]) with their
+//! HNSW graph ([`graph`]), the tantivy keyword index ([`keyword`]), and the data directory's
+//! single-writer lock ([`lock`]).
+//!
+//! It never runs a model: vectors come in from the indexer (which runs `vitrine-model`) and are
+//! only stored, indexed and scored here. A generation is immutable once published; readers swap
+//! to a newer one and never go back.
+
+pub mod generation;
+pub mod graph;
+pub mod keyword;
+pub mod lock;
+pub mod store;
+pub mod vectors;
