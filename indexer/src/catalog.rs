@@ -125,7 +125,7 @@ fn parse_jsonl(mut reader: impl BufRead) -> (Vec<Record>, Vec<RecordError>) {
         match serde_json::from_str::<Value>(trimmed) {
             Ok(Value::Object(map)) => match product_from_map(map.into_iter().collect()) {
                 Ok(product) => records.push(Record { line: line_no, product }),
-                Err((id, reason)) => errors.push(RecordError { line: line_no, id, reason }),
+                Err(InvalidProduct { id, reason }) => errors.push(RecordError { line: line_no, id, reason }),
             },
             Ok(_) => errors.push(RecordError { line: line_no, id: None, reason: "not a JSON object".into() }),
             Err(e) => errors.push(RecordError { line: line_no, id: None, reason: format!("malformed JSON: {e}") }),
@@ -203,7 +203,7 @@ fn parse_csv(reader: impl BufRead) -> (Vec<Record>, Vec<RecordError>) {
         }
         match product_from_map(map) {
             Ok(product) => records.push(Record { line: line_no, product }),
-            Err((id, reason)) => errors.push(RecordError { line: line_no, id, reason }),
+            Err(InvalidProduct { id, reason }) => errors.push(RecordError { line: line_no, id, reason }),
         }
     }
     (records, errors)
@@ -219,14 +219,25 @@ fn scalar_string(v: &Value) -> Option<String> {
     }
 }
 
+/// Why a catalog line or a product body could not become a product.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+pub struct InvalidProduct {
+    /// The product's id, when it has a usable one.
+    pub id: Option<String>,
+    pub reason: String,
+}
+
 /// Build a product from a JSON object's fields. Errors carry the id when there is one.
-pub fn product_from_map(map: Vec<(String, Value)>) -> Result<Product, (Option<String>, String)> {
+pub fn product_from_map(map: Vec<(String, Value)>) -> Result<Product, InvalidProduct> {
+    // The id first (the last `id` field, as a JSON object keeps it), so every error names it.
+    let id = map.iter().rev().find(|(k, _)| k == "id").and_then(|(_, v)| scalar_string(v));
+    let fail = |reason: String| InvalidProduct { id: id.clone().filter(|i| i.len() <= 512), reason };
     let mut p = Product::default();
     let mut attributes = BTreeMap::new();
-    let mut id = None;
     for (k, v) in map {
         match k.as_str() {
-            "id" => id = scalar_string(&v),
+            "id" => {}
             "title" => p.title = scalar_string(&v),
             "description" => p.description = scalar_string(&v),
             "brand" => p.brand = scalar_string(&v),
@@ -238,13 +249,11 @@ pub fn product_from_map(map: Vec<(String, Value)>) -> Result<Product, (Option<St
                     Value::Null => None,
                     Value::Number(n) => n.as_f64(),
                     Value::String(s) if s.trim().is_empty() => None,
-                    Value::String(s) => {
-                        Some(s.trim().parse::<f64>().map_err(|_| (None, format!("price {s:?} is not a number")))?)
-                    }
-                    other => return Err((None, format!("price {other} is not a number"))),
+                    Value::String(s) => Some(s.trim().parse::<f64>().map_err(|_| fail(format!("price {s:?} is not a number")))?),
+                    other => return Err(fail(format!("price {other} is not a number"))),
                 };
                 if p.price.is_some_and(|x| !x.is_finite() || x < 0.0) {
-                    return Err((None, "price must be a finite, non-negative number".into()));
+                    return Err(fail("price must be a finite, non-negative number".into()));
                 }
             }
             "image" => p.images.extend(scalar_string(&v)),
@@ -261,7 +270,7 @@ pub fn product_from_map(map: Vec<(String, Value)>) -> Result<Product, (Option<St
                     }
                 }
                 Value::Null => {}
-                other => return Err((None, format!("attributes must be an object, got {other}"))),
+                other => return Err(fail(format!("attributes must be an object, got {other}"))),
             },
             _ => {
                 if let Some(s) = scalar_string(&v) {
@@ -270,11 +279,11 @@ pub fn product_from_map(map: Vec<(String, Value)>) -> Result<Product, (Option<St
             }
         }
     }
-    let Some(id) = id else { return Err((None, "missing id".into())) };
+    let Some(id) = id.clone() else { return Err(fail("missing id".into())) };
     if id.len() > 512 {
-        return Err((None, "id is longer than 512 bytes".into()));
+        return Err(fail("id is longer than 512 bytes".into()));
     }
-    let id_err = |reason: String| (Some(id.clone()), reason);
+    let id_err = fail;
     if p.images.len() > MAX_IMAGES {
         return Err(id_err(format!("{} images; at most {MAX_IMAGES} per product", p.images.len())));
     }
@@ -293,11 +302,10 @@ pub fn product_from_map(map: Vec<(String, Value)>) -> Result<Product, (Option<St
     if longest > MAX_FIELD_BYTES {
         return Err(id_err(format!("a field of {longest} bytes; at most {MAX_FIELD_BYTES}")));
     }
-    p.id = id.clone();
+    p.id = id;
     p.images.dedup();
     p.attributes = attributes;
-    // Errors found before the id was known still name it.
-    Ok(p).map_err(|(_, r): (Option<String>, String)| (Some(id), r))
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -334,6 +342,8 @@ mod tests {
                 (8, "price \"cheap\" is not a number".to_string()),
             ]
         );
+        // An error found before the loop reached `id` still names the product.
+        assert_eq!(errors[4].id.as_deref(), Some("42"));
     }
 
     #[test]
@@ -347,7 +357,7 @@ mod tests {
         assert_eq!(p.attributes.get("material").map(String::as_str), Some("brass"));
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 3);
-        assert_eq!(errors[0].id.as_deref(), None);
+        assert_eq!(errors[0].id.as_deref(), Some("x2"), "the error names the row's product");
     }
 
     #[test]

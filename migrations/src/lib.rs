@@ -29,17 +29,23 @@ pub enum MigrationError {
     NotADataDir { path: PathBuf },
     #[error("{path}: unreadable VERSION: {message}")]
     BadVersion { path: PathBuf, message: String },
-    #[error("{path}: migration {name} failed: {message}")]
-    Step { path: PathBuf, name: &'static str, message: String },
+    #[error("{path}: no migration from format {from}")]
+    MissingStep { path: PathBuf, from: u32 },
+    #[error("{path}: migration {name} failed: {source}")]
+    Step { path: PathBuf, name: &'static str, source: StepError },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
+
+/// Why a migration step failed: whatever error its code met (I/O, a store, a parse), kept as an
+/// error value with its source chain rather than flattened to text.
+pub type StepError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One upgrade step from `from` to `from + 1`.
 pub struct Migration {
     pub from: u32,
     pub name: &'static str,
-    pub run: fn(&Path) -> Result<(), String>,
+    pub run: fn(&Path) -> Result<(), StepError>,
 }
 
 /// Every upgrade, in order. Empty while format 1 is the only format.
@@ -98,13 +104,10 @@ pub fn upgrade_with(dir: &Path, steps: &[Migration], target: u32) -> Result<u32,
     }
     let mut v = found;
     while v < target {
-        let step = steps.iter().find(|s| s.from == v).ok_or_else(|| MigrationError::Step {
-            path: dir.to_path_buf(),
-            name: "missing",
-            message: format!("no migration from format {v}"),
-        })?;
+        let step =
+            steps.iter().find(|s| s.from == v).ok_or_else(|| MigrationError::MissingStep { path: dir.to_path_buf(), from: v })?;
         tracing::info!(from = v, to = v + 1, name = step.name, "migrating data directory");
-        (step.run)(dir).map_err(|message| MigrationError::Step { path: dir.to_path_buf(), name: step.name, message })?;
+        (step.run)(dir).map_err(|source| MigrationError::Step { path: dir.to_path_buf(), name: step.name, source })?;
         v += 1;
         write_version(dir, v)?;
     }
@@ -163,10 +166,10 @@ mod tests {
         assert!(matches!(open(d.path()), Err(MigrationError::NotADataDir { .. })));
     }
 
-    fn add_marker(dir: &Path) -> Result<(), String> {
-        std::fs::write(dir.join("marker"), b"2").map_err(|e| e.to_string())
+    fn add_marker(dir: &Path) -> Result<(), StepError> {
+        Ok(std::fs::write(dir.join("marker"), b"2")?)
     }
-    fn fail(_: &Path) -> Result<(), String> {
+    fn fail(_: &Path) -> Result<(), StepError> {
         Err("boom".into())
     }
 

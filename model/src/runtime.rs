@@ -24,14 +24,19 @@ pub enum Device {
     Auto,
 }
 
+/// A device name other than `cpu`, `cuda` (or `gpu`) and `auto`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device {0:?}: use cpu, cuda or auto")]
+pub struct UnknownDevice(pub String);
+
 impl std::str::FromStr for Device {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = UnknownDevice;
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownDevice> {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Device::Cpu),
             "cuda" | "gpu" => Ok(Device::Cuda),
             "auto" => Ok(Device::Auto),
-            other => Err(format!("unknown device {other:?}: use cpu, cuda or auto")),
+            other => Err(UnknownDevice(other.to_string())),
         }
     }
 }

@@ -72,16 +72,25 @@ impl Default for Fusion {
     }
 }
 
+/// A fusion setting out of range; names the field (`fusion.weights.image`, `fusion.k`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be a finite number >= 0")]
+pub struct InvalidFusion {
+    pub field: &'static str,
+}
+
 impl Fusion {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidFusion> {
         let w = self.weights.unwrap_or_default();
-        for (name, v) in [("image", w.image), ("text", w.text), ("keyword", w.keyword)] {
+        for (field, v) in
+            [("fusion.weights.image", w.image), ("fusion.weights.text", w.text), ("fusion.weights.keyword", w.keyword)]
+        {
             if !v.is_finite() || v < 0.0 {
-                return Err(format!("fusion.weights.{name} must be a finite number >= 0"));
+                return Err(InvalidFusion { field });
             }
         }
         if !self.k.is_finite() || self.k < 0.0 {
-            return Err("fusion.k must be a finite number >= 0".into());
+            return Err(InvalidFusion { field: "fusion.k" });
         }
         Ok(())
     }
@@ -293,11 +302,12 @@ mod tests {
             (Weights { keyword: f32::INFINITY, ..Default::default() }, "fusion.weights.keyword"),
         ] {
             let e = Fusion { weights: Some(bad), ..Default::default() }.validate().unwrap_err();
-            assert!(e.contains(field), "{e}");
+            assert_eq!(e.field, field);
+            assert_eq!(e.to_string(), format!("{field} must be a finite number >= 0"));
         }
         for k in [-1.0, f32::NAN, f32::INFINITY] {
             let e = Fusion { k, ..Default::default() }.validate().unwrap_err();
-            assert!(e.contains("fusion.k"), "{e}");
+            assert_eq!(e, InvalidFusion { field: "fusion.k" });
         }
     }
 

@@ -587,7 +587,7 @@ fn typo_clauses(g: &Generation, text: &str) -> Result<Vec<Box<dyn Query>>> {
 /// Run a query on one generation.
 pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult> {
     validate_paging(q.k, q.offset)?;
-    q.fusion.validate().map_err(SearchError::BadRequest)?;
+    q.fusion.validate().map_err(|e| SearchError::BadRequest(e.to_string()))?;
     q.filters.validate()?;
     let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
     if q.image_vector.is_none() && q.text_vector.is_none() && text.is_none() {

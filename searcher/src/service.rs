@@ -274,7 +274,7 @@ impl QueryService {
         let k = q.k.unwrap_or(DEFAULT_K);
         let offset = q.offset.unwrap_or(0);
         crate::validate_paging(k, offset)?;
-        q.fusion.validate().map_err(SearchError::BadRequest)?;
+        q.fusion.validate().map_err(|e| SearchError::BadRequest(e.to_string()))?;
         q.filters.validate()?;
 
         // Paging, filters, fusion and facets, whatever the query's input.

@@ -57,6 +57,13 @@ pub fn bytes_to_vec(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
+/// Whether sled failed to open because its folder lock is held. sled 0.34 wraps the lock's
+/// `WouldBlock` into an `ErrorKind::Other` error with the text "could not acquire lock on …"
+/// (sled/src/config.rs), so its text is the only way to tell; this is the one place that reads it.
+fn sled_lock_busy(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().starts_with("could not acquire lock on")
+}
+
 impl Store {
     /// Open (or create) the store. Callers hold the data directory's writer lock
     /// (`crate::lock`), so sled's own folder lock can only be held by a handle this process just
@@ -67,7 +74,7 @@ impl Store {
         let db = loop {
             match sled::Config::new().path(path).cache_capacity(64 << 20).open() {
                 Ok(db) => break db,
-                Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                Err(sled::Error::Io(io)) if sled_lock_busy(&io) => {
                     if std::time::Instant::now() < deadline {
                         std::thread::sleep(std::time::Duration::from_millis(20));
                         continue;

@@ -218,7 +218,7 @@ fn parse_product(v: serde_json::Value, id: Option<&str>) -> ApiResult<Product> {
     for k in ["image_urls", "thumb_urls", "indexed_images", "image_errors", "updated_at"] {
         map.remove(k);
     }
-    product_from_map(map.into_iter().collect()).map_err(|(_, r)| ApiError::BadRequest(r))
+    product_from_map(map.into_iter().collect()).map_err(|e| ApiError::BadRequest(e.reason))
 }
 
 async fn write(state: &web::Data<AppState>, products: Vec<Product>) -> ApiResult<vitrine_indexer::IngestResult> {
