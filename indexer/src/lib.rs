@@ -930,3 +930,87 @@ pub fn reindex(data: &Path, embedder: Arc<dyn Embedder>, opts: IndexOptions, pro
     std::fs::remove_dir_all(&old_dir).map_err(|e| CoreError::io(old_dir.display().to_string(), e))?;
     Ok(res)
 }
+
+#[cfg(test)]
+mod tests {
+    use vitrine_model::FakeEmbedder;
+
+    use super::*;
+
+    fn product(id: &str, title: &str) -> Product {
+        Product { id: id.into(), title: Some(title.into()), ..Default::default() }
+    }
+
+    fn fake(dim: usize) -> Arc<dyn Embedder> {
+        Arc::new(FakeEmbedder::new(dim))
+    }
+
+    fn records(products: &[Product]) -> Vec<Record> {
+        products.iter().enumerate().map(|(i, p)| Record { line: i + 1, product: p.clone() }).collect()
+    }
+
+    #[test]
+    fn a_rerun_skips_what_did_not_change_and_counts_each_kind_of_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = Indexer::open(dir.path(), fake(16), IndexOptions::default()).unwrap();
+        let first = [product("a", "red mug"), product("b", "blue lamp"), product("c", "oak chair")];
+        let s = ix.ingest(records(&first), vec![], false, &NoProgress).unwrap().summary;
+        assert_eq!((s.ingested, s.unchanged, s.updated, s.deleted, s.failed), (3, 0, 0, 0, 0));
+        let s = ix.ingest(records(&first), vec![], false, &NoProgress).unwrap().summary;
+        assert_eq!((s.ingested, s.unchanged, s.updated), (0, 3, 0), "same content, same hash: nothing re-embedded");
+        let second = [product("a", "red mug"), product("b", "green lamp")];
+        let s = ix.ingest(records(&second), vec![], true, &NoProgress).unwrap().summary;
+        assert_eq!((s.ingested, s.unchanged, s.updated, s.deleted), (0, 1, 1, 1), "c left the catalog");
+        let (_, m) = generation::current(dir.path()).unwrap().unwrap();
+        assert_eq!(m.products, 2);
+        assert_eq!(ix.store().get("b").unwrap().unwrap().product.title.as_deref(), Some("green lamp"));
+        assert!(ix.store().get("c").unwrap().is_none());
+    }
+
+    #[test]
+    fn parse_errors_become_failures_and_generations_only_move_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = Indexer::open(dir.path(), fake(16), IndexOptions::default()).unwrap();
+        let bad = catalog::RecordError { line: 2, id: None, reason: "malformed JSON".into() };
+        let r = ix.ingest(records(&[product("a", "mug")]), vec![bad], false, &NoProgress).unwrap();
+        assert_eq!((r.summary.ingested, r.summary.failed), (1, 1));
+        assert_eq!(r.failures[0].line, Some(2));
+        assert_eq!(r.failures[0].severity, Severity::Error);
+        let g1 = generation::current(dir.path()).unwrap().unwrap().1.generation;
+        ix.put(vec![product("b", "lamp")]).unwrap();
+        let g2 = generation::current(dir.path()).unwrap().unwrap().1.generation;
+        assert!(g2 > g1, "{g2} after {g1}");
+        assert_eq!(ix.delete(&["b".into(), "nope".into()]).unwrap(), ["b"], "only ids that existed come back");
+        let (_, m) = generation::current(dir.path()).unwrap().unwrap();
+        assert!(m.generation > g2 && m.products == 1, "{m:?}");
+    }
+
+    #[test]
+    fn another_model_is_refused_with_both_models_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = Indexer::open(dir.path(), fake(16), IndexOptions::default()).unwrap();
+        ix.put(vec![product("a", "mug")]).unwrap();
+        drop(ix);
+        match Indexer::open(dir.path(), fake(32), IndexOptions::default()) {
+            Err(IndexError::ModelMismatch { have, want, .. }) => assert_eq!((have.dim, want.dim), (16, 32)),
+            Err(e) => panic!("expected ModelMismatch, got {e}"),
+            Ok(_) => panic!("expected ModelMismatch, got a writer"),
+        }
+        // The same model opens again, and without a model the store's own is used.
+        assert!(Indexer::open(dir.path(), fake(16), IndexOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn a_second_writer_waits_then_gets_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Indexer::open(dir.path(), fake(16), IndexOptions::default()).unwrap();
+        let quick = IndexOptions { lock_wait: Duration::from_millis(100), ..IndexOptions::default() };
+        let started = std::time::Instant::now();
+        match Indexer::open_without_model(dir.path(), quick) {
+            Err(IndexError::Busy { waited, .. }) => assert_eq!(waited, Duration::from_millis(100)),
+            Err(e) => panic!("expected Busy, got {e}"),
+            Ok(_) => panic!("two writers held one directory"),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+}

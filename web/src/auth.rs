@@ -47,3 +47,38 @@ pub fn require_search(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
 pub fn require_metrics(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
     require_optional(req, state, state.config.metrics_key.as_deref())
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn a_key_is_read_from_either_header_trimmed_and_bearer_only() {
+        let r = TestRequest::default().insert_header(("x-api-key", "  k1 ")).to_http_request();
+        assert_eq!(presented(&r).as_deref(), Some("k1"));
+        let r = TestRequest::default().insert_header(("authorization", "Bearer k2")).to_http_request();
+        assert_eq!(presented(&r).as_deref(), Some("k2"));
+        // X-Api-Key wins when both are sent; other schemes are not keys.
+        let r = TestRequest::default()
+            .insert_header(("authorization", "Bearer k2"))
+            .insert_header(("x-api-key", "k1"))
+            .to_http_request();
+        assert_eq!(presented(&r).as_deref(), Some("k1"));
+        for h in ["Basic k3", "bearer k3", "k3"] {
+            let r = TestRequest::default().insert_header(("authorization", h)).to_http_request();
+            assert_eq!(presented(&r), None, "{h}");
+        }
+        assert_eq!(presented(&TestRequest::default().to_http_request()), None);
+    }
+
+    #[test]
+    fn keys_compare_whole_and_exact() {
+        assert!(same("secret", "secret"));
+        for other in ["secreT", "secret ", "secre", "", "secretsecret"] {
+            assert!(!same("secret", other), "{other:?}");
+        }
+        assert!(same("", ""));
+    }
+}

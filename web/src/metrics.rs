@@ -163,3 +163,26 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label_and_render_as_one_series() {
+        for (m, want) in [(Method::GET, "GET"), (Method::PATCH, "PATCH"), (Method::TRACE, "TRACE")] {
+            assert_eq!(method_label(&m), want);
+        }
+        let metrics = Metrics::new();
+        for name in ["FOO", "BAR", "X-1", "PROPFIND"] {
+            let m = Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), "OTHER");
+            metrics.observe("/v1/search", method_label(&m), 405, Duration::from_millis(1));
+        }
+        let text = metrics.render();
+        assert!(text.contains("method=\"OTHER\""), "{text}");
+        assert!(!["FOO", "BAR", "X-1", "PROPFIND"].iter().any(|n| text.contains(&format!("method=\"{n}\""))), "{text}");
+    }
+}
