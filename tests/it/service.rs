@@ -932,6 +932,32 @@ async fn hostile_requests_get_bounded_answers() {
     let (s, v) =
         call(&app, TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body)).await;
     assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "unknown field: {v}");
+    // Each known field is bounded (64 KiB), and sent at most once, so a multipart body holds at
+    // most max_upload + 6 × 64 KiB: a field one byte over is refused while it streams.
+    let long = vec![b'a'; vitrine_web::limits::MULTIPART_FIELD + 1];
+    let (ct, body) = multipart(&[("image", "q.jpg", photo.clone()), ("q", "", long)]);
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body)).await;
+    assert_eq!((s, v["error"]["message"].as_str()), (StatusCode::BAD_REQUEST, Some("field q is too long")), "{v}");
+    let (ct, body) = multipart(&[("image", "q.jpg", photo.clone()), ("q", "", b"a".to_vec()), ("q", "", b"b".to_vec())]);
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body)).await;
+    assert_eq!((s, v["error"]["message"].as_str()), (StatusCode::BAD_REQUEST, Some("multipart field q is sent twice")), "{v}");
+    // A valid small 1×20000 PNG (163 bytes in the report) was resized to 224×4,480,000 (3.6 GB,
+    // 11 s): now it is cropped before it is resized, so it is answered like any photo (the memory
+    // bound itself is measured with a counting allocator in model/tests/images.rs).
+    let mut tall = Vec::new();
+    image::GrayImage::from_pixel(1, 20_000, image::Luma([200]))
+        .write_to(&mut std::io::Cursor::new(&mut tall), image::ImageFormat::Png)
+        .unwrap();
+    assert!(tall.len() < 20_000, "a small file: {} bytes", tall.len());
+    let started = std::time::Instant::now();
+    let (ct, body) = multipart(&[("image", "tall.png", tall)]);
+    let (s, v) =
+        call(&app, TestRequest::post().uri("/v1/search/image").insert_header(("content-type", ct)).set_payload(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["hits"].is_array(), "{v}");
+    assert!(started.elapsed() < Duration::from_secs(10), "a hang, not a benchmark: {:?}", started.elapsed());
     // Invented HTTP methods share one metrics label instead of making a series each.
     for m in ["FOO", "BAR", "BAZ"] {
         let req = TestRequest::default().method(actix_web::http::Method::from_bytes(m.as_bytes()).unwrap()).uri("/v1/search");
