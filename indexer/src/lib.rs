@@ -848,9 +848,10 @@ impl Indexer {
 }
 
 /// Test-only crash point. With `VITRINE_FAULT_ABORT_AFTER_WRITES=N` in the environment, the process
-/// flushes the store and aborts right after its N-th product write: exactly N products are
-/// durable and no generation holds them yet, so crash tests (`tests/it/index.rs`) stop a writer
-/// at a known point instead of guessing with a timer. Unset, it costs one cached lookup per write.
+/// flushes the store and SIGKILLs itself right after its N-th product write: exactly N products
+/// are durable and no generation holds them yet, no destructor or exit handler runs, so crash
+/// tests (`tests/it/index.rs`, `tests/it/service.rs`) stop a writer at a known point instead of
+/// guessing with a timer. Unset, it costs one cached lookup per write.
 fn fault_after_write(store: &Store) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
@@ -858,7 +859,9 @@ fn fault_after_write(store: &Store) {
     let limit = LIMIT.get_or_init(|| std::env::var("VITRINE_FAULT_ABORT_AFTER_WRITES").ok().and_then(|v| v.parse().ok()));
     if limit.is_some_and(|n| WRITES.fetch_add(1, Ordering::SeqCst) + 1 == n) {
         let _ = store.flush();
-        eprintln!("fault injected: aborting after {} product writes", limit.unwrap_or(0));
+        eprintln!("fault injected: killing the process after {} product writes", limit.unwrap_or(0));
+        // kill(1) rather than libc: the workspace has no unsafe code. abort() if it is missing.
+        let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
         std::process::abort();
     }
 }

@@ -286,10 +286,10 @@ pub fn many_products(prefix: &str, n: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The test-only crash point of the indexer (see `vitrine_indexer`): abort after this many product writes.
+/// The test-only crash point of the indexer (see `vitrine_indexer`): SIGKILL itself after this many product writes.
 pub const FAULT_ABORT_AFTER_WRITES: &str = "VITRINE_FAULT_ABORT_AFTER_WRITES";
 /// What the indexer prints to stderr when that crash point fires.
-pub const FAULT_MARKER: &str = "fault injected: aborting after";
+pub const FAULT_MARKER: &str = "fault injected: killing the process after";
 
 /// [`vitrine`], killed (and reported as failed) if it runs past `secs`: for commands that could
 /// serve forever when the check under test is missing.
