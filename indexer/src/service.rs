@@ -258,6 +258,8 @@ impl WriteService {
         });
         self.jobs.save(id);
         let outcome = self.run_job_chunks(&job);
+        // Readers move to the job's last generation before anyone can see the job done.
+        (self.on_generation)();
         self.jobs.update(id, |j| {
             j.finished_at = Some(vitrine_store::generation::now_secs());
             j.eta_s = Some(0.0);
@@ -275,7 +277,6 @@ impl WriteService {
             }
         });
         self.jobs.save(id);
-        (self.on_generation)();
     }
 
     fn run_job_chunks(&self, job: &Job) -> Result<IngestResult> {

@@ -216,6 +216,29 @@ impl QueryService {
         }
     }
 
+    /// [`QueryService::new`], plus the read side's background work: a thread that picks up
+    /// generations written by other processes (`vitrine index`) every `refresh_every`.
+    pub fn start(
+        searcher: Arc<Searcher>,
+        model: ModelSlot,
+        config: QueryConfig,
+        refresh_every: std::time::Duration,
+    ) -> Arc<Self> {
+        searcher.spawn_refresher(refresh_every);
+        Arc::new(Self::new(searcher, model, config))
+    }
+
+    /// What the write side calls after one of its writes made a new generation live: readers
+    /// move to it before the write is acknowledged.
+    pub fn generation_listener(&self) -> Box<dyn Fn() + Send + Sync> {
+        let searcher = self.searcher.clone();
+        Box::new(move || {
+            if let Err(e) = searcher.refresh() {
+                tracing::warn!("refresh after a write: {e}");
+            }
+        })
+    }
+
     pub fn config(&self) -> &QueryConfig {
         &self.config
     }

@@ -49,24 +49,15 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
     vitrine_migrations::open(&config.data)?;
     let searcher = Arc::new(Searcher::open(&config.data, config.ef_search)?);
-    searcher.spawn_refresher(REFRESH_EVERY);
     let model = ModelSlot::default();
     let urls = match (config.allow_image_urls(), config.allow_private_image_urls) {
         (false, _) => ImageUrls::Disabled,
         (true, false) => ImageUrls::PublicOnly,
         (true, true) => ImageUrls::Any,
     };
-    let query = Arc::new(QueryService::new(
-        searcher.clone(),
-        model.clone(),
-        QueryConfig::new(config.max_upload, config.queue_capacity, urls),
-    ));
-    let readers = searcher.clone();
-    let notify = Box::new(move || {
-        if let Err(e) = readers.refresh() {
-            tracing::warn!("refresh after a write: {e}");
-        }
-    });
+    let query_config = QueryConfig::new(config.max_upload, config.queue_capacity, urls);
+    let query = QueryService::start(searcher, model.clone(), query_config, REFRESH_EVERY);
+    let notify = query.generation_listener();
     let mut write_config = WriteConfig::new(config.data.clone(), http_ingest_options(&config));
     if let Some(dir) = &config.snapshot_dir {
         write_config.snapshot_dir = dir.clone();
