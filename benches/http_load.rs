@@ -1,9 +1,10 @@
 //! The real service over HTTP: text and image query latency, search work, and 32 concurrent clients.
 //!
-//! Builds (once; cached under target/bench-data/http-v1-{N}-{model hash}/) a data directory of `N`
-//! (100,000) synthetic products written straight into a `Store` (random titles, brands, categories,
-//! prices, attributes; image and text vectors clustered around ~N/100 unit centres of the model's
-//! dimension), then `generation::build_next(full)`. No model runs for the catalog. Then starts the
+//! Builds (once; cached under target/bench-data/http-v2-{N}-{model hash}/; `common::build_data`,
+//! shared with the soak bench) a data directory of `N` (100,000) synthetic products written
+//! straight into a `Store` (random titles, brands, categories, prices, attributes; image and text
+//! vectors clustered around ~N/100 unit centres of the model's dimension), then
+//! `generation::build_next(full)`. No model runs for the catalog. Then starts the
 //! service in-process (`vitrine_web::build_state` + `serve` on a free 127.0.0.1 port) with the
 //! benchmark model and measures with blocking ureq clients:
 //! - text: GET /v1/search?q=… p50/p99 over `TEXT_REQUESTS` (300) sequential requests;
@@ -19,97 +20,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use serde_json::{json, Value};
-use vitrine_core::catalog::{Product, StoredProduct};
-use vitrine_core::ModelId;
 use vitrine_model::Embedder;
-use vitrine_store::generation::{self, BuildOptions};
-use vitrine_store::store::{ProductWrite, Store};
 
-const READY: &str = "BENCH_READY";
-/// Bump when the synthetic catalog or the index layout changes, so cached directories are rebuilt
-/// (2: graph segments save graph.bin instead of the hnsw_rs dump).
-const DATA_VERSION: u32 = 2;
 const TIMING_FIELDS: [&str; 5] = ["filter_ms", "vector_ms", "keyword_ms", "fuse_ms", "hydrate_ms"];
-
-/// Write `n` synthetic products into a fresh data directory and build its generation.
-fn build_data(dir: &Path, n: usize, model: &ModelId) -> Value {
-    if dir.join(READY).exists() {
-        let info: Value = serde_json::from_slice(&std::fs::read(dir.join(READY)).unwrap_or_default()).unwrap_or(json!({}));
-        return json!({"cached": true, "built": info});
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).expect("remove a half-built data dir");
-    }
-    eprintln!("http_load: building {n} synthetic products in {} (cached for later runs)", dir.display());
-    let t = Instant::now();
-    vitrine_migrations::open(dir).expect("data dir");
-    let store = Store::open(&dir.join("store")).expect("store");
-    store.set_model(model).expect("set model");
-    let mut rng = common::rng(1234);
-    let clusters = (n / 100).clamp(10, 1000);
-    let centers = common::centers(clusters, model.dim, &mut rng);
-    for i in 0..n {
-        let c = rng.random_range(0..clusters);
-        let (cat, noun) = (common::CATEGORIES[c % common::CATEGORIES.len()], common::NOUNS[c % common::NOUNS.len()]);
-        let brand = common::pick(&mut rng, common::BRANDS);
-        let (color, material, adj) = (
-            common::pick(&mut rng, common::COLORS),
-            common::pick(&mut rng, common::MATERIALS),
-            common::pick(&mut rng, common::ADJECTIVES),
-        );
-        let id = format!("p{i:07}");
-        let mut attributes = BTreeMap::new();
-        attributes.insert("color".to_string(), color.to_string());
-        attributes.insert("material".to_string(), material.to_string());
-        attributes.insert("size".to_string(), ["S", "M", "L", "XL"][rng.random_range(0..4)].to_string());
-        let product = Product {
-            id: id.clone(),
-            title: Some(format!("{brand} {adj} {color} {material} {noun}")),
-            description: Some(format!(
-                "A {adj} {noun} in {color} {material}. {}",
-                ["Made to last.", "For everyday use.", "Our bestseller.", "Limited edition.", "Easy to clean."]
-                    [rng.random_range(0..5)]
-            )),
-            brand: Some(brand.to_string()),
-            category: Some(cat.to_string()),
-            price: Some((rng.random_range(500..50_000) as f64) / 100.0),
-            currency: Some("EUR".into()),
-            images: vec![],
-            url: Some(format!("https://shop.example/{id}")),
-            attributes,
-        };
-        let stored = StoredProduct {
-            product,
-            ord: store.ordinal_for(&id).expect("ord"),
-            version: store.next_seq().expect("seq"),
-            hash: format!("bench-{i}"),
-            image_vectors: 1,
-            has_text_vector: true,
-            image_errors: vec![],
-            media: vec![],
-            updated_at: generation::now_secs(),
-        };
-        let image = common::near(&centers[c], 0.5, &mut rng);
-        let text = common::near(&centers[c], 0.7, &mut rng);
-        store.put(ProductWrite { stored, image_vectors: vec![image], text_vector: Some(text) }).expect("put");
-    }
-    store.flush().expect("flush");
-    let store_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let opts = BuildOptions { full: true, ..Default::default() };
-    generation::build_next(dir, &store, "store", model, &opts).expect("build generation");
-    let build_s = t.elapsed().as_secs_f64();
-    drop(store);
-    let info = json!({"products": n, "store_write_s": store_s, "generation_build_s": build_s});
-    std::fs::write(dir.join(READY), info.to_string()).expect("ready marker");
-    json!({"cached": false, "built": info})
-}
 
 fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build()
@@ -150,16 +67,6 @@ fn image_query(a: &ureq::Agent, base: &str, body: &[u8], boundary: &str) -> Resu
     finish(a.post(&format!("{base}/v1/search/image")).set("Content-Type", &ct).send_bytes(body), t)
 }
 
-fn multipart(jpeg: &[u8], boundary: &str) -> Vec<u8> {
-    let mut b = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"query.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
-    )
-    .into_bytes();
-    b.extend_from_slice(jpeg);
-    b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    b
-}
-
 /// The search work of a response (`timings.search_ms`: wall time of the search, model excluded;
 /// the channels run concurrently, so it is less than the sum of the parts), and each part.
 fn work_ms(body: &Value) -> (f64, Vec<f64>) {
@@ -190,9 +97,8 @@ fn main() {
     let model_dir = common::model_path("models/clip-vit-b32-random");
     let embedder: Arc<dyn Embedder> = Arc::new(common::load_model(&model_dir));
     let id = embedder.model_id().clone();
-    let dir: PathBuf =
-        common::bench_data().join(format!("http-v{DATA_VERSION}-{n}-{}", id.content_hash.chars().take(12).collect::<String>()));
-    let data_info = build_data(&dir, n, &id);
+    let dir = common::synthetic_data_dir(n, &id);
+    let data_info = common::build_data(&dir, n, &id);
 
     let config = vitrine_web::ServeConfig { data: dir.clone(), ..Default::default() };
     let ef_search = config.ef_search;
@@ -250,7 +156,7 @@ fn main() {
     // Sequential image queries.
     let jpeg = std::fs::read(&photo).expect("read photo");
     let boundary = "vitrinebenchboundary7f3a";
-    let body = multipart(&jpeg, boundary);
+    let body = common::multipart(&jpeg, boundary);
     for _ in 0..3 {
         image_query(&a, &base, &body, boundary).expect("warm-up image query");
     }

@@ -5,7 +5,9 @@
 #   scripts/bench.sh                 full size (the full-size random ViT-B/32; tens of minutes on 2 cores)
 #   scripts/bench.sh --quick         smoke test: small N, the tiny model unless VITRINE_BENCH_MODEL is set
 #   scripts/bench.sh [--quick] NAME  only some: preprocess embed_pipeline text_query ingest ingest_full
-#                                    hnsw_recall http_load
+#                                    hnsw_recall http_load soak
+#   scripts/bench.sh soak            the soak (64 clients for 5 minutes of mixed search, writes and
+#                                    ingest; zero 5xx): only when named, never in the default run
 #
 # Builds in release (cargo bench), generates missing inputs (scripts/make_bench_data.py into
 # target/bench-data/, and models/clip-vit-b32-random with scripts/make_clip_fixture.py). Needs the
@@ -21,15 +23,17 @@ ONLY=()
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "unknown option $a" >&2; exit 2 ;;
     *) ONLY+=("$a") ;;
   esac
 done
 ALL=(preprocess embed_pipeline text_query ingest ingest_full hnsw_recall http_load)
+# Benches that run only when named (long).
+EXTRA=(soak)
 [ ${#ONLY[@]} -eq 0 ] && ONLY=("${ALL[@]}")
 for b in "${ONLY[@]}"; do
-  [[ " ${ALL[*]} " == *" $b "* ]] || { echo "unknown bench $b (one of: ${ALL[*]})" >&2; exit 2; }
+  [[ " ${ALL[*]} ${EXTRA[*]} " == *" $b "* ]] || { echo "unknown bench $b (one of: ${ALL[*]} ${EXTRA[*]})" >&2; exit 2; }
 done
 
 PY=${PY:-.venv-fixtures/bin/python}
@@ -38,11 +42,11 @@ TINY=models/tiny-clip
 if [ "$QUICK" = 1 ]; then
   export VITRINE_BENCH_QUICK=1
   FULL=${VITRINE_BENCH_MODEL:-$TINY}
-  PHOTOS=32 INGEST_N=500 INGEST_FULL_N=64 HNSW_N=6000 HTTP_N=2000
+  PHOTOS=32 INGEST_N=500 INGEST_FULL_N=64 HNSW_N=6000 HTTP_N=2000 SOAK_N=2000
 else
   unset VITRINE_BENCH_QUICK
   FULL=${VITRINE_BENCH_MODEL:-models/clip-vit-b32-random}
-  PHOTOS=256 INGEST_N=10000 INGEST_FULL_N=256 HNSW_N=100000 HTTP_N=100000
+  PHOTOS=256 INGEST_N=10000 INGEST_FULL_N=256 HNSW_N=100000 HTTP_N=100000 SOAK_N=20000
 fi
 MAX_INGEST=$((INGEST_N > INGEST_FULL_N ? INGEST_N : INGEST_FULL_N))
 
@@ -70,7 +74,7 @@ fi
 "$PY" scripts/make_bench_data.py --photos "$PHOTOS" --ingest "$MAX_INGEST"
 
 echo "== build (release)" >&2
-cargo bench -p vitrine --no-run $(printf -- '--bench %s ' preprocess embed_pipeline text_query ingest hnsw_recall http_load) >&2
+cargo bench -p vitrine --no-run $(printf -- '--bench %s ' preprocess embed_pipeline text_query ingest hnsw_recall http_load soak) >&2
 
 FAILED=()
 run() { # label bench [VAR=value...]
@@ -110,6 +114,7 @@ for b in "${ONLY[@]}"; do
     ingest_full) run ingest_full ingest VITRINE_BENCH_MODEL="$FULL" N="$INGEST_FULL_N" ;;
     hnsw_recall) run hnsw_recall hnsw_recall N="$HNSW_N" ;;
     http_load) run http_load http_load VITRINE_BENCH_MODEL="$FULL" N="$HTTP_N" ;;
+    soak) run soak soak VITRINE_BENCH_MODEL="$FULL" N="$SOAK_N" ;;
   esac
 done
 
@@ -168,6 +173,19 @@ for r in rows:
              f"(with a category filter {f(g(r,'text_category_filter','search_work','search_ms','p50_ms'),2)} ms); "
              f"{g(r,'concurrent','clients')} clients: {f(g(r,'concurrent','throughput_per_s'))} req/s, p50/p99 "
              f"{f(g(r,'concurrent','client','p50_ms'),1)}/{f(g(r,'concurrent','client','p99_ms'),1)} ms, errors {g(r,'concurrent','errors')}",
+             r.get("meets_targets"))
+    elif b == "soak":
+        ops = r.get("ops") or {}
+        def op(k):
+            return f"{k} {f(g(ops,k,'p50_ms'),1)}/{f(g(ops,k,'p99_ms'),1)}"
+        mib = lambda k: f((g(r, 'memory', k, 'rss_kib') or 0) / 1024, 0)
+        jobs = r.get("ingest_jobs") or {}
+        line(lab, f"{r.get('clients')} clients x {r.get('duration_s')} s on {r.get('products')} products: {r.get('requests')} requests "
+             f"({f(r.get('throughput_per_s'))}/s), 5xx {r.get('errors_5xx')}, transport errors {r.get('transport_errors')}; p50/p99 ms: "
+             + ", ".join(op(k) for k in ("text_get", "text_post", "image", "write", "ingest_submit"))
+             + f"; jobs {jobs.get('done')}/{jobs.get('submitted')} done ({jobs.get('failed')} failed); products "
+             f"{r.get('products_before')} -> {r.get('products_after')}; RSS MiB before {mib('before_load')}, after {mib('after_load')}, "
+             f"after {g(r,'memory','idle_s')} s idle {mib('after_idle')} (peak {f((g(r,'memory','after_load','hwm_kib') or 0) / 1024, 0)})",
              r.get("meets_targets"))
     else:
         line(lab, json.dumps(r)[:200], None)

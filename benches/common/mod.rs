@@ -9,12 +9,17 @@
 //! - `VITRINE_BENCH_QUICK=1` smaller defaults (smoke test); `VITRINE_BENCH_RUN_ID` tags the output line
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use vitrine_core::catalog::{Product, StoredProduct};
+use vitrine_core::ModelId;
 use vitrine_model::{ClipOnnx, Device, RuntimeOptions};
+use vitrine_store::generation::{self, BuildOptions};
+use vitrine_store::store::{ProductWrite, Store};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,8 +79,10 @@ pub fn model_path(default: &str) -> PathBuf {
 }
 
 pub fn runtime_options() -> RuntimeOptions {
-    let device: Device =
-        env_str("VITRINE_BENCH_DEVICE").unwrap_or_else(|| "cpu".into()).parse().unwrap_or_else(|e: String| panic!("{e}"));
+    let device: Device = env_str("VITRINE_BENCH_DEVICE")
+        .unwrap_or_else(|| "cpu".into())
+        .parse()
+        .unwrap_or_else(|e: vitrine_model::runtime::UnknownDevice| panic!("{e}"));
     RuntimeOptions { device, intra_threads: env_usize("VITRINE_BENCH_THREADS", 0, 0), ort_lib: None, cuda_device_id: 0 }
 }
 
@@ -107,6 +114,11 @@ fn proc_status_kib(file: &str, key: &str) -> Option<u64> {
 /// Resident memory of this process, KiB.
 pub fn vm_rss_kib() -> Option<u64> {
     proc_status_kib("/proc/self/status", "VmRSS:")
+}
+
+/// Peak resident memory of this process (or since the last reset through /proc/self/clear_refs), KiB.
+pub fn vm_hwm_kib() -> Option<u64> {
+    proc_status_kib("/proc/self/status", "VmHWM:")
 }
 
 /// Machine facts, taken when the bench starts (the load average shows a busy machine).
@@ -255,6 +267,118 @@ pub fn fast_dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+// The synthetic catalog of http_load and soak.
+
+const SYNTHETIC_READY: &str = "BENCH_READY";
+/// Bump when the synthetic catalog or the index layout changes, so cached directories are rebuilt
+/// (2: graph segments save graph.bin instead of the hnsw_rs dump).
+const SYNTHETIC_VERSION: u32 = 2;
+
+/// Where the synthetic catalog of `n` products for `model` is cached (shared by http_load and soak).
+pub fn synthetic_data_dir(n: usize, model: &ModelId) -> PathBuf {
+    bench_data().join(format!("http-v{SYNTHETIC_VERSION}-{n}-{}", model.content_hash.chars().take(12).collect::<String>()))
+}
+
+/// Write `n` synthetic products into a fresh data directory and build its generation.
+pub fn build_data(dir: &Path, n: usize, model: &ModelId) -> Value {
+    if dir.join(SYNTHETIC_READY).exists() {
+        let info: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(SYNTHETIC_READY)).unwrap_or_default()).unwrap_or(json!({}));
+        return json!({"cached": true, "built": info});
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).expect("remove a half-built data dir");
+    }
+    eprintln!("building {n} synthetic products in {} (cached for later runs)", dir.display());
+    let t = Instant::now();
+    vitrine_migrations::open(dir).expect("data dir");
+    let store = Store::open(&dir.join("store")).expect("store");
+    store.set_model(model).expect("set model");
+    let mut rng = rng(1234);
+    let clusters = (n / 100).clamp(10, 1000);
+    let centers = centers(clusters, model.dim, &mut rng);
+    for i in 0..n {
+        let c = rng.random_range(0..clusters);
+        let (cat, noun) = (CATEGORIES[c % CATEGORIES.len()], NOUNS[c % NOUNS.len()]);
+        let brand = pick(&mut rng, BRANDS);
+        let (color, material, adj) = (pick(&mut rng, COLORS), pick(&mut rng, MATERIALS), pick(&mut rng, ADJECTIVES));
+        let id = format!("p{i:07}");
+        let mut attributes = BTreeMap::new();
+        attributes.insert("color".to_string(), color.to_string());
+        attributes.insert("material".to_string(), material.to_string());
+        attributes.insert("size".to_string(), ["S", "M", "L", "XL"][rng.random_range(0..4)].to_string());
+        let product = Product {
+            id: id.clone(),
+            title: Some(format!("{brand} {adj} {color} {material} {noun}")),
+            description: Some(format!(
+                "A {adj} {noun} in {color} {material}. {}",
+                ["Made to last.", "For everyday use.", "Our bestseller.", "Limited edition.", "Easy to clean."]
+                    [rng.random_range(0..5)]
+            )),
+            brand: Some(brand.to_string()),
+            category: Some(cat.to_string()),
+            price: Some((rng.random_range(500..50_000) as f64) / 100.0),
+            currency: Some("EUR".into()),
+            images: vec![],
+            url: Some(format!("https://shop.example/{id}")),
+            attributes,
+        };
+        let stored = StoredProduct {
+            product,
+            ord: store.ordinal_for(&id).expect("ord"),
+            version: store.next_seq().expect("seq"),
+            hash: format!("bench-{i}"),
+            image_vectors: 1,
+            has_text_vector: true,
+            image_errors: vec![],
+            media: vec![],
+            updated_at: generation::now_secs(),
+        };
+        let image = near(&centers[c], 0.5, &mut rng);
+        let text = near(&centers[c], 0.7, &mut rng);
+        store.put(ProductWrite { stored, image_vectors: vec![image], text_vector: Some(text) }).expect("put");
+    }
+    store.flush().expect("flush");
+    let store_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let opts = BuildOptions { full: true, ..Default::default() };
+    generation::build_next(dir, &store, "store", model, &opts).expect("build generation");
+    let build_s = t.elapsed().as_secs_f64();
+    drop(store);
+    let info = json!({"products": n, "store_write_s": store_s, "generation_build_s": build_s});
+    std::fs::write(dir.join(SYNTHETIC_READY), info.to_string()).expect("ready marker");
+    json!({"cached": false, "built": info})
+}
+
+/// Copy a folder tree (folders, files and symlinks) to `to`, which must not exist yet.
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let t = e.file_type()?;
+        if t.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else if t.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// A multipart/form-data body with one `image` field holding `jpeg`.
+pub fn multipart(jpeg: &[u8], boundary: &str) -> Vec<u8> {
+    let mut b = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"query.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    b.extend_from_slice(jpeg);
+    b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    b
 }
 
 pub const CATEGORIES: &[&str] = &[
