@@ -14,7 +14,7 @@ use super::{atomic_write, CURRENT_FILE, GENERATIONS_DIR, MANIFEST_FILE};
 use super::{copy_tree, current, dir_name, high_water, idx_err, io, now_secs, open_keyword, sync_dir, sync_tree, Manifest};
 use crate::keyword::KeywordFields;
 use crate::store::Store;
-use crate::vectors::{write_index, HnswParams, PointRef};
+use crate::vectors::{write_index, HnswParams, PointRef, VectorIndex};
 use vitrine_core::error::Result;
 use vitrine_core::ModelId;
 
@@ -91,6 +91,8 @@ pub fn build_next(
 
     // Decide between an incremental step and a full merge.
     let mut full = opts.full || prev.is_none();
+    // Segments folded into this build's new segment (a tiered merge), instead of a full one.
+    let mut fold: Vec<String> = vec![];
     let mut old_live = 0u64;
     let mut old_counts: HashMap<String, u64> = HashMap::new();
     if let Some((pdir, pm)) = &prev {
@@ -105,9 +107,20 @@ pub fn build_next(
             old_live = pm.live_points.saturating_sub(old_counts.values().sum::<u64>());
             let dead_after = pm.points() - old_live;
             let ratio = dead_after as f64 / (pm.points().max(1)) as f64;
-            if ratio > opts.tombstone_ratio || pm.segments.len() + 1 > opts.max_segments {
-                tracing::info!(ratio, segments = pm.segments.len(), "merging vector segments");
+            if ratio > opts.tombstone_ratio {
+                tracing::info!(ratio, segments = pm.segments.len(), "merging vector segments (tombstones)");
                 full = true;
+            } else if pm.segments.len() + 1 > opts.max_segments {
+                match small_segments(pdir, pm)? {
+                    Some(small) => {
+                        tracing::info!(segments = pm.segments.len(), merged = small.len(), "merging the small vector segments");
+                        fold = small;
+                    }
+                    None => {
+                        tracing::info!(segments = pm.segments.len(), "merging vector segments (no dominant segment)");
+                        full = true;
+                    }
+                }
             }
         }
     }
@@ -152,12 +165,30 @@ pub fn build_next(
     let mut segments = vec![];
     let (mut n_image, mut n_text) = (0u64, 0u64);
     if let (Some((pdir, pm)), false) = (&prev, full) {
-        for s in &pm.segments {
+        for s in pm.segments.iter().filter(|s| !fold.contains(s)) {
             copy_tree(&pdir.join("segments").join(s), &tmp.join("segments").join(s), true)?;
             segments.push(s.clone());
         }
         n_image = pm.image_points;
         n_text = pm.text_points;
+        if !fold.is_empty() {
+            // The live points of the folded segments join this build's new segment; their dead
+            // points (older versions, deleted products) are dropped.
+            let live = live_versions(&index, &kw_dir)?;
+            let alive = |p: &PointRef| live.get(&p.ord) == Some(&p.version);
+            for s in &fold {
+                let sdir = pdir.join("segments").join(s);
+                for (channel, points, total) in
+                    [("image", &mut image_points, &mut n_image), ("text", &mut text_points, &mut n_text)]
+                {
+                    let old = VectorIndex::open(&sdir.join(channel), model.dim, opts.hnsw.ef_search)?;
+                    *total -= old.len() as u64;
+                    points.extend(
+                        (0..old.len()).filter(|&i| alive(&old.points[i])).map(|i| (old.points[i], old.vector(i).to_vec())),
+                    );
+                }
+            }
+        }
     }
     if !image_points.is_empty() || !text_points.is_empty() {
         // Named after a generation number, which never repeats: readers share segments by name.
@@ -186,7 +217,45 @@ pub fn build_next(
     store.trim_changes(applied_seq)?;
     collect_garbage(&gens, generation);
     tracing::debug!(generation, changed = changed.len(), full, "generation built");
-    Ok(Some(BuildReport { generation, changed: changed.len(), merged: full }))
+    Ok(Some(BuildReport { generation, changed: changed.len(), merged: full || !fold.is_empty() }))
+}
+
+/// A tiered merge: when one segment holds at least half of the points, the others are folded
+/// into the next build's segment and it is kept as it is, so a stream of small writes rebuilds
+/// the graph of the small segments only. `None` when no segment dominates: then a full merge.
+/// Sizes come from the vector files' lengths, without reading them.
+fn small_segments(pdir: &Path, pm: &Manifest) -> Result<Option<Vec<String>>> {
+    let mut sizes = vec![];
+    for s in &pm.segments {
+        let mut bytes = 0u64;
+        for channel in ["image", "text"] {
+            let f = pdir.join("segments").join(s).join(channel).join("vectors.f32");
+            bytes += std::fs::metadata(&f).map_err(|e| io(&f, e))?.len();
+        }
+        sizes.push((bytes, s));
+    }
+    let total: u64 = sizes.iter().map(|(b, _)| b).sum();
+    let Some(&(largest, big)) = sizes.iter().max() else { return Ok(None) };
+    if largest * 2 < total {
+        return Ok(None);
+    }
+    Ok(Some(pm.segments.iter().filter(|s| *s != big).cloned().collect()))
+}
+
+/// ord → current version of every product in a keyword index.
+fn live_versions(index: &tantivy::Index, dir: &Path) -> Result<HashMap<u64, u64>> {
+    let searcher = index.reader().map_err(|e| idx_err(dir, e))?.searcher();
+    let mut live = HashMap::new();
+    for sr in searcher.segment_readers() {
+        let ords = sr.fast_fields().u64("ord").map_err(|e| idx_err(dir, e))?;
+        let versions = sr.fast_fields().u64("version").map_err(|e| idx_err(dir, e))?;
+        for doc in sr.doc_ids_alive() {
+            if let (Some(o), Some(v)) = (ords.first(doc), versions.first(doc)) {
+                live.insert(o, v);
+            }
+        }
+    }
+    Ok(live)
 }
 
 /// Write `manifest` into the finished folder `tmp`, make all of it durable, rename it to its

@@ -146,11 +146,12 @@ fn a_build_merges_past_the_tombstone_ratio_with_identical_results() {
 }
 
 #[test]
-fn a_build_merges_at_the_segment_count() {
+fn past_the_segment_count_the_small_segments_fold_into_one_with_identical_results() {
     let d = new_dir();
     seed(&d, 30);
     let opts = BuildOptions { tombstone_ratio: 1.0, max_segments: 3, ..Default::default() };
     d.build(&opts).unwrap();
+    let base = d.open().manifest.segments[0].clone();
     d.put("p1", "a");
     assert!(!d.build(&opts).unwrap().merged);
     d.put("p2", "b");
@@ -159,8 +160,42 @@ fn a_build_merges_at_the_segment_count() {
     d.put("p3", "c");
     let r = d.build(&opts).unwrap();
     assert!(r.merged, "a fourth segment would pass max_segments");
-    assert_eq!(d.open().manifest.segments.len(), 1);
-    assert_eq!(d.open().manifest.products, 30);
+    let tiered = d.open();
+    // The base segment (60 of 66 points) is kept as it is; the two small ones and p3 fold into
+    // the new segment, which holds only live points: p1, p2 and p3, two each.
+    assert_eq!(tiered.manifest.segments, [base, format!("seg-{:08}", r.generation)]);
+    assert_eq!(tiered.segments[1].0.len() + tiered.segments[1].1.len(), 6);
+    assert_eq!((tiered.manifest.points(), tiered.manifest.live_points, tiered.manifest.tombstones()), (66, 60, 6));
+    assert_eq!(tiered.manifest.products, 30);
+    // The same store content ranks the same, folded or rebuilt in full.
+    d.build(&BuildOptions { full: true, ..no_merge() }).unwrap();
+    let full = d.open();
+    assert_eq!(full.manifest.segments.len(), 1);
+    for q in ["a", "b", "c", "red mug 7", "blue chair"] {
+        let (x, y) = (d.top(&tiered, q), d.top(&full, q));
+        assert_eq!(x.iter().map(|h| &h.0).collect::<Vec<_>>(), y.iter().map(|h| &h.0).collect::<Vec<_>>(), "{q}");
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a.1 - b.1).abs() < 1e-6, "{q}: {a:?} vs {b:?}");
+        }
+    }
+}
+
+#[test]
+fn past_the_segment_count_without_a_dominant_segment_everything_is_merged() {
+    let d = new_dir();
+    seed(&d, 1);
+    let opts = BuildOptions { tombstone_ratio: 1.0, max_segments: 3, ..Default::default() };
+    d.build(&opts).unwrap();
+    d.put("q1", "a");
+    d.build(&opts).unwrap();
+    d.put("q2", "b");
+    d.build(&opts).unwrap();
+    d.put("q3", "c");
+    let r = d.build(&opts).unwrap();
+    assert!(r.merged);
+    let g = d.open();
+    assert_eq!(g.manifest.segments, [format!("seg-{:08}", r.generation)], "no segment held half the points");
+    assert_eq!((g.manifest.products, g.manifest.points(), g.manifest.tombstones()), (4, 8, 0));
 }
 
 #[test]
