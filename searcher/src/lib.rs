@@ -533,10 +533,13 @@ fn keyword_channel(g: &Generation, text: &str, filter: Option<&dyn Query>, depth
         ])),
         None => user,
     };
-    // A query the schema cannot answer (`title:*` asks for an exists query on a field that is not
-    // a fast field; found by tests/it/fuzz.rs) is the query's fault, not the server's.
+    // A query the schema cannot answer is the query's fault, not the server's: `title:*` asks for
+    // an exists query on a field that is not a fast field, `/:*` on a field that does not exist
+    // (both found by tests/it/fuzz.rs; the lenient parser lets them through).
     let top = g.searcher.search(&*query, &TopDocs::with_limit(depth).order_by_score()).map_err(|e| match e {
-        tantivy::TantivyError::SchemaError(m) => SearchError::InvalidQuery(format!("the index cannot answer this query: {m}")),
+        tantivy::TantivyError::SchemaError(m) | tantivy::TantivyError::FieldNotFound(m) => {
+            SearchError::InvalidQuery(format!("the index cannot answer this query: {m}"))
+        }
         other => other.into(),
     })?;
     let mut out = Vec::with_capacity(top.len());

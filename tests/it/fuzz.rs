@@ -120,8 +120,10 @@ fn queries_at_and_past_the_limits() {
         "a".repeat(vitrine_searcher::MAX_QUERY_CHARS + 1),
         format!("\"{}\"", "(".repeat(900)),
         "id:* ord:1 version:2 doc:3 title_raw:x".into(),
-        // An exists query on a field that is not a fast field: was a 500.
+        // An exists query on a field that is not a fast field, or on no field at all: were 500s.
         "title:* mug".into(),
+        "/:* ".into(),
+        "O: * nosuchfield:*".into(),
     ] {
         check(q);
     }
