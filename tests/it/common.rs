@@ -41,11 +41,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// with different files, so a different model to the index.
 pub fn other_tiny_model(dir: &Path) -> PathBuf {
     let other = dir.join("other-model");
-    std::fs::create_dir_all(&other).unwrap();
-    for f in std::fs::read_dir(tiny_model_dir()).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), other.join(f.file_name())).unwrap();
-    }
+    copy_dir(&tiny_model_dir(), &other);
     let cfg = std::fs::read_to_string(other.join("preprocessor_config.json")).unwrap().replace("0.48145466", "0.5");
     std::fs::write(other.join("preprocessor_config.json"), cfg).unwrap();
     other

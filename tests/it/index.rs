@@ -290,19 +290,6 @@ fn sigkill_while_a_merge_is_written_keeps_the_old_generation_and_the_rerun_finis
     }
 }
 
-/// A copy of the tiny model with another normalization: different files, so a different model.
-fn other_model(dir: &Path) -> std::path::PathBuf {
-    let other = dir.join("other-model");
-    std::fs::create_dir_all(&other).unwrap();
-    for f in std::fs::read_dir(tiny_model_dir()).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), other.join(f.file_name())).unwrap();
-    }
-    let cfg = std::fs::read_to_string(other.join("preprocessor_config.json")).unwrap().replace("0.48145466", "0.5");
-    std::fs::write(other.join("preprocessor_config.json"), cfg).unwrap();
-    other
-}
-
 fn stores(data: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(data)
         .unwrap()
@@ -321,7 +308,7 @@ fn a_reindex_that_crashes_keeps_the_old_index_live_and_runs_again() {
     let cat = root().join("demo/catalog.jsonl");
     index_json(&cat, &data, &[]);
     let old_hash = Searcher::open(&data, 64).unwrap().snapshot().unwrap().manifest.model.content_hash.clone();
-    let other = other_model(dir.path());
+    let other = other_tiny_model(dir.path());
     let out = std::process::Command::new(vitrine_bin())
         .args(["reindex", "--data", data.to_str().unwrap(), "--device", "cpu", "--model", other.to_str().unwrap()])
         .env(FAULT_ABORT_AFTER_WRITES, "10")

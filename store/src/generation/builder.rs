@@ -11,7 +11,9 @@ use std::path::Path;
 use tantivy::{TantivyDocument, Term};
 
 use super::{atomic_write, CURRENT_FILE, GENERATIONS_DIR, MANIFEST_FILE};
-use super::{copy_tree, current, dir_name, high_water, idx_err, io, now_secs, open_keyword, sync_dir, sync_tree, Manifest};
+use super::{
+    copy_tree, current, dir_name, high_water, idx_err, io, live_docs, now_secs, open_keyword, sync_dir, sync_tree, Manifest,
+};
 use crate::keyword::KeywordFields;
 use crate::store::Store;
 use crate::vectors::{write_index, HnswParams, PointRef, VectorIndex};
@@ -174,7 +176,11 @@ pub fn build_next(
         if !fold.is_empty() {
             // The live points of the folded segments join this build's new segment; their dead
             // points (older versions, deleted products) are dropped.
-            let live = live_versions(&index, &kw_dir)?;
+            let mut live = HashMap::new();
+            let searcher = index.reader().map_err(|e| idx_err(&kw_dir, e))?.searcher();
+            live_docs(&searcher, &kw_dir, |o, v, _| {
+                live.insert(o, v);
+            })?;
             let alive = |p: &PointRef| live.get(&p.ord) == Some(&p.version);
             for s in &fold {
                 let sdir = pdir.join("segments").join(s);
@@ -240,22 +246,6 @@ fn small_segments(pdir: &Path, pm: &Manifest) -> Result<Option<Vec<String>>> {
         return Ok(None);
     }
     Ok(Some(pm.segments.iter().filter(|s| *s != big).cloned().collect()))
-}
-
-/// ord → current version of every product in a keyword index.
-fn live_versions(index: &tantivy::Index, dir: &Path) -> Result<HashMap<u64, u64>> {
-    let searcher = index.reader().map_err(|e| idx_err(dir, e))?.searcher();
-    let mut live = HashMap::new();
-    for sr in searcher.segment_readers() {
-        let ords = sr.fast_fields().u64("ord").map_err(|e| idx_err(dir, e))?;
-        let versions = sr.fast_fields().u64("version").map_err(|e| idx_err(dir, e))?;
-        for doc in sr.doc_ids_alive() {
-            if let (Some(o), Some(v)) = (ords.first(doc), versions.first(doc)) {
-                live.insert(o, v);
-            }
-        }
-    }
-    Ok(live)
 }
 
 /// Write `manifest` into the finished folder `tmp`, make all of it durable, rename it to its

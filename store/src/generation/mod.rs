@@ -101,6 +101,22 @@ fn open_keyword(dir: &Path, fields: &KeywordFields, create: bool) -> Result<Inde
     }
 }
 
+/// Every live product of a keyword index, as `(ord, version, address)`: what "this point is the
+/// current version of a product" means, read from the `ord`/`version` fast fields. Readers build
+/// their live map from it, and a tiered merge keeps the points it names.
+fn live_docs(searcher: &tantivy::Searcher, dir: &Path, mut f: impl FnMut(u64, u64, tantivy::DocAddress)) -> Result<()> {
+    for (seg_ord, sr) in searcher.segment_readers().iter().enumerate() {
+        let ords = sr.fast_fields().u64("ord").map_err(|e| idx_err(dir, e))?;
+        let versions = sr.fast_fields().u64("version").map_err(|e| idx_err(dir, e))?;
+        for doc in sr.doc_ids_alive() {
+            if let (Some(o), Some(v)) = (ords.first(doc), versions.first(doc)) {
+                f(o, v, tantivy::DocAddress::new(seg_ord as u32, doc));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

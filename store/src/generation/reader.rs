@@ -9,7 +9,7 @@ use tantivy::query::TermQuery;
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
-use super::{current, idx_err, open_keyword, Manifest};
+use super::{current, idx_err, live_docs, open_keyword, Manifest};
 use crate::keyword::KeywordFields;
 use crate::vectors::{PointRef, VectorIndex};
 use vitrine_core::catalog::StoredProduct;
@@ -82,20 +82,15 @@ impl Generation {
         cache.retain(|k, _| keep.contains(k));
         let mut live = vec![];
         let mut docs = vec![];
-        for (seg_ord, sr) in searcher.segment_readers().iter().enumerate() {
-            let ords = sr.fast_fields().u64("ord").map_err(|e| idx_err(&kw, e))?;
-            let versions = sr.fast_fields().u64("version").map_err(|e| idx_err(&kw, e))?;
-            for doc in sr.doc_ids_alive() {
-                let (Some(o), Some(v)) = (ords.first(doc), versions.first(doc)) else { continue };
-                let o = o as usize;
-                if live.len() <= o {
-                    live.resize(o + 1, 0);
-                    docs.resize(o + 1, None);
-                }
-                live[o] = v;
-                docs[o] = Some(DocAddress::new(seg_ord as u32, doc));
+        live_docs(&searcher, &kw, |o, v, addr| {
+            let o = o as usize;
+            if live.len() <= o {
+                live.resize(o + 1, 0);
+                docs.resize(o + 1, None);
             }
-        }
+            live[o] = v;
+            docs[o] = Some(addr);
+        })?;
         Ok(Generation { dir, manifest, fields, index, reader, searcher, segments, live, docs })
     }
 
