@@ -104,16 +104,8 @@ fn main() {
     let ef_search = config.ef_search;
     let workers_hint = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let state = vitrine_web::build_state_with_model(config, embedder.clone()).expect("build service state");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-    let bind = format!("127.0.0.1:{port}");
-    let base = format!("http://{bind}");
-    std::thread::spawn(move || actix_web::rt::System::new().block_on(vitrine_web::serve(state, &bind)));
+    let base = common::serve_until_ready(state);
     let a = agent();
-    let t = Instant::now();
-    while a.get(&format!("{base}/readyz")).call().is_err() {
-        assert!(t.elapsed() < Duration::from_secs(60), "the service did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let queries = common::product_queries(500, 11);
     for q in common::product_queries(20, 12) {

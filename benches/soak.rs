@@ -515,16 +515,8 @@ fn main() {
     };
     let state = vitrine_web::build_state_with_model(config, embedder.clone()).expect("build service state");
     let service = state.clone();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-    let bind = format!("127.0.0.1:{port}");
-    let base = format!("http://{bind}");
-    std::thread::spawn(move || actix_web::rt::System::new().block_on(vitrine_web::serve(state, &bind)));
+    let base = common::serve_until_ready(state);
     let a = agent();
-    let t = Instant::now();
-    while !a.get(&format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200) {
-        assert!(t.elapsed() < Duration::from_secs(60), "the service did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let rss_ready = mem();
 
     let ctx = Ctx {

@@ -371,6 +371,22 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// A multipart/form-data body with one `image` field holding `jpeg`.
+/// Serve `state` on a free 127.0.0.1 port in a background thread and wait (up to 60 s) until
+/// `/readyz` answers 200. Returns the base URL.
+pub fn serve_until_ready(state: std::sync::Arc<vitrine_web::AppState>) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let bind = format!("127.0.0.1:{port}");
+    let base = format!("http://{bind}");
+    std::thread::spawn(move || actix_web::rt::System::new().block_on(vitrine_web::serve(state, &bind)));
+    let agent = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(5)).build();
+    let t = Instant::now();
+    while !agent.get(&format!("{base}/readyz")).call().is_ok_and(|r| r.status() == 200) {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "the service did not become ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    base
+}
+
 pub fn multipart(jpeg: &[u8], boundary: &str) -> Vec<u8> {
     let mut b = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"query.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
