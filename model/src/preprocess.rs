@@ -198,7 +198,7 @@ fn decode_general(bytes: &[u8], input: &str, limits: &ImageLimits) -> Result<Rgb
     // Now that the size is known, no decoder buffer needs more than the image it describes: this
     // stops a GIF whose first frame claims far more pixels than its screen (the frame buffer is
     // allocated before any pixel is read, checked only against `max_alloc`).
-    l.max_alloc = Some(decoder.total_bytes().saturating_add(DECODER_STATE_BYTES));
+    l.max_alloc = Some(decoder.total_bytes().saturating_add(DECODER_METADATA_BYTES));
     decoder.set_limits(l).map_err(|e| classify(e, input, limits))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
@@ -282,8 +282,14 @@ const DECODE_BYTES_PER_PIXEL: u64 = 12;
 /// Decoder row buffers per pixel of width or height (a 16-bit RGBA row is 8 bytes a pixel; the PNG
 /// decoder keeps the current and previous row, plus slack for WebP's and GIF's line state).
 const DECODER_BYTES_PER_COLUMN: u64 = 32;
-/// Fixed decoder state: inflate windows and tables, Huffman tables, reader structs.
+/// Fixed decoder state: inflate windows and tables, Huffman tables, reader structs, plus what
+/// `max_alloc` lets a decoder take beyond the pixels ([`DECODER_METADATA_BYTES`]).
 const DECODER_STATE_BYTES: u64 = 1 << 20;
+/// What a decoder may allocate beyond the pixels it declared (ICC profile, text chunks, a GIF frame
+/// larger than its screen): half of [`DECODER_STATE_BYTES`], so the state `max_alloc` does not
+/// see (LZW and inflate tables, read buffers) has the other half. With the whole allowance here, a
+/// frame wider than its screen plus the GIF decoder's tables went over the bound (issue 10 fuzz).
+const DECODER_METADATA_BYTES: u64 = DECODER_STATE_BYTES / 2;
 /// fast_image_resize's weight tables per source or output pixel of each axis: an f64 weight, its
 /// fixed-point copy and bounds for up to four taps per source pixel when shrinking.
 const COEFF_BYTES_PER_PIXEL: u64 = 64;

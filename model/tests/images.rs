@@ -406,3 +406,14 @@ fn a_gif_frame_larger_than_its_screen_is_not_allocated() {
     let bound = p.working_bytes(23, 17);
     assert!(peak <= bound, "peak {peak} bytes over the bound of {bound} for the 23x17 screen ({kind:?})");
 }
+
+#[test]
+fn a_gif_frame_wider_than_its_screen_stays_within_the_fuzz_bound() {
+    // Found by the mutation property test: a 23×17 screen whose frame claims 12,491×17 passed the
+    // old frame budget (pixels + 1 MiB of slack) and the decoder's own state then went 76 bytes
+    // over the bound.
+    let s = &samples()[2];
+    let mut bytes = s.bytes.clone();
+    write_dim(&mut bytes, s.dims[2], 12_491);
+    survives(&bytes, &fuzz_limits()).unwrap();
+}
