@@ -3,6 +3,7 @@
 
 mod fetch;
 mod progress;
+mod relevance;
 mod settings;
 
 use std::collections::BTreeSet;
@@ -93,6 +94,41 @@ enum Command {
         /// Index only, do not serve.
         #[arg(long)]
         no_serve: bool,
+    },
+    /// Measure relevance on judged queries (JSONL) through the service's own query path.
+    ///
+    /// Prints recall@1/5/10, MRR and nDCG@10 fused and per channel, the false-positive rate of
+    /// queries that should match nothing, and latency. Repeat --fusion to compare settings.
+    Eval {
+        /// Judged queries: {"id", "q"?, "image"? (relative to this file), "filters"?, "fusion"?, "relevant": {ID: GRADE}} per line.
+        queries: PathBuf,
+        #[command(flatten)]
+        settings: ServeConfig,
+        /// Hits per query scored.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// A fusion setting as JSON (e.g. '{"mode": "weighted"}'), forced on queries without their own; repeat to compare.
+        #[arg(long)]
+        fusion: Vec<String>,
+        /// Print one JSON object (with "compare": [...] when several --fusion are given).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Choose fusion settings and the relevance floor on the train split of judged queries, report
+    /// held-out metrics against the current defaults, and save the choice in the index.
+    Tune {
+        /// Judged queries, as for `vitrine eval`; "split": "train" | "test" per line (else by a hash of the id).
+        queries: PathBuf,
+        #[command(flatten)]
+        settings: ServeConfig,
+        /// Hits per query scored.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Report, but do not save.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Print a command's effective settings and where each came from (default, file, env, flag).
     ///
@@ -522,6 +558,16 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             }
             eprintln!("open http://{}/ (shopper) and http://{}/admin (dashboard)", config.bind, config.bind);
             run_server(config, Some(embedder))
+        }
+        Command::Eval { queries, k, fusion, json, .. } => {
+            let config: ServeConfig = resolve(m, file)?.value;
+            relevance::eval(&config, &queries, k, &fusion, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tune { queries, k, dry_run, json, .. } => {
+            let config: ServeConfig = resolve(m, file)?.value;
+            relevance::tune(&config, &queries, k, dry_run, json)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Model { what: ModelCommand::List } => {
             for k in fetch::KNOWN {

@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod error;
 pub mod model_id;
+pub mod relevance;
 pub mod vector;
 
 pub use error::{CoreError, ImageErrorKind, Result};

@@ -19,6 +19,7 @@ use crate::preprocess::Preprocessor;
 use crate::runtime::{self, Device, RuntimeOptions};
 use crate::tokenize::TextTokenizer;
 use vitrine_core::error::{CoreError, Result};
+use vitrine_core::relevance::Floors;
 use vitrine_core::vector::l2_normalize;
 use vitrine_core::ModelId;
 
@@ -36,6 +37,11 @@ pub trait Embedder: Send + Sync {
     fn dim(&self) -> usize {
         self.model_id().dim
     }
+
+    /// The model card's default relevance floor, if it has one.
+    fn relevance_floor(&self) -> Option<Floors> {
+        None
+    }
 }
 
 /// The service's model, set once it is loaded and warmed: the service listens (and answers
@@ -50,11 +56,7 @@ pub struct ClipOnnx {
     tokenizer: TextTokenizer,
     vision: Mutex<Session>,
     text: Mutex<Session>,
-}
-
-#[derive(serde::Deserialize)]
-struct ModelHints {
-    max_text_len: Option<usize>,
+    floor: Option<Floors>,
 }
 
 impl ClipOnnx {
@@ -67,11 +69,7 @@ impl ClipOnnx {
 
         let text_len_dim = input_dim(&text, "input_ids", 1);
         let fixed_len = text_len_dim.filter(|d| *d > 0).map(|d| d as usize);
-        let max_len = std::fs::read(dir.path.join("vitrine-model.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ModelHints>(&b).ok())
-            .and_then(|h| h.max_text_len)
-            .unwrap_or(77);
+        let max_len = dir.card.max_text_len.unwrap_or(77);
         let tokenizer = TextTokenizer::load(&dir.file(TOKENIZER_FILE), max_len, fixed_len)?;
         for (s, name) in [(&vision, "pixel_values"), (&text, "input_ids"), (&text, "attention_mask")] {
             if !s.inputs().iter().any(|i| i.name() == name) {
@@ -88,6 +86,7 @@ impl ClipOnnx {
             tokenizer,
             vision: Mutex::new(vision),
             text: Mutex::new(text),
+            floor: dir.card.relevance_floor,
         };
         // Read the dimension off a real run: this also warms both sessions up.
         let img_dim = me.embed_pixels(&vec![0.0; me.preprocessor.tensor_len()], 1)?[0].len();
@@ -137,6 +136,9 @@ fn normalized_rows(data: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
 impl Embedder for ClipOnnx {
     fn model_id(&self) -> &ModelId {
         &self.id
+    }
+    fn relevance_floor(&self) -> Option<Floors> {
+        self.floor
     }
     fn device(&self) -> Device {
         self.device

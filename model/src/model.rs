@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use vitrine_core::error::{CoreError, Result};
+use vitrine_core::relevance::Floors;
 
 pub const VISION_FILE: &str = "vision_model.onnx";
 pub const TEXT_FILE: &str = "text_model.onnx";
@@ -141,12 +142,23 @@ pub struct ModelDir {
     pub path: PathBuf,
     pub name: String,
     pub preprocessor: PreprocessorConfig,
+    pub card: ModelCard,
 }
 
-#[derive(Deserialize)]
-struct VitrineModelJson {
-    name: Option<String>,
+/// The optional `vitrine-model.json` beside the ONNX files: what Vitrine knows about a model that
+/// the graphs do not say. Read once, here; every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ModelCard {
+    /// A human name (else the directory name).
+    pub name: Option<String>,
+    /// Longest token sequence the text tower takes (default 77), when its graph does not fix it.
+    pub max_text_len: Option<usize>,
+    /// The default relevance floor (see `vitrine_core::relevance`), calibrated for this model.
+    pub relevance_floor: Option<Floors>,
 }
+
+/// The model card's file name.
+pub const CARD_FILE: &str = "vitrine-model.json";
 
 impl ModelDir {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -163,17 +175,26 @@ impl ModelDir {
             }
         }
         let preprocessor = PreprocessorConfig::load(&path.join(PREPROCESSOR_FILE))?;
-        let name = std::fs::read(path.join("vitrine-model.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<VitrineModelJson>(&b).ok())
-            .and_then(|m| m.name)
-            .unwrap_or_else(|| {
+        let card = match std::fs::read(path.join(CARD_FILE)) {
+            Ok(bytes) => serde_json::from_slice::<ModelCard>(&bytes).map_err(|e| CoreError::ModelLoad {
+                path: path.clone(),
+                message: format!("{CARD_FILE}: {e}; fix the file or remove it"),
+            })?,
+            Err(_) => ModelCard::default(),
+        };
+        if let Some(f) = &card.relevance_floor {
+            f.validate().map_err(|e| CoreError::ModelLoad {
+                path: path.clone(),
+                message: format!("{CARD_FILE}: relevance_floor: {e}"),
+            })?;
+        }
+        let name = card.name.clone().unwrap_or_else(|| {
                 path.canonicalize()
                     .ok()
                     .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                     .unwrap_or_else(|| "model".into())
             });
-        Ok(ModelDir { path, name, preprocessor })
+        Ok(ModelDir { path, name, preprocessor, card })
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -203,6 +224,42 @@ impl PreprocessorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn model_dir_with_card(card: Option<&str>) -> (tempfile::TempDir, Result<ModelDir>) {
+        let dir = tempfile::tempdir().unwrap();
+        for f in MODEL_FILES {
+            std::fs::write(dir.path().join(f), if f == PREPROCESSOR_FILE { "{}" } else { "" }).unwrap();
+        }
+        if let Some(c) = card {
+            std::fs::write(dir.path().join(CARD_FILE), c).unwrap();
+        }
+        let m = ModelDir::open(dir.path());
+        (dir, m)
+    }
+
+    #[test]
+    fn the_model_card_is_read_once_with_its_floor() {
+        let (_d, m) = model_dir_with_card(Some(
+            r#"{"name": "toy", "max_text_len": 32, "relevance_floor": {"text": {"image": 0.21}, "photo": {"image": 0.7}}}"#,
+        ));
+        let m = m.unwrap();
+        assert_eq!(m.name, "toy");
+        assert_eq!(m.card.max_text_len, Some(32));
+        let f = m.card.relevance_floor.unwrap();
+        assert_eq!((f.text.image, f.photo.image, f.text.text), (Some(0.21), Some(0.7), None));
+        let (d, m) = model_dir_with_card(None);
+        let m = m.unwrap();
+        assert!(m.card.relevance_floor.is_none());
+        assert_eq!(m.name, d.path().file_name().unwrap().to_string_lossy(), "no card: the directory names the model");
+    }
+
+    #[test]
+    fn a_broken_card_is_refused_not_ignored() {
+        for bad in ["{", r#"{"relevance_floor": {"text": {"image": 3.0}}}"#, r#"{"relevance_floor": {"txt": {}}}"#] {
+            let (_d, m) = model_dir_with_card(Some(bad));
+            assert!(matches!(m, Err(CoreError::ModelLoad { .. })), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_hub_style_config_and_defaults() {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use vitrine_core::relevance::Floors;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -64,17 +65,20 @@ pub struct Fusion {
     /// Per-channel weights; `None` picks [`Weights::default_for`] the query.
     pub weights: Option<Weights>,
     pub normalization: Normalization,
+    /// The relevance floor of the vector channels (`vitrine_core::relevance`); `None` takes the
+    /// index's default (tuned, else the model card's), and `{}` turns it off.
+    pub floor: Option<Floors>,
 }
 
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion { mode: FusionMode::Rrf, k: 60.0, weights: None, normalization: Normalization::Minmax }
+        Fusion { mode: FusionMode::Rrf, k: 60.0, weights: None, normalization: Normalization::Minmax, floor: None }
     }
 }
 
 /// A fusion setting out of range; names the field (`fusion.weights.image`, `fusion.k`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field} must be a finite number >= 0")]
+#[error("{field} must be {}", if field.starts_with("fusion.floor") { "a number between -1 and 1 (a cosine similarity)" } else { "a finite number >= 0" })]
 pub struct InvalidFusion {
     pub field: &'static str,
 }
@@ -91,6 +95,9 @@ impl Fusion {
         }
         if !self.k.is_finite() || self.k < 0.0 {
             return Err(InvalidFusion { field: "fusion.k" });
+        }
+        if let Some(f) = &self.floor {
+            f.validate().map_err(|e| InvalidFusion { field: e.field })?;
         }
         Ok(())
     }
@@ -309,6 +316,11 @@ mod tests {
             let e = Fusion { k, ..Default::default() }.validate().unwrap_err();
             assert_eq!(e, InvalidFusion { field: "fusion.k" });
         }
+        let mut floor = Floors::default();
+        floor.text.image = Some(f32::NAN);
+        let e = Fusion { floor: Some(floor), ..Default::default() }.validate().unwrap_err();
+        assert_eq!(e.field, "fusion.floor.text.image");
+        assert!(e.to_string().contains("between -1 and 1"), "{e}");
     }
 
     #[test]

@@ -19,8 +19,11 @@
 //! current [`Generation`] and runs on it alone. [`Searcher::refresh`] swaps in a new generation
 //! (arc-swap) when `CURRENT` changes; queries in flight keep the one they started with.
 
+pub mod eval;
 pub mod fusion;
+pub mod relevance;
 pub mod service;
+pub mod tune;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -44,6 +47,7 @@ use vitrine_store::keyword::attr_term;
 use vitrine_store::vectors::{top_k, VectorIndex};
 
 pub use fusion::{Fusion, FusionMode, Normalization, Weights};
+use vitrine_core::relevance::{Modality, VectorChannel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -61,6 +65,9 @@ pub enum SearchError {
     Core(#[from] CoreError),
     #[error("keyword index: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
+    /// The index's relevance settings file cannot be used (see [`relevance`]).
+    #[error("{path}: {message}; remove it or run `vitrine tune` again")]
+    InvalidSettings { path: PathBuf, message: String },
 }
 
 pub type Result<T, E = SearchError> = std::result::Result<T, E>;
@@ -211,6 +218,23 @@ pub struct SearchQuery {
     pub facets: bool,
     /// Leave this product out (more-like-this).
     pub exclude: Option<String>,
+    /// Also return each channel's own ranked list (`SearchResult::channels`), for evaluation.
+    pub channels: bool,
+}
+
+/// One entry of a channel's own ranked list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelHit {
+    pub id: String,
+    pub score: f32,
+}
+
+/// Each channel's ranked list before fusion (after the relevance floor), best first.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChannelLists {
+    pub image: Vec<ChannelHit>,
+    pub text: Vec<ChannelHit>,
+    pub keyword: Vec<ChannelHit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -286,6 +310,9 @@ pub struct SearchResult {
     /// The vector channels scored the filtered set exactly.
     pub exact: bool,
     pub timings: Timings,
+    /// Each channel's list, when the query asked for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<ChannelLists>,
 }
 
 pub const MAX_K: usize = 200;
@@ -304,20 +331,57 @@ pub struct Searcher {
     current: ArcSwapOption<Generation>,
     cache: Mutex<SegmentCache>,
     ef_search: usize,
+    relevance: ArcSwapOption<relevance::RelevanceSettings>,
+    /// The settings file's (modified time, length) when last read, to read it again only on change.
+    relevance_stamp: Mutex<Option<(std::time::SystemTime, u64)>>,
 }
 
 impl Searcher {
     pub fn open(data: &Path, ef_search: usize) -> Result<Self> {
-        let s =
-            Searcher { data: data.to_path_buf(), current: ArcSwapOption::empty(), cache: Mutex::new(HashMap::new()), ef_search };
+        let s = Searcher {
+            data: data.to_path_buf(),
+            current: ArcSwapOption::empty(),
+            cache: Mutex::new(HashMap::new()),
+            ef_search,
+            relevance: ArcSwapOption::empty(),
+            relevance_stamp: Mutex::new(None),
+        };
         s.refresh()?;
         Ok(s)
+    }
+
+    /// The tuned relevance settings of this index ([`relevance`]), whatever model they were
+    /// tuned with; [`Searcher::relevance_for`] checks the model.
+    pub fn relevance(&self) -> Option<Arc<relevance::RelevanceSettings>> {
+        self.relevance.load_full()
+    }
+
+    /// The tuned settings, if they were tuned with `model`.
+    pub fn relevance_for(&self, model: &vitrine_core::ModelId) -> Option<Arc<relevance::RelevanceSettings>> {
+        self.relevance().filter(|r| r.model.same_model(model))
+    }
+
+    /// Read `relevance.json` again if it changed. A file that cannot be used is logged and the
+    /// previous settings are kept: a bad edit must not take a serving index down.
+    fn refresh_relevance(&self) {
+        let path = self.data.join(relevance::RELEVANCE_FILE);
+        let stamp = std::fs::metadata(&path).ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len()));
+        let mut last = self.relevance_stamp.lock();
+        if *last == stamp {
+            return;
+        }
+        *last = stamp;
+        match relevance::RelevanceSettings::load(&self.data) {
+            Ok(r) => self.relevance.store(r.map(Arc::new)),
+            Err(e) => tracing::warn!("relevance settings not applied: {e}"),
+        }
     }
 
     /// Load the generation `CURRENT` names if it is newer than the one in use. Returns true on a
     /// swap. Never goes back: generation numbers only grow, so an older number is a stale read of
     /// `CURRENT` (another refresh overtook this one) and is ignored.
     pub fn refresh(&self) -> Result<bool> {
+        self.refresh_relevance();
         // Held from the read of `CURRENT` to the swap: two refreshes cannot cross.
         let mut cache = self.cache.lock();
         let Some((dir, manifest)) = generation::current(&self.data)? else { return Ok(false) };
@@ -662,7 +726,13 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
         Ok::<_, SearchError>((ch, ms(t)))
     };
     let (v, k) = rayon::join(vectors, keywords);
-    let ((image_ch, text_ch, vector_ms), (keyword_ch, keyword_ms)) = (v?, k?);
+    let ((mut image_ch, mut text_ch, vector_ms), (keyword_ch, keyword_ms)) = (v?, k?);
+    // The relevance floor, by the modality of the vector each channel was queried with.
+    let floor = q.fusion.floor.unwrap_or_default();
+    let image_by = if q.image_vector.is_some() { Modality::Photo } else { Modality::Text };
+    let text_by = if q.text_vector.is_some() { Modality::Text } else { Modality::Photo };
+    apply_floor(&mut image_ch, floor.get(image_by, VectorChannel::Image));
+    apply_floor(&mut text_ch, floor.get(text_by, VectorChannel::Text));
     timings.vector_ms = vector_ms;
     timings.keyword_ms = keyword_ms;
 
@@ -701,6 +771,20 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
             },
         });
     }
+    let channels = if q.channels {
+        let ids = |list: &Ranked| -> Result<Vec<ChannelHit>> {
+            let mut out = Vec::with_capacity(list.len());
+            for (ord, score) in list {
+                if let Some(p) = g.product_by_ord(*ord)? {
+                    out.push(ChannelHit { id: p.product.id, score: *score });
+                }
+            }
+            Ok(out)
+        };
+        Some(ChannelLists { image: ids(&image_ch)?, text: ids(&text_ch)?, keyword: ids(&keyword_ch)? })
+    } else {
+        None
+    };
     timings.hydrate_ms = ms(t4);
     timings.search_ms = ms(t0);
     Ok(SearchResult {
@@ -712,7 +796,16 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
         generation: g.manifest.generation,
         exact,
         timings,
+        channels,
     })
+}
+
+/// Drop a channel's hits below its floor (the list is best first, so this cuts its tail).
+fn apply_floor(list: &mut Ranked, floor: Option<f32>) {
+    if let Some(f) = floor {
+        let keep = list.iter().position(|(_, s)| *s < f).unwrap_or(list.len());
+        list.truncate(keep);
+    }
 }
 
 fn ms(t: Instant) -> f64 {

@@ -28,7 +28,8 @@ use vitrine_core::{CoreError, ModelId};
 use vitrine_fetch::{FetchError, FetchOptions, Fetcher};
 use vitrine_model::{Embedder, ImageLimits, ModelSlot};
 
-use crate::{search_generation, Filters, Fusion, SearchError, SearchQuery, SearchResult, Searcher};
+use crate::relevance::QueryKind;
+use crate::{Filters, Fusion, SearchError, SearchQuery, SearchResult, Searcher};
 
 /// Results per page when a query names none.
 pub const DEFAULT_K: usize = 10;
@@ -57,7 +58,13 @@ pub struct QueryConfig {
     pub image_urls: ImageUrls,
     pub image_limits: ImageLimits,
     pub fetch_timeout: std::time::Duration,
+    /// Text-query embeddings kept (LRU).
+    pub text_cache_entries: usize,
 }
+
+/// Text-query embeddings the service keeps by default: 4,096 × (≤ 1,000 bytes of text + one
+/// vector) stays under 12 MB for a 512-dimension model.
+pub const DEFAULT_TEXT_CACHE_ENTRIES: usize = 4096;
 
 impl QueryConfig {
     pub fn new(max_upload: usize, queue_capacity: usize, image_urls: ImageUrls) -> Self {
@@ -69,6 +76,7 @@ impl QueryConfig {
             image_urls,
             image_limits: ImageLimits { max_bytes: max_upload as u64, ..ImageLimits::default() },
             fetch_timeout: std::time::Duration::from_secs(10),
+            text_cache_entries: DEFAULT_TEXT_CACHE_ENTRIES,
         }
     }
 }
@@ -90,8 +98,32 @@ pub struct Query {
     pub k: Option<usize>,
     pub offset: Option<usize>,
     pub filters: Filters,
-    pub fusion: Fusion,
+    /// The request's fusion; `None` takes the index's defaults for the query's kind.
+    pub fusion: Option<Fusion>,
     pub facets: bool,
+    /// Return each channel's own ranked list too (evaluation).
+    pub channels: bool,
+}
+
+/// A query with its vectors computed, ready to run with any fusion ([`QueryService::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub kind: QueryKind,
+    /// The search without its fusion: vectors, text, paging, filters, facets.
+    search: SearchQuery,
+    /// The request's fusion, if it named one.
+    fusion: Option<Fusion>,
+    pub vision_ms: Option<f64>,
+    pub text_ms: Option<f64>,
+}
+
+/// Which towers [`QueryService::prepare`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Towers {
+    /// Only those a vector channel of the query's fusion will use (serving).
+    AsNeeded,
+    /// Every tower the input allows, so any fusion can run on the result (tuning).
+    All,
 }
 
 /// A search result and where the model time went.
@@ -188,6 +220,58 @@ pub struct QueryService {
     decodes: Permits,
     fetcher: Option<Fetcher>,
     config: QueryConfig,
+    text_cache: TextCache,
+}
+
+/// Text-query embeddings, most recently used first, keyed by model and text. Bounded by entry
+/// count; an entry is at most `MAX_QUERY_CHARS` of key and one vector, so the bound is in bytes too.
+struct TextCache {
+    entries: Mutex<lru::LruCache<(String, String), Vec<f32>>>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+/// The text cache's counters, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: usize,
+    pub capacity: usize,
+}
+
+impl TextCache {
+    fn new(capacity: usize) -> Self {
+        TextCache {
+            entries: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(capacity.max(1)).expect("at least 1"))),
+            hits: Default::default(),
+            misses: Default::default(),
+        }
+    }
+
+    fn get_or_embed(&self, e: &dyn Embedder, text: &str) -> Result<Vec<f32>, CoreError> {
+        let key = (e.model_id().content_hash.clone(), text.to_string());
+        if let Some(v) = self.entries.lock().get(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(v.clone());
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        // Embedded outside the lock: two misses on one text both run the tower, which is cheaper
+        // than holding every other query behind one inference.
+        let v = e.embed_texts(&[text])?.remove(0);
+        self.entries.lock().put(key, v.clone());
+        Ok(v)
+    }
+
+    fn stats(&self) -> CacheStats {
+        let entries = self.entries.lock();
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: entries.len(),
+            capacity: entries.cap().get(),
+        }
+    }
 }
 
 fn ms(t: Instant) -> f64 {
@@ -212,8 +296,27 @@ impl QueryService {
             gate: Arc::new(Gate { depth: AtomicUsize::new(0), capacity: config.queue_capacity.max(1) }),
             decodes: Permits { free: Mutex::new(config.decode_concurrency.max(1)), freed: Condvar::new() },
             fetcher,
+            text_cache: TextCache::new(config.text_cache_entries),
             config,
         }
+    }
+
+    /// Hits and misses of the text-embedding cache.
+    pub fn text_cache_stats(&self) -> CacheStats {
+        self.text_cache.stats()
+    }
+
+    /// The fusion a query of `kind` runs with: the request's, else the index's tuned default for
+    /// the kind, else the built-in one; and its floor: the fusion's own, else the tuned floor,
+    /// else the model card's (see [`crate::relevance`]).
+    pub fn resolve_fusion(&self, kind: QueryKind, request: Option<Fusion>) -> Fusion {
+        let model = self.embedder();
+        let tuned = model.as_ref().and_then(|m| self.searcher.relevance_for(m.model_id()));
+        let mut f = request.or_else(|| tuned.as_ref().and_then(|t| t.for_kind(kind))).unwrap_or_default();
+        if f.floor.is_none() {
+            f.floor = tuned.as_ref().and_then(|t| t.floor).or_else(|| model.and_then(|m| m.relevance_floor()));
+        }
+        f
     }
 
     /// [`QueryService::new`], plus the read side's background work: a thread that picks up
@@ -290,6 +393,14 @@ impl QueryService {
     /// Run a query (blocking). `_admission` is held until the result is ready.
     pub fn search(&self, _admission: Admission, q: Query) -> Result<QueryOutcome, QueryError> {
         let started = Instant::now();
+        let p = self.prepare(q, Towers::AsNeeded)?;
+        let result = self.run(&p, None)?;
+        Ok(QueryOutcome { result, took_ms: ms(started), vision_ms: p.vision_ms, text_ms: p.text_ms })
+    }
+
+    /// Check a query and compute its vectors: everything but the search itself, so that
+    /// [`QueryService::run`] can try many fusions on one embedding (`vitrine tune`).
+    pub fn prepare(&self, q: Query, towers: Towers) -> Result<Prepared, QueryError> {
         let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
         if let Some(t) = &text {
             crate::validate_keyword_query(t)?;
@@ -297,22 +408,25 @@ impl QueryService {
         let k = q.k.unwrap_or(DEFAULT_K);
         let offset = q.offset.unwrap_or(0);
         crate::validate_paging(k, offset)?;
-        q.fusion.validate().map_err(|e| SearchError::BadRequest(e.to_string()))?;
+        if let Some(f) = &q.fusion {
+            f.validate().map_err(|e| SearchError::BadRequest(e.to_string()))?;
+        }
         q.filters.validate()?;
 
-        // Paging, filters, fusion and facets, whatever the query's input.
-        let base = SearchQuery { k, offset, filters: q.filters, fusion: q.fusion, facets: q.facets, ..SearchQuery::default() };
+        // Paging, filters and facets, whatever the query's input.
+        let base = SearchQuery { k, offset, filters: q.filters, facets: q.facets, channels: q.channels, ..SearchQuery::default() };
         if let Some(id) = q.similar_to {
             if text.is_some() || q.image.is_some() {
                 return Err(QueryError::Conflicting("more like this takes no text or image"));
             }
-            return self.similar(&id, base, started);
+            return self.similar(&id, base, q.fusion);
         }
         if text.is_none() && q.image.is_none() {
             return Err(QueryError::MissingInput);
         }
+        let kind = QueryKind::of(q.image.is_some(), text.is_some());
 
-        let mut out_vision = None;
+        let mut vision_ms = None;
         let image_vector = match q.image {
             Some(input) => {
                 let embedder = self.embedder().ok_or(QueryError::NotReady)?;
@@ -322,43 +436,56 @@ impl QueryService {
                     self.decodes.run(|| embedder.preprocessor().load(&bytes, "query image", &self.config.image_limits))?;
                 drop(bytes);
                 let v = embedder.embed_pixels(&pixels, 1)?.remove(0);
-                out_vision = Some(ms(t));
+                vision_ms = Some(ms(t));
                 Some(v)
             }
             None => None,
         };
-        let w = base.fusion.weights_for(image_vector.is_some(), text.is_some());
-        let mut out_text = None;
+        let w = self.resolve_fusion(kind, q.fusion).weights_for(image_vector.is_some(), text.is_some());
+        let mut text_ms = None;
         // The text tower runs only when a vector channel will use its output.
         let text_vector = match &text {
-            Some(t) if w.image > 0.0 || w.text > 0.0 => {
+            Some(t) if towers == Towers::All || w.image > 0.0 || w.text > 0.0 => {
                 let embedder = self.embedder().ok_or(QueryError::NotReady)?;
                 let start = Instant::now();
-                let v = embedder.embed_texts(&[t.as_str()])?.remove(0);
-                out_text = Some(ms(start));
+                let v = self.text_cache.get_or_embed(&*embedder, t)?;
+                text_ms = Some(ms(start));
                 Some(v)
             }
             _ => None,
         };
-        let result = self.searcher.search(&SearchQuery { image_vector, text_vector, text, ..base })?;
-        Ok(QueryOutcome { result, took_ms: ms(started), vision_ms: out_vision, text_ms: out_text })
+        let search = SearchQuery { image_vector, text_vector, text, ..base };
+        Ok(Prepared { kind, search, fusion: q.fusion, vision_ms, text_ms })
+    }
+
+    /// Search with a prepared query, under `fusion` if given, else the query's own resolution.
+    pub fn run(&self, p: &Prepared, fusion: Option<Fusion>) -> Result<SearchResult, QueryError> {
+        let fusion = match fusion {
+            Some(f) => {
+                f.validate().map_err(|e| SearchError::BadRequest(e.to_string()))?;
+                f
+            }
+            None => self.resolve_fusion(p.kind, p.fusion),
+        };
+        Ok(self.searcher.search(&SearchQuery { fusion, ..p.search.clone() })?)
     }
 
     /// More like this: the product's own first image vector, text vector and title, the product
     /// itself left out.
-    fn similar(&self, id: &str, base: SearchQuery, started: Instant) -> Result<QueryOutcome, QueryError> {
+    fn similar(&self, id: &str, base: SearchQuery, fusion: Option<Fusion>) -> Result<Prepared, QueryError> {
         let g = self.searcher.snapshot().ok_or(SearchError::NoIndex)?;
         let product = g.product(id).map_err(SearchError::from)?.ok_or_else(|| SearchError::NotFound(id.to_string()))?;
         let (images, text_vector) = self.searcher.product_vectors(&g, id)?;
-        let sq = SearchQuery {
-            image_vector: images.into_iter().next(),
+        let image_vector = images.into_iter().next();
+        let kind = QueryKind::of(image_vector.is_some(), true);
+        let search = SearchQuery {
+            image_vector,
             text_vector,
             text: product.product.title,
             exclude: Some(id.to_string()),
             ..base
         };
-        let result = search_generation(&g, &sq)?;
-        Ok(QueryOutcome { result, took_ms: ms(started), vision_ms: None, text_ms: None })
+        Ok(Prepared { kind, search, fusion, vision_ms: None, text_ms: None })
     }
 
     /// The bytes of a query image: as sent, or fetched under the fetch policy, never over the limit.
@@ -415,7 +542,7 @@ mod tests {
         let q = Query { text: Some("mug".into()), offset: Some(crate::MAX_OFFSET + 1), ..Default::default() };
         assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Search(SearchError::BadRequest(_)))));
         let fusion = Fusion { k: -1.0, ..Fusion::default() };
-        let q = Query { text: Some("mug".into()), fusion, ..Default::default() };
+        let q = Query { text: Some("mug".into()), fusion: Some(fusion), ..Default::default() };
         assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Search(SearchError::BadRequest(_)))));
     }
 

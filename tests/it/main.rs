@@ -12,5 +12,6 @@ mod lock;
 mod media;
 mod openapi;
 mod parity;
+mod relevance;
 mod service;
 mod snapshot;

@@ -41,6 +41,8 @@ use crate::{products, search, ui};
         products::health,
         products::create_snapshot,
         products::snapshots,
+        crate::relevance::get,
+        crate::relevance::run,
         ui::index,
         ui::admin,
         ui::asset,

@@ -79,7 +79,7 @@ fn search(e: &SearchError) -> (StatusCode, &'static str) {
         SearchError::NoIndex => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
         SearchError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         SearchError::Core(c) => core(c),
-        SearchError::Tantivy(_) => INTERNAL,
+        SearchError::Tantivy(_) | SearchError::InvalidSettings { .. } => INTERNAL,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod products;
+pub mod relevance;
 pub mod search;
 pub mod state;
 pub mod ui;
@@ -47,16 +48,8 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// background threads. The service can listen at once: `/healthz` answers, `/readyz` says 503
 /// until the model is set and an index generation is open.
 pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
-    vitrine_migrations::open(&config.data)?;
-    let searcher = Arc::new(Searcher::open(&config.data, config.ef_search)?);
     let model = ModelSlot::default();
-    let urls = match (config.allow_image_urls(), config.allow_private_image_urls) {
-        (false, _) => ImageUrls::Disabled,
-        (true, false) => ImageUrls::PublicOnly,
-        (true, true) => ImageUrls::Any,
-    };
-    let query_config = QueryConfig::new(config.max_upload, config.queue_capacity, urls);
-    let query = QueryService::start(searcher, model.clone(), query_config, REFRESH_EVERY);
+    let query = query_service(&config, model.clone())?;
     let notify = query.generation_listener();
     let mut write_config = WriteConfig::new(config.data.clone(), http_ingest_options(&config));
     if let Some(dir) = &config.snapshot_dir {
@@ -68,6 +61,20 @@ pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
         tracing::warn!("repair at start: {e}");
     }
     Ok(Arc::new(AppState { config, query, writes, metrics: Arc::new(Metrics::new()), started: Instant::now() }))
+}
+
+/// The read side as `serve` builds it: the same defaults, floor and limits (also what `vitrine
+/// eval` and `vitrine tune` query through, so they measure what the service answers).
+pub fn query_service(config: &ServeConfig, model: ModelSlot) -> Result<Arc<QueryService>, StartError> {
+    vitrine_migrations::open(&config.data)?;
+    let searcher = Arc::new(Searcher::open(&config.data, config.ef_search)?);
+    let urls = match (config.allow_image_urls(), config.allow_private_image_urls) {
+        (false, _) => ImageUrls::Disabled,
+        (true, false) => ImageUrls::PublicOnly,
+        (true, true) => ImageUrls::Any,
+    };
+    let query_config = QueryConfig::new(config.max_upload, config.queue_capacity, urls);
+    Ok(QueryService::start(searcher, model, query_config, REFRESH_EVERY))
 }
 
 /// How products and catalogs sent over HTTP are ingested: images are http(s) URLs on public
@@ -128,6 +135,7 @@ async fn metrics_text(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
     if let Some(g) = state.searcher().snapshot() {
         state.metrics.set_index(&g.manifest);
     }
+    state.metrics.set_text_cache(state.query.text_cache_stats());
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render()))
 }
 
@@ -240,6 +248,8 @@ routes! {
     route "/v1/stats" => { get products::stats }
     route "/v1/snapshots" => { post products::create_snapshot, get products::snapshots }
     route "/v1/admin/health" => { get products::health }
+    route "/v1/relevance" => { get relevance::get }
+    resource "/v1/eval" limit relevance::EVAL_JSON => { post relevance::run }
     route "/" => { get ui::index }
     route "/admin" => { get ui::admin }
     route "/ui/{path:.*}" => { get ui::asset }

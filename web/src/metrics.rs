@@ -14,6 +14,8 @@ pub struct Metrics {
     pub inference: HistogramVec,
     pub queue_depth: IntGauge,
     pub index: IntGaugeVec,
+    /// Text-query embedding cache: `hits`, `misses`, `entries`, `capacity` (read at scrape time).
+    pub text_cache: IntGaugeVec,
     recent: Mutex<HashMap<String, VecDeque<(Instant, f64)>>>,
 }
 
@@ -73,15 +75,28 @@ impl Metrics {
             IntGauge::new("vitrine_inference_queue_depth", "Requests waiting for or running inference").expect("valid");
         let index =
             IntGaugeVec::new(Opts::new("vitrine_index_size", "Index sizes of the live generation"), &["what"]).expect("valid");
+        let text_cache = IntGaugeVec::new(
+            Opts::new("vitrine_text_cache", "Text-query embedding cache: hits and misses since start, entries, capacity"),
+            &["what"],
+        )
+        .expect("valid");
         for c in [
             Box::new(http.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(inference.clone()),
             Box::new(queue_depth.clone()),
             Box::new(index.clone()),
+            Box::new(text_cache.clone()),
         ] {
             registry.register(c).expect("registered once");
         }
-        Metrics { registry, http, inference, queue_depth, index, recent: Mutex::new(HashMap::new()) }
+        Metrics { registry, http, inference, queue_depth, index, text_cache, recent: Mutex::new(HashMap::new()) }
+    }
+
+    /// The text-embedding cache's counters, read at scrape time (hit rate = hits / (hits + misses)).
+    pub fn set_text_cache(&self, c: vitrine_searcher::service::CacheStats) {
+        for (k, v) in [("hits", c.hits), ("misses", c.misses), ("entries", c.entries as u64), ("capacity", c.capacity as u64)] {
+            self.text_cache.with_label_values(&[k]).set(v as i64);
+        }
     }
 
     pub fn set_queue_depth(&self, depth: usize) {

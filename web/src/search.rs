@@ -23,8 +23,8 @@ pub struct TextRequest {
     pub offset: Option<usize>,
     #[serde(default)]
     pub filters: Filters,
-    #[serde(default)]
-    pub fusion: Fusion,
+    /// How channels are combined; absent: the index's defaults for the query's kind.
+    pub fusion: Option<Fusion>,
     #[serde(default)]
     pub facets: bool,
 }
@@ -42,8 +42,8 @@ pub struct ImageJsonRequest {
     pub offset: Option<usize>,
     #[serde(default)]
     pub filters: Filters,
-    #[serde(default)]
-    pub fusion: Fusion,
+    /// How channels are combined; absent: the index's defaults for the query's kind.
+    pub fusion: Option<Fusion>,
     #[serde(default)]
     pub facets: bool,
 }
@@ -129,7 +129,7 @@ fn text_query(
     k: Option<usize>,
     offset: Option<usize>,
     filters: Filters,
-    fusion: Fusion,
+    fusion: Option<Fusion>,
     facets: bool,
 ) -> Query {
     Query { text: q, k, offset, filters, fusion, facets, ..Default::default() }
@@ -207,8 +207,9 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Http
         filters.price = Some(vitrine_searcher::PriceRange { min: p.price_min, max: p.price_max });
     }
     let fusion = match p.fusion.as_deref() {
-        None | Some("rrf") => Fusion::default(),
-        Some("weighted") => Fusion { mode: vitrine_searcher::FusionMode::Weighted, ..Default::default() },
+        None => None,
+        Some("rrf") => Some(Fusion::default()),
+        Some("weighted") => Some(Fusion { mode: vitrine_searcher::FusionMode::Weighted, ..Default::default() }),
         Some(other) => return Err(ApiError::BadRequest(format!("fusion {other:?}: use rrf or weighted"))),
     };
     run(&state, admission, text_query(p.q, p.k, p.offset, filters, fusion, p.facets.unwrap_or(false))).await
@@ -341,9 +342,9 @@ async fn image_multipart(mut mp: Multipart, max_upload: usize) -> ApiResult<Quer
         Some(s) => serde_json::from_str(s).map_err(|e| ApiError::BadRequest(format!("filters: {e}")))?,
         None => Filters::default(),
     };
-    let fusion: Fusion = match field("fusion") {
-        Some(s) => serde_json::from_str(s).map_err(|e| ApiError::BadRequest(format!("fusion: {e}")))?,
-        None => Fusion::default(),
+    let fusion: Option<Fusion> = match field("fusion") {
+        Some(s) => Some(serde_json::from_str(s).map_err(|e| ApiError::BadRequest(format!("fusion: {e}")))?),
+        None => None,
     };
     let facets = field("facets").is_some_and(|v| v == "true" || v == "1");
     let q = field("q").map(str::to_string);
