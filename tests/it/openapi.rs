@@ -289,3 +289,4 @@ async fn job_json_snapshot() {
     });
     state.writes.close();
 }
+

@@ -43,6 +43,7 @@ use crate::{products, search, ui};
         products::snapshots,
         ui::index,
         ui::admin,
+        ui::docs,
         ui::asset,
     ),
     components(schemas(ErrorBody)),
