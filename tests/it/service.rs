@@ -848,7 +848,7 @@ async fn every_documented_route_answers_its_documented_status_and_body() {
     seen("GET", "/v1/snapshots");
     // The UI is embedded.
     for (page, route, ct) in
-        [("/", "/", "text/html"), ("/admin", "/admin", "text/html"), ("/ui/app.css", "/ui/{path}", "text/css")]
+        [("/", "/", "text/html"), ("/admin", "/admin", "text/html"), ("/docs", "/docs", "text/html"), ("/ui/app.css", "/ui/{path}", "text/css")]
     {
         let (s, got, bytes) = call_bytes(&app, TestRequest::get().uri(page)).await;
         assert_eq!(s, StatusCode::OK, "{page}");
