@@ -290,8 +290,10 @@ fn check_model_dir(dir: &Path) -> Result<()> {
              pass --model /path/to/vitrine/{DEFAULT_MODEL} (or set VITRINE_MODEL)"
         ));
     } else {
-        msg.push_str(".\nPass --model DIR (or set VITRINE_MODEL) with a folder holding vision_model.onnx, text_model.onnx, \
-             tokenizer.json and preprocessor_config.json");
+        msg.push_str(
+            ".\nPass --model DIR (or set VITRINE_MODEL) with a folder holding vision_model.onnx, text_model.onnx, \
+             tokenizer.json and preprocessor_config.json",
+        );
     }
     msg.push_str("; `vitrine model fetch` downloads a trained CLIP into models/clip-vit-b32");
     anyhow::bail!(msg)
@@ -326,7 +328,8 @@ fn check_catalog(catalog: &Path) -> Result<()> {
     if !meta.is_file() {
         anyhow::bail!("catalog {} is not a file; {fix}", catalog.display());
     }
-    let file = std::fs::File::open(catalog).map_err(|e| anyhow::anyhow!("catalog {}: {e}; check its permissions", catalog.display()))?;
+    let file =
+        std::fs::File::open(catalog).map_err(|e| anyhow::anyhow!("catalog {}: {e}; check its permissions", catalog.display()))?;
     let mut first = String::new();
     let mut reader = std::io::BufReader::new(file).take(1 << 20);
     while first.trim().is_empty() {
@@ -340,7 +343,10 @@ fn check_catalog(catalog: &Path) -> Result<()> {
     let csv = catalog.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     if csv {
         if !first.split(',').any(|h| h.trim().trim_matches('"') == "id") {
-            anyhow::bail!("catalog {}: the CSV header has no `id` column; the first line names the columns (id,title,...)", catalog.display());
+            anyhow::bail!(
+                "catalog {}: the CSV header has no `id` column; the first line names the columns (id,title,...)",
+                catalog.display()
+            );
         }
     } else if let Err(e) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(first.trim()) {
         anyhow::bail!(

@@ -253,11 +253,8 @@ fn the_random_weight_model_is_named_and_a_clean_start_logs_no_warnings() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
-    let (ok, text) = run_from(
-        &root(),
-        &["index", "demo/catalog.jsonl", "--data", data.to_str().unwrap(), "--model", "models/tiny-clip"],
-        &[],
-    );
+    let (ok, text) =
+        run_from(&root(), &["index", "demo/catalog.jsonl", "--data", data.to_str().unwrap(), "--model", "models/tiny-clip"], &[]);
     assert!(ok, "{text}");
     assert!(text.contains("warning: the model in models/tiny-clip (tiny-clip-random) has random weights"), "{text}");
     // A serving process that builds a generation at start (a write made while it was down) and
@@ -303,7 +300,10 @@ fn common_mistakes_say_what_happened_once_and_what_to_do() {
     let (ok, text) = run_from(dir.path(), &["embed", "text", "x"], &[]);
     assert!(!ok);
     assert_eq!(text.matches("models/tiny-clip").count(), 3, "{text}");
-    assert!(text.contains("run from the repository's root") && text.contains("--model /path/to/vitrine/models/tiny-clip"), "{text}");
+    assert!(
+        text.contains("run from the repository's root") && text.contains("--model /path/to/vitrine/models/tiny-clip"),
+        "{text}"
+    );
     // The catalog is checked before the model loads: a broken model is never reached.
     let bad_catalog = dir.path().join("c.jsonl");
     std::fs::write(&bad_catalog, "id,title\n1,x\n").unwrap();

@@ -294,12 +294,17 @@ mod tests {
         let e = bad(|c| c.bind = "not an address".into());
         assert_eq!(e.key, "bind");
         assert!(e.to_string().contains("HOST:PORT"), "{e}");
-        for origin in ["*", "null", "https://shop.example.com/", "shop.example.com", "ftp://x.example", "https://Shop.example.com"] {
+        for origin in
+            ["*", "null", "https://shop.example.com/", "shop.example.com", "ftp://x.example", "https://Shop.example.com"]
+        {
             let c = ServeConfig { cors_origin: vec![origin.into()], ..Default::default() };
             let e = c.validate().unwrap_err();
             assert_eq!(e.key, "cors_origin", "{origin}");
         }
-        let c = ServeConfig { cors_origin: vec!["https://shop.example.com".into(), "http://127.0.0.1:3000".into()], ..Default::default() };
+        let c = ServeConfig {
+            cors_origin: vec!["https://shop.example.com".into(), "http://127.0.0.1:3000".into()],
+            ..Default::default()
+        };
         c.validate().unwrap();
         let e = bad(|c| c.media_root = vec![PathBuf::from("/nonexistent/vitrine-media")]);
         assert!(e.to_string().contains("/nonexistent/vitrine-media"), "{e}");

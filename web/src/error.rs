@@ -239,7 +239,11 @@ mod tests {
             (CoreError::Store { message: "/secret/path broke".into() }.into(), 500, "internal"),
             (ApiError::Unauthorized, 401, "unauthorized"),
             (ApiError::Forbidden, 403, "forbidden"),
-            (ApiError::MethodNotAllowed { method: "GET".into(), path: "/x".into(), allow: "POST".into() }, 405, "method_not_allowed"),
+            (
+                ApiError::MethodNotAllowed { method: "GET".into(), path: "/x".into(), allow: "POST".into() },
+                405,
+                "method_not_allowed",
+            ),
         ];
         for (e, status, code) in cases {
             let (s, c) = e.status_and_code();

@@ -25,9 +25,9 @@ pub mod ui;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_cors::Cors;
 use actix_web::http::header;
 use actix_web::middleware::{from_fn, Condition, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
