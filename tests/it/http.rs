@@ -30,13 +30,13 @@ async fn a_wrong_method_is_405_with_allow_and_an_unknown_path_stays_404() {
     let cases = [
         (TestRequest::get().uri("/v1/search/text"), "POST"),
         (TestRequest::get().uri("/v1/search/image"), "POST"),
-        (TestRequest::put().uri("/v1/search"), "GET"),
-        (TestRequest::delete().uri("/v1/products"), "POST, GET"),
-        (TestRequest::post().uri("/v1/products/sku-001"), "GET, PUT, DELETE"),
+        (TestRequest::put().uri("/v1/search"), "GET, HEAD"),
+        (TestRequest::delete().uri("/v1/products"), "POST, GET, HEAD"),
+        (TestRequest::post().uri("/v1/products/sku-001"), "GET, PUT, DELETE, HEAD"),
         (TestRequest::get().uri("/v1/ingest"), "POST"),
-        (TestRequest::post().uri("/healthz"), "GET"),
-        (TestRequest::post().uri("/docs"), "GET"),
-        (TestRequest::default().method(actix_web::http::Method::OPTIONS).uri("/v1/stats"), "GET"),
+        (TestRequest::post().uri("/healthz"), "GET, HEAD"),
+        (TestRequest::post().uri("/docs"), "GET, HEAD"),
+        (TestRequest::default().method(actix_web::http::Method::OPTIONS).uri("/v1/stats"), "GET, HEAD"),
     ];
     for (req, allow) in cases {
         let (s, h, body) = raw(&app, req).await;
@@ -51,9 +51,12 @@ async fn a_wrong_method_is_405_with_allow_and_an_unknown_path_stays_404() {
         let (s, v) = call(&app, TestRequest::post().uri(uri)).await;
         assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{uri}: {v}");
     }
-    // The right method still answers.
+    // The right method still answers, and a GET route answers HEAD.
     let (s, _) = call(&app, TestRequest::get().uri("/healthz")).await;
     assert_eq!(s, StatusCode::OK);
+    let (s, h, _) = raw(&app, TestRequest::default().method(actix_web::http::Method::HEAD).uri("/docs")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h.get("content-security-policy").is_some());
 }
 
 const SHOP: &str = "https://shop.example.com";

@@ -197,10 +197,24 @@ async fn not_found() -> ApiResult<HttpResponse> {
     Err(ApiError::NotFound("no such route; see /v1/openapi.json".into()))
 }
 
+/// A route for one method of [`routes!`]; a GET route also answers HEAD (headers, no body).
+fn method_route(method: &str) -> actix_web::Route {
+    match method {
+        "get" => web::route().guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head())),
+        "post" => web::post(),
+        "put" => web::put(),
+        "delete" => web::delete(),
+        other => unreachable!("no route uses {other}"),
+    }
+}
+
 /// The answer to a method a route does not have: 405, with `Allow` listing the ones it has.
 fn method_not_allowed(methods: &'static [&'static str]) -> actix_web::Route {
     web::to(move |req: HttpRequest| async move {
-        let allow: Vec<String> = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+        let mut allow: Vec<String> = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+        if methods.contains(&"get") {
+            allow.push("HEAD".into());
+        }
         Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
             method: req.method().to_string(),
             path: req.match_pattern().unwrap_or_default(),
@@ -222,7 +236,7 @@ macro_rules! routes {
                 cfg.service(
                     web::resource($path)
                         $(.app_data(json_config($limit)))?
-                        $(.route(web::$method().to($handler)))+
+                        $(.route(method_route(stringify!($method)).to($handler)))+
                         .default_service(method_not_allowed(&[$(stringify!($method)),+])),
                 );
             )*
