@@ -297,14 +297,120 @@ enum ModelCommand {
     List,
 }
 
+/// Load the model, saying once what is wrong and what to do, and warn where its weights are random.
 fn load_model(s: &ModelSettings) -> Result<ClipOnnx> {
-    ClipOnnx::open(&s.model, &s.runtime()).with_context(|| format!("loading model {}", s.model.display()))
+    check_model_dir(&s.model)?;
+    let model = ClipOnnx::open(&s.model, &s.runtime()).map_err(|e| match e {
+        // Names the folder itself.
+        e @ vitrine_core::CoreError::ModelLoad { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("loading the model in {}", s.model.display())),
+    })?;
+    warn_if_random(&model.model_id().name, &s.model);
+    Ok(model)
+}
+
+/// A model folder that is not there, with the way to get one.
+fn check_model_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+    let what = if dir.exists() { "is not a folder" } else { "does not exist" };
+    let mut msg = format!("model folder {} {what}", dir.display());
+    if dir.is_relative() {
+        msg.push_str(&format!(" (relative to the working directory {cwd})"));
+    }
+    if dir == Path::new(DEFAULT_MODEL) {
+        msg.push_str(&format!(
+            ".\nThe default model, {DEFAULT_MODEL}, ships in the Vitrine repository: run from the repository's root, or \
+             pass --model /path/to/vitrine/{DEFAULT_MODEL} (or set VITRINE_MODEL)"
+        ));
+    } else {
+        msg.push_str(
+            ".\nPass --model DIR (or set VITRINE_MODEL) with a folder holding vision_model.onnx, text_model.onnx, \
+             tokenizer.json and preprocessor_config.json",
+        );
+    }
+    msg.push_str("; `vitrine model fetch` downloads a trained CLIP into models/clip-vit-b32");
+    anyhow::bail!(msg)
+}
+
+/// The default `--model`, as `ModelSettings` writes it.
+const DEFAULT_MODEL: &str = "models/tiny-clip";
+
+/// Random weights index and answer, but their rankings mean nothing: say so where people look.
+fn warn_if_random(name: &str, dir: &Path) {
+    if vitrine_model::model::has_random_weights(name) {
+        eprintln!(
+            "warning: the model in {} ({name}) has random weights: search results will not match what the images show. \
+             For real results pass --model with a trained model (`vitrine model fetch` gets clip-vit-b32).",
+            dir.display()
+        );
+    }
+}
+
+/// Colour codes only for a person at a terminal, and never when NO_COLOR is set (no-color.org).
+fn colour(stream_is_terminal: bool) -> bool {
+    stream_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A catalog checked before the model loads: it exists, is a readable file, and its first line
+/// or header parses. The full parse comes later; this is for the mistakes that would otherwise
+/// show only after seconds of loading.
+fn check_catalog(catalog: &Path) -> Result<()> {
+    use std::io::{BufRead, Read};
+    let fix = "pass the path of a .jsonl (one JSON object per line) or .csv catalog";
+    let meta = std::fs::metadata(catalog).map_err(|e| anyhow::anyhow!("catalog {}: {e}; {fix}", catalog.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("catalog {} is not a file; {fix}", catalog.display());
+    }
+    let file =
+        std::fs::File::open(catalog).map_err(|e| anyhow::anyhow!("catalog {}: {e}; check its permissions", catalog.display()))?;
+    let mut first = String::new();
+    let mut reader = std::io::BufReader::new(file).take(1 << 20);
+    while first.trim().is_empty() {
+        first.clear();
+        match reader.read_line(&mut first) {
+            Ok(0) => anyhow::bail!("catalog {} is empty; {fix}", catalog.display()),
+            Ok(_) => {}
+            Err(e) => anyhow::bail!("catalog {} cannot be read as text ({e}); {fix}", catalog.display()),
+        }
+    }
+    let csv = catalog.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if csv {
+        if !first.split(',').any(|h| h.trim().trim_matches('"') == "id") {
+            anyhow::bail!(
+                "catalog {}: the CSV header has no `id` column; the first line names the columns (id,title,...)",
+                catalog.display()
+            );
+        }
+    } else if let Err(e) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(first.trim()) {
+        anyhow::bail!(
+            "catalog {}: the first line is not a JSON object ({e}); a .jsonl catalog holds one product object per line \
+             (name a CSV file *.csv)",
+            catalog.display()
+        );
+    }
+    Ok(())
+}
+
+/// A data directory that cannot be one, said once with the fix (the OS error alone read
+/// "File exists (os error 17): File exists (os error 17)").
+fn check_data_dir(data: &Path) -> Result<()> {
+    if data.exists() && !data.is_dir() {
+        anyhow::bail!(
+            "data directory {} is a file, not a folder: pass --data with a folder (it is created if missing), or move the file away",
+            data.display()
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VITRINE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(colour(std::io::IsTerminal::is_terminal(&std::io::stderr())))
         .init();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -360,8 +466,8 @@ fn known_keys() -> BTreeSet<String> {
 
 /// `vitrine demo` runs on the bundled model and its own data directory unless a flag or the
 /// environment says otherwise, and opens the dashboard with a known key. The config file's `data`
-/// and `model` are for the real service: the demo deletes every product not in the demo catalog,
-/// so it must not follow a shared file into the shop's data directory.
+/// and `model` are for the real service: the demo writes the demo catalog's products (over any
+/// with the same ids), so it must not follow a shared file into the shop's data directory.
 fn demo_defaults(r: &mut Resolved<ServeConfig>) -> Result<()> {
     let root = demo_root()?;
     let not_chosen = |s: &Source| matches!(s, Source::Default | Source::File(_));
@@ -475,6 +581,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
         Command::Index { catalog, delete_missing, json, .. } => {
             let s: IndexSettings = resolve(m, file)?.value;
+            check_catalog(&catalog)?;
+            check_data_dir(&s.data.data)?;
             let embedder: Arc<dyn Embedder> = Arc::new(load_model(&s.model)?);
             // The operator's catalog: local paths resolve beside it, and any address may be fetched.
             let opts = IndexOptions { local_files: LocalFiles::beside(&catalog), ..s.ingest.operator_options() };
@@ -489,6 +597,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
         Command::Delete { ids, .. } => {
             let s: DataSettings = resolve(m, file)?.value;
+            check_data_dir(&s.data)?;
             let ix = Indexer::open_without_model(&s.data, IndexOptions::default())?;
             let gone = ix.delete(&ids)?;
             for id in &ids {
@@ -502,6 +611,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
         Command::Reindex { json, .. } => {
             let s: IndexSettings = resolve(m, file)?.value;
+            check_data_dir(&s.data.data)?;
             let embedder: Arc<dyn Embedder> = Arc::new(load_model(&s.model)?);
             let bar = progress::Bar::new("re-embedding");
             let res = vitrine_indexer::reindex(&s.data.data, embedder, s.ingest.operator_options(), &bar)?;
@@ -511,6 +621,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
         Command::Rebuild { .. } => {
             let s: DataSettings = resolve(m, file)?.value;
+            check_data_dir(&s.data)?;
             let ix = Indexer::open_without_model(&s.data, IndexOptions::default())?;
             let r = ix.rebuild()?;
             println!("rebuilt generation {}", r.map(|r| r.generation).unwrap_or(0));
@@ -518,18 +629,21 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
         Command::Snapshot { what: SnapshotCommand::Create { out, .. } } => {
             let s: DataSettings = resolve(m, file)?.value;
+            check_data_dir(&s.data)?;
             let info = vitrine_indexer::snapshot::create_locked(&s.data, &out, IndexOptions::default())?;
             println!("{}", serde_json::to_string(&info)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Snapshot { what: SnapshotCommand::Restore { snapshot, force, .. } } => {
             let s: DataSettings = resolve(m, file)?.value;
+            check_data_dir(&s.data)?;
             let info = vitrine_indexer::snapshot::restore(&snapshot, &s.data, force, IndexOptions::default().lock_wait)?;
             println!("{}", serde_json::to_string(&info)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { .. } => {
             let config: ServeConfig = resolve(m, file)?.value;
+            check_data_dir(&config.data)?;
             if config.admin_key.is_none() {
                 tracing::warn!("no admin key (--admin-key, VITRINE_ADMIN_KEY or `admin_key`): writes, ingest and the admin dashboard are disabled");
             }
@@ -539,16 +653,26 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             let mut r = resolve::<ServeConfig>(m, file)?;
             demo_defaults(&mut r)?;
             let config = r.value.clone();
+            check_data_dir(&config.data)?;
             let embedder: Arc<dyn Embedder> = Arc::new(load_model(&config.model)?);
             let catalog = demo_root()?.join("demo/catalog.jsonl");
             {
                 let opts = IndexOptions { local_files: LocalFiles::beside(&catalog), ..config.ingest.operator_options() };
                 let ix = Indexer::open(&config.data, embedder.clone(), opts)?;
                 let (records, errors) = vitrine_indexer::catalog::parse_file(&catalog)?;
+                let demo_ids: BTreeSet<String> = records.iter().map(|r| r.product.id.clone()).collect();
                 let bar = progress::Bar::new("indexing the demo catalog");
-                let res = ix.ingest(records, errors, true, &bar)?;
+                // Products added in the dashboard (or over the API) are the user's: a restart keeps them.
+                let res = ix.ingest(records, errors, false, &bar)?;
                 bar.finish();
                 report(&res, false);
+                let kept = ix.store().ids().filter_map(|id| id.ok()).filter(|id| !demo_ids.contains(id)).count();
+                if kept > 0 {
+                    eprintln!(
+                        "kept {kept} product(s) that are not in the demo catalog (added in the dashboard or over the API); \
+                         delete them in the dashboard, or start over with an empty folder: --data DIR"
+                    );
+                }
             }
             if no_serve {
                 return Ok(ExitCode::SUCCESS);

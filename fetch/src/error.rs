@@ -20,7 +20,7 @@ pub enum FetchError {
     #[error("over the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     /// With `public_only`, the host resolved only to loopback, private or other non-public addresses.
-    #[error("{host} resolves only to non-public addresses (loopback, private, link-local or reserved)")]
+    #[error("refused {host}: it resolves only to non-public addresses (loopback, private, link-local or reserved), and this fetches only from public ones")]
     NotPublic { host: String },
     /// The server answered with an error status.
     #[error("HTTP {status}")]
@@ -29,7 +29,7 @@ pub enum FetchError {
     #[error("timed out")]
     Timeout,
     /// The connection failed for another reason.
-    #[error("network error ({failure}){}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    #[error("{failure}{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Network { failure: NetworkFailure, detail: Option<String> },
     /// No such file (or no such file in any media root).
     #[error("not found")]
@@ -63,12 +63,12 @@ pub enum NetworkFailure {
 impl fmt::Display for NetworkFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            NetworkFailure::Dns => "name resolution failed",
-            NetworkFailure::Connect => "connection failed",
+            NetworkFailure::Dns => "the host name does not resolve",
+            NetworkFailure::Connect => "the host refused or did not accept the connection",
             NetworkFailure::TooManyRedirects => "too many redirects",
-            NetworkFailure::BadResponse => "malformed response",
-            NetworkFailure::Io => "connection broken",
-            NetworkFailure::Other => "request failed",
+            NetworkFailure::BadResponse => "the host sent a malformed response",
+            NetworkFailure::Io => "the connection broke",
+            NetworkFailure::Other => "the request failed",
         })
     }
 }
@@ -146,6 +146,13 @@ mod tests {
         ] {
             assert!(!e.is_client_fault() && e.is_transient(), "{e:?}");
         }
+        // Each message says what happened once: no error text repeated inside its own cause.
+        let e = FetchError::NotPublic { host: "127.0.0.1".into() };
+        let m = e.to_string();
+        assert_eq!(m.matches("127.0.0.1").count(), 1, "{m}");
+        assert!(m.starts_with("refused") && m.contains("public"), "{m}");
+        let e = FetchError::Network { failure: NetworkFailure::Dns, detail: Some("no such host".into()) };
+        assert_eq!(e.to_string(), "the host name does not resolve (no such host)");
         let io = FetchError::Io { source: std::io::Error::from(std::io::ErrorKind::PermissionDenied) };
         assert_eq!(io.blame(), Blame::Local);
     }

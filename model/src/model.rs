@@ -214,6 +214,12 @@ impl ModelDir {
     }
 }
 
+/// Whether a model (by its `vitrine-model.json` name) holds random weights: a test and demo model
+/// whose rankings mean nothing. The one rule: a word `random` in the name (`tiny-clip-random`).
+pub fn has_random_weights(name: &str) -> bool {
+    name.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w.eq_ignore_ascii_case("random"))
+}
+
 impl PreprocessorConfig {
     /// The OpenAI CLIP ViT-B/32 settings; used where no config file is at hand (tests, fakes).
     pub fn load_default() -> Self {
@@ -273,6 +279,16 @@ mod tests {
         let cfg: PreprocessorConfig =
             serde_json::from_str(r#"{"do_center_crop": false, "size": {"height": 160, "width": 192}}"#).unwrap();
         assert_eq!(cfg.output_size(), (160, 192));
+    }
+
+    #[test]
+    fn random_weights_are_told_by_the_name() {
+        for n in ["tiny-clip-random", "clip-vit-b32-random", "Random_clip"] {
+            assert!(has_random_weights(n), "{n}");
+        }
+        for n in ["toy-world-clip", "clip-vit-b32", "randomized", "tiny-clip"] {
+            assert!(!has_random_weights(n), "{n}");
+        }
     }
 
     #[test]

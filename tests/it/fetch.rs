@@ -210,6 +210,16 @@ mod sources {
             let (s, _) = call(TestRequest::get().uri(&format!("/v1/images/hostile/{n}"))).await;
             assert_eq!(s, StatusCode::NOT_FOUND);
         }
+        // A refusal says what was refused and why, once, in plain words (it once read "Dns
+        // Failed: resolve dns name '127.0.0.1:18080'" with the URL twice).
+        for (url, host) in [("http://127.0.0.1:18080/x.jpg", "127.0.0.1"), ("http://localhost:18080/x.jpg", "localhost")] {
+            let (s, v) = call(TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": url}))).await;
+            assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("image_url_failed")), "{v}");
+            let m = v["error"]["message"].as_str().unwrap();
+            assert_eq!(m.matches(host).count(), 1, "{m}");
+            assert!(m.contains("refused") && m.contains("non-public"), "{m}");
+            assert!(!m.contains("18080") && !m.to_lowercase().contains("dns"), "{m}");
+        }
         // A searcher's image_url: typed errors, each a 4xx (a CR/LF once answered 500).
         for url in [
             "http://127.0.0.1:9/a.jpg\r\nX-Evil: 1",

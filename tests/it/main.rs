@@ -7,6 +7,7 @@ mod compat;
 mod config;
 mod fetch;
 mod fuzz;
+mod http;
 mod index;
 mod lock;
 mod media;

@@ -77,12 +77,60 @@ fn check(doc: &Value, method: &str, path: &str, status: StatusCode, body: &Value
     assert!(response.is_object(), "{method} {path} does not document status {status}");
     let schema = &response["content"]["application/json"]["schema"];
     assert!(schema.is_object(), "{method} {path} {status} documents no JSON body");
-    // The `$ref`s point into the document: give the schema the document's components.
+    // The `$ref`s point into the document: give the schema the document's components, made
+    // strict, so a field the body has and the document does not name fails too.
     let mut root = schema.clone();
-    root["components"] = doc["components"].clone();
+    root["components"] = strict_components(doc);
     let validator = jsonschema::draft202012::new(&root).unwrap_or_else(|e| panic!("{method} {path}: schema: {e}"));
     let errors: Vec<String> = validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path)).collect();
     assert!(errors.is_empty(), "{method} {path} {status}: the body does not match its schema: {errors:#?}\n{body:#}");
+}
+
+/// The document's component schemas with `unevaluatedProperties: false` on every object schema
+/// that is not itself a part of another's `allOf` (where the whole decides what is evaluated).
+fn strict_components(doc: &Value) -> Value {
+    fn all_of_refs(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::Array(parts)) = o.get("allOf") {
+                    for p in parts {
+                        if let Some(r) = p["$ref"].as_str() {
+                            out.insert(r.trim_start_matches("#/components/schemas/").to_string());
+                        }
+                    }
+                }
+                o.values().for_each(|x| all_of_refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| all_of_refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut components = doc["components"].clone();
+    let mut parts = BTreeSet::new();
+    all_of_refs(&components, &mut parts);
+    for (name, schema) in components["schemas"].as_object_mut().unwrap() {
+        let object = schema.get("properties").is_some() || schema.get("allOf").is_some();
+        if object && !parts.contains(name) && schema.get("additionalProperties").is_none() {
+            schema["unevaluatedProperties"] = Value::Bool(false);
+        }
+    }
+    components
+}
+
+#[test]
+fn the_check_catches_a_field_the_document_does_not_name_and_a_null_it_does_not_allow() {
+    let doc = document();
+    let hit = |extra: Value| {
+        let mut h = json!({"id": "a", "score": 1.0, "images": 0, "image_url": null, "thumb_url": null,
+            "explain": {"fused": 1.0}});
+        h.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        json!({"hits": [h], "total": 1, "took_ms": 1.0, "offset": 0, "k": 1, "generation": 1, "exact": true,
+            "timings": {"search_ms": 1.0, "filter_ms": 0.0, "vector_ms": 0.0, "keyword_ms": 0.0, "fuse_ms": 0.0, "hydrate_ms": 0.0}})
+    };
+    let run = |body: Value| std::panic::catch_unwind(|| check(&doc, "get", "/v1/search", StatusCode::OK, &body));
+    run(hit(json!({}))).expect("a text-only hit (image_url null) is what the document says");
+    assert!(run(hit(json!({"surprise": 1}))).is_err(), "an undocumented field must fail");
+    assert!(run(hit(json!({"images": null}))).is_err(), "a null where the document wants a count must fail");
 }
 
 fn admin() -> (&'static str, String) {
@@ -150,6 +198,12 @@ async fn write_routes_answer_what_the_document_says() {
     let (s, v) = call(&app, TestRequest::post().uri("/v1/products").insert_header(admin()).set_json(json!([row]))).await;
     check(&doc, "post", "/v1/products", s, &v);
     assert_eq!(s, StatusCode::OK, "{v}");
+    // A product without images is a hit with `image_url: null`: the document must allow it.
+    let title = row["title"].as_str().unwrap().to_string();
+    let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": title, "k": 50}))).await;
+    check(&doc, "post", "/v1/search/text", s, &v);
+    let hit = v["hits"].as_array().unwrap().iter().find(|h| h["id"] == "doc-1").unwrap_or_else(|| panic!("doc-1 not found: {v}"));
+    assert_eq!((&hit["image_url"], &hit["images"]), (&Value::Null, &json!(0)), "{hit}");
     let (s, v) =
         call(&app, TestRequest::post().uri("/v1/products").insert_header(admin()).set_json(json!([{"title": "no id"}]))).await;
     check(&doc, "post", "/v1/products", s, &v);

@@ -847,9 +847,12 @@ async fn every_documented_route_answers_its_documented_status_and_body() {
     assert_eq!((s, &list["snapshots"][0]["name"]), (StatusCode::OK, &v["name"]), "{list}");
     seen("GET", "/v1/snapshots");
     // The UI is embedded.
-    for (page, route, ct) in
-        [("/", "/", "text/html"), ("/admin", "/admin", "text/html"), ("/ui/app.css", "/ui/{path}", "text/css")]
-    {
+    for (page, route, ct) in [
+        ("/", "/", "text/html"),
+        ("/admin", "/admin", "text/html"),
+        ("/docs", "/docs", "text/html"),
+        ("/ui/app.css", "/ui/{path}", "text/css"),
+    ] {
         let (s, got, bytes) = call_bytes(&app, TestRequest::get().uri(page)).await;
         assert_eq!(s, StatusCode::OK, "{page}");
         assert!(got.starts_with(ct) && !bytes.is_empty(), "{page}: {got}");

@@ -45,6 +45,7 @@ use crate::{products, search, ui};
         crate::relevance::run,
         ui::index,
         ui::admin,
+        ui::docs,
         ui::asset,
     ),
     components(schemas(ErrorBody)),

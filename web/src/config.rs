@@ -181,6 +181,11 @@ pub struct ServeConfig {
     /// data directory).
     #[arg(long, env = "VITRINE_SNAPSHOT_DIR", value_name = "DIR")]
     pub snapshot_dir: Option<PathBuf>,
+    /// A web origin (`https://shop.example.com`) whose pages may call the API from the browser
+    /// (repeatable; in the environment, comma-separated). None by default: no CORS headers at all.
+    #[arg(long = "cors-origin", env = "VITRINE_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    #[serde(default)]
+    pub cors_origin: Vec<String>,
     #[command(flatten)]
     #[serde(flatten)]
     pub ingest: IngestSettings,
@@ -222,8 +227,28 @@ impl ServeConfig {
                 });
             }
         }
+        for origin in &self.cors_origin {
+            check_origin(origin).map_err(|problem| InvalidSetting { key: "cors_origin", problem })?;
+        }
         self.ingest.validate()
     }
+}
+
+/// A CORS origin is `scheme://host[:port]`, exactly as a browser sends it in `Origin`: anything
+/// else (a path, a trailing slash, `*`) would never match, or would match every site.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let explain = |why: &str| format!("{origin:?} {why}; write an origin as a browser sends it, e.g. https://shop.example.com");
+    if origin == "*" || origin == "null" {
+        return Err(explain("would let any site call the API with the visitor's access"));
+    }
+    let url = url::Url::parse(origin).map_err(|e| explain(&format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(explain("is not an http(s) origin"));
+    }
+    if url.origin().ascii_serialization() != origin {
+        return Err(explain("has a path, user, query or trailing slash, or is not in lowercase"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -269,6 +294,18 @@ mod tests {
         let e = bad(|c| c.bind = "not an address".into());
         assert_eq!(e.key, "bind");
         assert!(e.to_string().contains("HOST:PORT"), "{e}");
+        for origin in
+            ["*", "null", "https://shop.example.com/", "shop.example.com", "ftp://x.example", "https://Shop.example.com"]
+        {
+            let c = ServeConfig { cors_origin: vec![origin.into()], ..Default::default() };
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.key, "cors_origin", "{origin}");
+        }
+        let c = ServeConfig {
+            cors_origin: vec!["https://shop.example.com".into(), "http://127.0.0.1:3000".into()],
+            ..Default::default()
+        };
+        c.validate().unwrap();
         let e = bad(|c| c.media_root = vec![PathBuf::from("/nonexistent/vitrine-media")]);
         assert!(e.to_string().contains("/nonexistent/vitrine-media"), "{e}");
     }

@@ -25,6 +25,9 @@ pub enum ApiError {
     InvalidImage(String),
     #[error("{0}")]
     NotFound(String),
+    /// A route that exists, asked with a method it does not have.
+    #[error("{method} is not allowed on {path}; use {allow}")]
+    MethodNotAllowed { method: String, path: String, allow: String },
     #[error("missing API key: send `Authorization: Bearer KEY` or `X-Api-Key: KEY`")]
     Unauthorized,
     #[error("this API key may not do that")]
@@ -135,6 +138,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (BAD, "bad_request"),
             ApiError::InvalidImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -168,6 +172,9 @@ impl ResponseError for ApiError {
         if code == "overloaded" {
             r.insert_header(("Retry-After", "1"));
         }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            r.insert_header(("Allow", allow.as_str()));
+        }
         r.json(ErrorBody::new(code, message))
     }
 }
@@ -196,7 +203,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable snake_case code (docs/API.md lists them): `bad_request`, `invalid_query`,
     /// `invalid_image`, `image_url_disabled`, `image_url_failed`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `report_gone`, `payload_too_large`, `not_ready`, `overloaded`, `internal`.
+    /// `not_found`, `method_not_allowed`, `conflict`, `report_gone`, `payload_too_large`, `not_ready`, `overloaded`,
+    /// `upstream_failed`, `internal`.
     pub code: String,
     /// For people; may change.
     pub message: String,
@@ -231,6 +239,11 @@ mod tests {
             (CoreError::Store { message: "/secret/path broke".into() }.into(), 500, "internal"),
             (ApiError::Unauthorized, 401, "unauthorized"),
             (ApiError::Forbidden, 403, "forbidden"),
+            (
+                ApiError::MethodNotAllowed { method: "GET".into(), path: "/x".into(), allow: "POST".into() },
+                405,
+                "method_not_allowed",
+            ),
         ];
         for (e, status, code) in cases {
             let (s, c) = e.status_and_code();

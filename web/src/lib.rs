@@ -26,9 +26,11 @@ pub mod ui;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{from_fn, Next};
+use actix_web::http::header;
+use actix_web::middleware::{from_fn, Condition, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use vitrine_indexer::service::{WriteConfig, WriteService};
 use vitrine_indexer::{IndexOptions, LocalFiles};
@@ -203,56 +205,79 @@ async fn not_found() -> ApiResult<HttpResponse> {
     Err(ApiError::NotFound("no such route; see /v1/openapi.json".into()))
 }
 
-/// Registers one entry of [`routes!`]: `resource` is one resource holding all its methods (a
-/// method it lacks answers 405), `route` one resource per method (a method it lacks falls through
-/// to the JSON 404).
-macro_rules! register {
-    (resource, $cfg:ident, $path:literal, [$($limit:expr)?], $($method:ident $handler:path),+) => {
-        $cfg.service(web::resource($path)$(.app_data(json_config($limit)))?$(.route(web::$method().to($handler)))+);
-    };
-    (route, $cfg:ident, $path:literal, [], $($method:ident $handler:path),+) => {
-        $($cfg.route($path, web::$method().to($handler));)+
-    };
+/// A route for one method of [`routes!`]; a GET route also answers HEAD (headers, no body).
+fn method_route(method: &str) -> actix_web::Route {
+    match method {
+        "get" => web::route().guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head())),
+        "post" => web::post(),
+        "put" => web::put(),
+        "delete" => web::delete(),
+        other => unreachable!("no route uses {other}"),
+    }
+}
+
+/// The answer to a method a route does not have: 405, with `Allow` listing the ones it has.
+fn method_not_allowed(methods: &'static [&'static str]) -> actix_web::Route {
+    web::to(move |req: HttpRequest| async move {
+        let mut allow: Vec<String> = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+        if methods.contains(&"get") {
+            allow.push("HEAD".into());
+        }
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            path: req.match_pattern().unwrap_or_default(),
+            allow: allow.join(", "),
+        })
+    })
 }
 
 /// The route table, written once: it registers the routes and lists them as [`ROUTES`], which a
-/// test compares with the generated OpenAPI document.
+/// test compares with the generated OpenAPI document. Each path is one resource holding all its
+/// methods, so another method answers 405 (not the 404 of an unknown path).
 macro_rules! routes {
-    ($($kind:ident $path:literal $(limit $limit:expr)? => { $($method:ident $handler:path),+ $(,)? })*) => {
+    ($($path:literal $(limit $limit:expr)? => { $($method:ident $handler:path),+ $(,)? })*) => {
         /// Every `(method, path)` [`configure`] registers, in actix syntax (`/ui/{path:.*}`).
         pub const ROUTES: &[(&str, &str)] = &[$($((stringify!($method), $path),)+)*];
 
         fn register_routes(cfg: &mut web::ServiceConfig) {
-            $(register!($kind, cfg, $path, [$($limit)?], $($method $handler),+);)*
+            $(
+                cfg.service(
+                    web::resource($path)
+                        $(.app_data(json_config($limit)))?
+                        $(.route(method_route(stringify!($method)).to($handler)))+
+                        .default_service(method_not_allowed(&[$(stringify!($method)),+])),
+                );
+            )*
         }
     };
 }
 
 routes! {
-    route "/healthz" => { get healthz }
-    route "/readyz" => { get readyz }
-    route "/metrics" => { get metrics_text }
-    route "/v1/openapi.json" => { get openapi }
-    route "/v1/search" => { get search::get }
-    resource "/v1/search/text" limit limits::SEARCH_JSON => { post search::text }
-    route "/v1/search/image" => { post search::image }
-    resource "/v1/products" limit limits::BATCH_JSON => { post products::batch, get products::list }
-    route "/v1/products/{id}/similar" => { get search::similar }
-    route "/v1/products/{id}" => { get products::get, put products::put, delete products::delete }
-    route "/v1/images/{id}/{n}" => { get products::image }
-    route "/v1/thumbs/{id}/{n}" => { get products::thumb }
-    route "/v1/ingest" => { post products::ingest }
-    route "/v1/jobs" => { get products::jobs }
-    route "/v1/jobs/{id}" => { get products::job }
-    route "/v1/jobs/{id}/failures" => { get products::job_failures }
-    route "/v1/stats" => { get products::stats }
-    route "/v1/snapshots" => { post products::create_snapshot, get products::snapshots }
-    route "/v1/admin/health" => { get products::health }
-    route "/v1/relevance" => { get relevance::get }
-    resource "/v1/eval" limit relevance::EVAL_JSON => { post relevance::run }
-    route "/" => { get ui::index }
-    route "/admin" => { get ui::admin }
-    route "/ui/{path:.*}" => { get ui::asset }
+    "/healthz" => { get healthz }
+    "/readyz" => { get readyz }
+    "/metrics" => { get metrics_text }
+    "/v1/openapi.json" => { get openapi }
+    "/v1/search" => { get search::get }
+    "/v1/search/text" limit limits::SEARCH_JSON => { post search::text }
+    "/v1/search/image" => { post search::image }
+    "/v1/products" limit limits::BATCH_JSON => { post products::batch, get products::list }
+    "/v1/products/{id}/similar" => { get search::similar }
+    "/v1/products/{id}" => { get products::get, put products::put, delete products::delete }
+    "/v1/images/{id}/{n}" => { get products::image }
+    "/v1/thumbs/{id}/{n}" => { get products::thumb }
+    "/v1/ingest" => { post products::ingest }
+    "/v1/jobs" => { get products::jobs }
+    "/v1/jobs/{id}" => { get products::job }
+    "/v1/jobs/{id}/failures" => { get products::job_failures }
+    "/v1/stats" => { get products::stats }
+    "/v1/snapshots" => { post products::create_snapshot, get products::snapshots }
+    "/v1/admin/health" => { get products::health }
+    "/v1/relevance" => { get relevance::get }
+    "/v1/eval" limit relevance::EVAL_JSON => { post relevance::run }
+    "/" => { get ui::index }
+    "/admin" => { get ui::admin }
+    "/docs" => { get ui::docs }
+    "/ui/{path:.*}" => { get ui::asset }
 }
 
 /// Register every route on an actix `App`.
@@ -276,7 +301,28 @@ pub fn app(
         InitError = (),
     >,
 > {
-    App::new().wrap(from_fn(observe)).configure(move |cfg| configure(cfg, state)).default_service(web::to(not_found))
+    let cors = cors(&state.config.cors_origin);
+    App::new()
+        .wrap(Condition::new(cors.is_some(), cors.unwrap_or_default()))
+        .wrap(from_fn(observe))
+        .configure(move |cfg| configure(cfg, state))
+        .default_service(web::to(not_found))
+}
+
+/// CORS for the configured origins only (`--cors-origin`); none configured, no CORS headers.
+/// Keys travel in headers, never in cookies, so credentials are not allowed, and an origin that
+/// is not listed gets no `Access-Control-Allow-Origin` (its own page cannot read the answer).
+fn cors(origins: &[String]) -> Option<Cors> {
+    if origins.is_empty() {
+        return None;
+    }
+    let cors = origins.iter().fold(Cors::default(), |c, o| c.allowed_origin(o));
+    Some(
+        cors.allowed_methods(["GET", "POST", "PUT", "DELETE"])
+            .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("x-api-key")])
+            .expose_headers([header::RETRY_AFTER, header::CONTENT_DISPOSITION])
+            .max_age(600),
+    )
 }
 
 /// Run the server until it is stopped.

@@ -100,7 +100,7 @@ pub fn build_next(
     if let Some((pdir, pm)) = &prev {
         if !full {
             let index = open_keyword(&pdir.join("keyword"), &fields, false)?;
-            let searcher = index.reader().map_err(|e| idx_err(pdir, e))?.searcher();
+            let searcher = manual_reader(&index).map_err(|e| idx_err(pdir, e))?.searcher();
             for id in &changed {
                 if let Some(sp) = super::stored_in_keyword(&searcher, &fields, id)? {
                     old_counts.insert(id.clone(), u64::from(sp.image_vectors) + u64::from(sp.has_text_vector));
@@ -161,7 +161,7 @@ pub fn build_next(
     }
     writer.commit().map_err(|e| idx_err(&kw_dir, e))?;
     writer.wait_merging_threads().map_err(|e| idx_err(&kw_dir, e))?;
-    let products = index.reader().map_err(|e| idx_err(&kw_dir, e))?.searcher().num_docs();
+    let products = manual_reader(&index).map_err(|e| idx_err(&kw_dir, e))?.searcher().num_docs();
 
     // Vector segments.
     let mut segments = vec![];
@@ -177,7 +177,7 @@ pub fn build_next(
             // The live points of the folded segments join this build's new segment; their dead
             // points (older versions, deleted products) are dropped.
             let mut live = HashMap::new();
-            let searcher = index.reader().map_err(|e| idx_err(&kw_dir, e))?.searcher();
+            let searcher = manual_reader(&index).map_err(|e| idx_err(&kw_dir, e))?.searcher();
             live_docs(&searcher, &kw_dir, |o, v, _| {
                 live.insert(o, v);
             })?;
@@ -279,4 +279,11 @@ fn collect_garbage(gens: &Path, current: u64) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
+}
+
+/// A reader that never reloads by itself. tantivy's default policy watches `meta.json` from a
+/// thread; on a `.tmp-N` build folder that is renamed into place, the watcher then warned at every
+/// start that the file was gone.
+fn manual_reader(index: &tantivy::Index) -> tantivy::Result<tantivy::IndexReader> {
+    index.reader_builder().reload_policy(tantivy::ReloadPolicy::Manual).try_into()
 }
