@@ -148,6 +148,9 @@ async fn observe(
     if let Some(m) = metrics {
         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
         m.observe(&route, method, res.status().as_u16(), started.elapsed());
+        if let Some(e) = res.response().error().and_then(|e| e.as_error::<ApiError>()) {
+            m.observe_error(e.status_and_code().1);
+        }
     }
     Ok(res)
 }
@@ -230,6 +233,7 @@ routes! {
     route "/v1/search/image" => { post search::image }
     resource "/v1/products" limit limits::BATCH_JSON => { post products::batch, get products::list }
     route "/v1/products/{id}/similar" => { get search::similar }
+    route "/v1/products/{id}/images" => { post products::upload_images }
     route "/v1/products/{id}" => { get products::get, put products::put, delete products::delete }
     route "/v1/images/{id}/{n}" => { get products::image }
     route "/v1/thumbs/{id}/{n}" => { get products::thumb }
@@ -237,6 +241,7 @@ routes! {
     route "/v1/jobs" => { get products::jobs }
     route "/v1/jobs/{id}" => { get products::job }
     route "/v1/jobs/{id}/failures" => { get products::job_failures }
+    route "/v1/jobs/{id}/report" => { get products::job_report }
     route "/v1/stats" => { get products::stats }
     route "/v1/snapshots" => { post products::create_snapshot, get products::snapshots }
     route "/v1/admin/health" => { get products::health }
