@@ -197,6 +197,7 @@ impl Drop for StagedUpload {
 
 impl Drop for Staging {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.body_path());
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -212,7 +213,7 @@ pub fn remove_stale(parent: &Path) {
     let Ok(rd) = std::fs::read_dir(parent) else { return };
     for e in rd.flatten() {
         if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
-            let _ = std::fs::remove_dir_all(e.path());
+            let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
         }
     }
 }
@@ -235,6 +236,12 @@ impl Staging {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where a zip body is written before it is read (beside the folder, never inside it, so no
+    /// entry name can clash with it); removed with the staging.
+    pub fn body_path(&self) -> PathBuf {
+        self.dir.with_extension("zip")
     }
 
     fn count_file(&mut self) -> Result<(), UploadError> {

@@ -461,7 +461,7 @@ async fn read_part(field: &mut actix_multipart::Field, limit: usize, what: &str)
 /// (named with the staging prefix, so a crash's leftovers are cleared at the next start).
 fn new_staging(writes: &WriteService, limits: UploadLimits) -> ApiResult<(Staging, std::path::PathBuf)> {
     let staging = Staging::new(writes.jobs().staging_parent(), limits)?;
-    let body = staging.dir().with_extension("zip");
+    let body = staging.body_path();
     Ok((staging, body))
 }
 
