@@ -410,6 +410,31 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_fails_an_uploaded_job_whose_files_are_gone_and_clears_stale_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        for (id, with_files) in [("kept", true), ("lost", false)] {
+            write_job(dir.path(), id, JobState::Running, true);
+            let p = dir.path().join(format!("jobs/{id}.json"));
+            let mut job: Job = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            job.files = Some(format!("{id}.files"));
+            std::fs::write(&p, serde_json::to_vec(&job).unwrap()).unwrap();
+            if with_files {
+                std::fs::create_dir_all(dir.path().join(format!("jobs/{id}.files"))).unwrap();
+            }
+        }
+        let stale = dir.path().join("jobs/.upload-1-2-3");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(dir.path().join("jobs/.upload-1-2-3.zip"), b"PK").unwrap();
+        let jobs = Jobs::open(dir.path()).unwrap();
+        assert_eq!(jobs.get("kept").unwrap().state, JobState::Queued);
+        assert_eq!(jobs.get("lost").unwrap().state, JobState::Failed);
+        assert!(!stale.exists() && !dir.path().join("jobs/.upload-1-2-3.zip").exists());
+        let kept = jobs.get("kept").unwrap();
+        jobs.remove_files(&kept);
+        assert!(!dir.path().join("jobs/kept.files").exists());
+    }
+
+    #[test]
     fn submit_persists_the_catalog_with_the_job() {
         let dir = tempfile::tempdir().unwrap();
         let jobs = Jobs::open(dir.path()).unwrap();

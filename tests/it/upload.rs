@@ -40,10 +40,16 @@ fn demo_file(rel: &str) -> Vec<u8> {
     std::fs::read(root().join("demo").join(rel)).unwrap()
 }
 
+/// The first three lines of the demo catalog as written (relative image paths).
+fn demo_rows() -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join("demo/catalog.jsonl")).unwrap();
+    text.lines().filter(|l| !l.trim().is_empty()).take(3).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// Three demo products (ids `up-0..2`) whose image paths are relative, plus one that names a file
 /// not in the upload and one that tries to leave it.
 fn catalog() -> String {
-    let mut rows = demo_products()[..3].to_vec();
+    let mut rows = demo_rows();
     for (i, r) in rows.iter_mut().enumerate() {
         r["id"] = json!(format!("up-{i}"));
     }
@@ -52,7 +58,14 @@ fn catalog() -> String {
     rows.iter().map(|r| format!("{r}\n")).collect()
 }
 
-async fn wait_job(app: &impl actix_web::dev::Service<actix_http::Request, Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, Error = actix_web::Error>, id: &str) -> Value {
+async fn wait_job(
+    app: &impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+    id: &str,
+) -> Value {
     let auth = ("authorization", format!("Bearer {KEY}"));
     for _ in 0..600 {
         let (_, j) = call(app, TestRequest::get().uri(&format!("/v1/jobs/{id}")).insert_header(auth.clone())).await;
@@ -71,7 +84,7 @@ async fn a_zip_and_a_multipart_upload_keep_their_photos_and_report_what_they_cou
     let app = test::init_service(vitrine_web::app(state.clone())).await;
     let auth = ("authorization", format!("Bearer {KEY}"));
     let cat = catalog();
-    let images: Vec<(String, Vec<u8>)> = demo_products()[..3]
+    let images: Vec<(String, Vec<u8>)> = demo_rows()
         .iter()
         .map(|r| {
             let rel = r["image"].as_str().unwrap().to_string();
@@ -105,14 +118,25 @@ async fn a_zip_and_a_multipart_upload_keep_their_photos_and_report_what_they_cou
     let (_, p) = call(&app, TestRequest::get().uri("/v1/products/up-missing")).await;
     assert_eq!(p["indexed_images"], 0, "{p}");
     // The report as JSON: line, id, reason.
-    let (s, r) = call(&app, TestRequest::get().uri(&format!("/v1/jobs/{}/report?limit=1", job["id"].as_str().unwrap())).insert_header(auth.clone())).await;
+    let (s, r) = call(
+        &app,
+        TestRequest::get().uri(&format!("/v1/jobs/{}/report?limit=1", job["id"].as_str().unwrap())).insert_header(auth.clone()),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!((r["total"].as_u64(), r["warnings"].as_u64(), r["items"].as_array().unwrap().len()), (Some(2), Some(2), 1), "{r}");
     assert_eq!((r["items"][0]["line"].as_u64(), r["items"][0]["id"].as_str()), (Some(4), Some("up-missing")), "{r}");
-    let (s, _) = call(&app, TestRequest::get().uri(&format!("/v1/jobs/{}/report?severity=bogus", job["id"].as_str().unwrap())).insert_header(auth.clone())).await;
+    let (s, _) = call(
+        &app,
+        TestRequest::get()
+            .uri(&format!("/v1/jobs/{}/report?severity=bogus", job["id"].as_str().unwrap()))
+            .insert_header(auth.clone()),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // The jobs folder keeps no uploaded files once the job ended.
-    let left: Vec<String> = std::fs::read_dir(data.join("jobs")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let left: Vec<String> =
+        std::fs::read_dir(data.join("jobs")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(left.iter().all(|n| !n.ends_with(".files") && !n.starts_with(".upload-")), "{left:?}");
 
     // As multipart: the catalog in `file`, each image a part named by its relative path.
@@ -120,7 +144,11 @@ async fn a_zip_and_a_multipart_upload_keep_their_photos_and_report_what_they_cou
     let mut parts: Vec<(&str, &str, &[u8])> = vec![("file", "catalog.jsonl", cat2.as_bytes())];
     parts.extend(images.iter().map(|(rel, b)| ("images", rel.as_str(), &b[..])));
     let (ct, body) = multipart(&parts);
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/ingest").insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body)).await;
+    let (s, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/ingest").insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body),
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let job = wait_job(&app, v["job_id"].as_str().unwrap()).await;
     assert_eq!((job["counts"]["ingested"].as_u64(), job["warnings"].as_u64()), (Some(5), Some(2)), "{job}");
@@ -128,7 +156,15 @@ async fn a_zip_and_a_multipart_upload_keep_their_photos_and_report_what_they_cou
     assert_eq!(p["indexed_images"], 1, "{p}");
 
     // A plain catalog with relative paths and no images: every photo is a counted warning.
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/ingest").insert_header(auth.clone()).insert_header(("content-type", "application/x-ndjson")).set_payload(cat.replace("\"up-", "\"pl-"))).await;
+    let (s, v) = call(
+        &app,
+        TestRequest::post()
+            .uri("/v1/ingest")
+            .insert_header(auth.clone())
+            .insert_header(("content-type", "application/x-ndjson"))
+            .set_payload(cat.replace("\"up-", "\"pl-")),
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let job = wait_job(&app, v["job_id"].as_str().unwrap()).await;
     assert_eq!(job["warnings"], 5, "{job}");
@@ -154,22 +190,49 @@ async fn hostile_uploads_are_refused_with_400_or_413_and_leave_nothing() {
         ("body over max_catalog", vec![7u8; 3 << 20], StatusCode::PAYLOAD_TOO_LARGE),
     ];
     for (what, body, want) in cases {
-        let (s, v) = call(&app, TestRequest::post().uri("/v1/ingest").insert_header(auth.clone()).insert_header(("content-type", "application/zip")).set_payload(body)).await;
+        let (s, v) = call(
+            &app,
+            TestRequest::post()
+                .uri("/v1/ingest")
+                .insert_header(auth.clone())
+                .insert_header(("content-type", "application/zip"))
+                .set_payload(body),
+        )
+        .await;
         assert_eq!(s, want, "{what}: {v}");
-        let left: Vec<String> = std::fs::read_dir(data.join("jobs")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let left: Vec<String> = std::fs::read_dir(data.join("jobs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         assert!(left.is_empty(), "{what}: {left:?}");
     }
     // A multipart image part over the image cap, and hostile part names.
     let big = vec![1u8; (state.config.max_upload) + 1];
     let (ct, body) = multipart(&[("file", "c.jsonl", cat), ("images", "a.jpg", &big)]);
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/ingest").insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body)).await;
+    let (s, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/ingest").insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body),
+    )
+    .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     let (ct, body) = multipart(&[("file", "c.jsonl", cat), ("images", "../../a.jpg", b"x")]);
-    let (s, v) = call(&app, TestRequest::post().uri("/v1/ingest").insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body)).await;
+    let (s, v) = call(
+        &app,
+        TestRequest::post().uri("/v1/ingest").insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(!data.parent().unwrap().join("a.jpg").exists());
     // Without a key: 401 before anything is read.
-    let (s, _) = call(&app, TestRequest::post().uri("/v1/ingest").insert_header(("content-type", "application/zip")).set_payload(zip_of(&[("c.jsonl", cat)]))).await;
+    let (s, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/v1/ingest")
+            .insert_header(("content-type", "application/zip"))
+            .set_payload(zip_of(&[("c.jsonl", cat)])),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     state.writes.close();
 }
@@ -183,12 +246,28 @@ async fn a_product_image_upload_adds_or_replaces_its_images() {
     let id = demo_products()[0]["id"].as_str().unwrap().to_string();
     let photo = demo_file(demo_products()[1]["image"].as_str().unwrap());
     let (ct, body) = multipart(&[("image", "new.jpg", &photo)]);
-    let (s, p) = call(&app, TestRequest::post().uri(&format!("/v1/products/{id}/images")).insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body)).await;
+    let (s, p) = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/v1/products/{id}/images"))
+            .insert_header(auth.clone())
+            .insert_header(("content-type", ct))
+            .set_payload(body),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{p}");
     assert_eq!(p["indexed_images"], 2, "added after the one it had: {p}");
     // Replace, with one image that is not an image: a warning, and it has the other.
     let (ct, body) = multipart(&[("image", "a.jpg", &photo), ("image", "b.jpg", b"root:x:0:0")]);
-    let (s, p) = call(&app, TestRequest::post().uri(&format!("/v1/products/{id}/images?replace=true")).insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body)).await;
+    let (s, p) = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/v1/products/{id}/images?replace=true"))
+            .insert_header(auth.clone())
+            .insert_header(("content-type", ct))
+            .set_payload(body),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{p}");
     assert_eq!(p["indexed_images"], 1, "{p}");
     assert_eq!(p["image_errors"].as_array().unwrap().len(), 1, "{p}");
@@ -196,18 +275,47 @@ async fn a_product_image_upload_adds_or_replaces_its_images() {
     assert!(!warning.contains(".upload-") && !warning.contains(data.to_str().unwrap()), "no server path: {warning}");
     // Hostile: no image part, too many parts, an unknown product, no key.
     let (ct, body) = multipart(&[]);
-    let (s, _) = call(&app, TestRequest::post().uri(&format!("/v1/products/{id}/images")).insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body)).await;
+    let (s, _) = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/v1/products/{id}/images"))
+            .insert_header(auth.clone())
+            .insert_header(("content-type", ct))
+            .set_payload(body),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let many: Vec<(&str, &str, &[u8])> = (0..17).map(|_| ("image", "x.jpg", &b"x"[..])).collect();
     let (ct, body) = multipart(&many);
-    let (s, _) = call(&app, TestRequest::post().uri(&format!("/v1/products/{id}/images")).insert_header(auth.clone()).insert_header(("content-type", ct)).set_payload(body)).await;
+    let (s, _) = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/v1/products/{id}/images"))
+            .insert_header(auth.clone())
+            .insert_header(("content-type", ct))
+            .set_payload(body),
+    )
+    .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     let (ct, body) = multipart(&[("image", "new.jpg", &photo)]);
-    let (s, _) = call(&app, TestRequest::post().uri("/v1/products/nope/images").insert_header(auth.clone()).insert_header(("content-type", ct.clone())).set_payload(body.clone())).await;
+    let (s, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/v1/products/nope/images")
+            .insert_header(auth.clone())
+            .insert_header(("content-type", ct.clone()))
+            .set_payload(body.clone()),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = call(&app, TestRequest::post().uri(&format!("/v1/products/{id}/images")).insert_header(("content-type", ct)).set_payload(body)).await;
+    let (s, _) = call(
+        &app,
+        TestRequest::post().uri(&format!("/v1/products/{id}/images")).insert_header(("content-type", ct)).set_payload(body),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let left: Vec<String> = std::fs::read_dir(data.join("jobs")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let left: Vec<String> =
+        std::fs::read_dir(data.join("jobs")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(left.is_empty(), "{left:?}");
     state.writes.close();
 }

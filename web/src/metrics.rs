@@ -46,7 +46,12 @@ const WINDOW_CAP: usize = 50_000;
 pub fn route_group(route: &str) -> &'static str {
     if route.starts_with("/v1/search") || route.ends_with("/similar") {
         "search"
-    } else if route.starts_with("/v1/images") || route.starts_with("/v1/thumbs") || route.starts_with("/ui/") || route == "/" || route == "/admin" {
+    } else if route.starts_with("/v1/images")
+        || route.starts_with("/v1/thumbs")
+        || route.starts_with("/ui/")
+        || route == "/"
+        || route == "/admin"
+    {
         "assets"
     } else {
         "api"
@@ -231,7 +236,8 @@ impl Metrics {
         for (_, code) in self.recent_errors.lock().iter().filter(|(t, _)| now.duration_since(*t) <= WINDOW) {
             *errs.entry(code).or_default() += 1;
         }
-        let mut errors: Vec<ErrorCount> = errs.into_iter().map(|(code, count)| ErrorCount { code: code.to_string(), count }).collect();
+        let mut errors: Vec<ErrorCount> =
+            errs.into_iter().map(|(code, count)| ErrorCount { code: code.to_string(), count }).collect();
         errors.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
         (status, errors)
     }
@@ -250,7 +256,13 @@ impl Metrics {
                 }
                 ms.sort_by(f64::total_cmp);
                 let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
-                Some(StageLatency { stage: stage.to_string(), count: ms.len(), p50_ms: pct(0.5), p95_ms: pct(0.95), p99_ms: pct(0.99) })
+                Some(StageLatency {
+                    stage: stage.to_string(),
+                    count: ms.len(),
+                    p50_ms: pct(0.5),
+                    p95_ms: pct(0.95),
+                    p99_ms: pct(0.99),
+                })
             })
             .collect()
     }
@@ -411,11 +423,19 @@ mod tests {
     #[test]
     fn search_stages_are_recorded_in_order() {
         let m = Metrics::new();
-        let t = vitrine_searcher::Timings { search_ms: 9.0, filter_ms: 0.5, vector_ms: 4.0, keyword_ms: 2.0, fuse_ms: 0.1, hydrate_ms: 1.0 };
+        let t = vitrine_searcher::Timings {
+            search_ms: 9.0,
+            filter_ms: 0.5,
+            vector_ms: 4.0,
+            keyword_ms: 2.0,
+            fuse_ms: 0.1,
+            hydrate_ms: 1.0,
+        };
         m.observe_search(None, Some(12.0), &t);
         m.observe_search(Some(30.0), None, &t);
         let stages: Vec<(String, usize)> = m.stage_latency().into_iter().map(|s| (s.stage, s.count)).collect();
-        let want: Vec<(String, usize)> = STAGES.iter().map(|s| (s.to_string(), if s.ends_with("model") { 1 } else { 2 })).collect();
+        let want: Vec<(String, usize)> =
+            STAGES.iter().map(|s| (s.to_string(), if s.ends_with("model") { 1 } else { 2 })).collect();
         assert_eq!(stages, want);
         assert!(m.render().contains("vitrine_search_stage_seconds_count{stage=\"text model\"} 1"));
     }

@@ -16,7 +16,7 @@ use vitrine_core::ModelId;
 use vitrine_indexer::catalog::{product_from_map, Format};
 use vitrine_indexer::jobs::{Job, ReportPage};
 use vitrine_indexer::service::{Snapshot, WriteError, WriteService};
-use vitrine_indexer::upload::{catalog_format, Staging, StagedUpload, UploadError, UploadLimits};
+use vitrine_indexer::upload::{catalog_format, StagedUpload, Staging, UploadError, UploadLimits};
 use vitrine_indexer::Severity;
 use vitrine_indexer::{Failure, MediaStore, Summary, MEDIA_REF_PREFIX};
 
@@ -476,8 +476,11 @@ fn add_zip_file(staging: &mut Staging, body: &Path) -> Result<(), UploadError> {
 
 /// What a multipart ingest held: the catalog part, a zip part (written to a file), and the image
 /// parts (written into the staging folder as they came).
+/// A catalog part: its file name, format and bytes.
+type CatalogPart = (String, Format, Vec<u8>);
+
 struct IngestParts {
-    catalog: Option<(String, Format, Vec<u8>)>,
+    catalog: Option<CatalogPart>,
     zip: Option<std::path::PathBuf>,
     staging: Option<(Staging, std::path::PathBuf)>,
 }
@@ -558,7 +561,7 @@ pub async fn ingest(
     let limits = upload_limits(&state);
     let writes = state.writes.clone();
     let delete_missing = p.delete_missing.unwrap_or(false);
-    let upload: Option<(Staging, Option<std::path::PathBuf>, Option<(String, Format, Vec<u8>)>)> = if is_zip(&ct) {
+    let upload: Option<(Staging, Option<std::path::PathBuf>, Option<CatalogPart>)> = if is_zip(&ct) {
         let (staging, body) = new_staging(&writes, limits)?;
         stream_to_file(payload, &body, limit).await?;
         Some((staging, Some(body), None))
@@ -766,11 +769,8 @@ pub async fn upload_images(
     images.extend(names);
     let product = Product { images, ..sp.product.clone() };
     let root = upload.root();
-    let roots: Vec<String> = [Some(root.clone()), std::fs::canonicalize(&root).ok()]
-        .into_iter()
-        .flatten()
-        .map(|p| p.display().to_string())
-        .collect();
+    let roots: Vec<String> =
+        [Some(root.clone()), std::fs::canonicalize(&root).ok()].into_iter().flatten().map(|p| p.display().to_string()).collect();
     let res = web::block(move || writes.put_with_files(vec![product], &upload)).await??;
     if res.summary.failed > 0 {
         let reason = res.failures.iter().map(|f| image_warning(&f.reason, &roots)).collect::<Vec<_>>().join("; ");
