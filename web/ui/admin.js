@@ -265,7 +265,10 @@ function ingestBody() {
     return { body: fd, label: file.name };
   }
   const rel = (f) => f.webkitRelativePath || f.name;
-  const catalogs = folder.filter((f) => CATALOG_RE.test(f.name)).sort((a, b) => rel(a).split('/').length - rel(b).split('/').length);
+  // The shallowest catalog; JSON Lines before CSV when a folder holds both (CSV is often a partial export).
+  const depth = (f) => rel(f).split('/').length;
+  const csv = (f) => (/\.csv$/i.test(f.name) ? 1 : 0);
+  const catalogs = folder.filter((f) => CATALOG_RE.test(f.name)).sort((a, b) => depth(a) - depth(b) || csv(a) - csv(b) || rel(a).localeCompare(rel(b)));
   const catalog = file || catalogs[0];
   if (!catalog) return { error: 'The folder holds no catalog (.jsonl, .ndjson, .json or .csv).' };
   const base = file ? rel(folder[0]).split('/')[0] + '/' : rel(catalog).replace(/[^/]*$/, '');
