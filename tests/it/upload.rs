@@ -134,10 +134,19 @@ async fn a_zip_and_a_multipart_upload_keep_their_photos_and_report_what_they_cou
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    // The jobs folder keeps no uploaded files once the job ended.
-    let left: Vec<String> =
-        std::fs::read_dir(data.join("jobs")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(left.iter().all(|n| !n.ends_with(".files") && !n.starts_with(".upload-")), "{left:?}");
+    // The jobs folder keeps no uploaded files once the job ended (they are removed right after
+    // the job record says done).
+    let files_left = || -> Vec<String> {
+        let names = std::fs::read_dir(data.join("jobs")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned());
+        names.filter(|n| n.ends_with(".files") || n.starts_with(".upload-")).collect()
+    };
+    for _ in 0..50 {
+        if files_left().is_empty() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(files_left().is_empty(), "{:?}", files_left());
 
     // As multipart: the catalog in `file`, each image a part named by its relative path.
     let cat2 = cat.replace("\"up-", "\"mp-");
