@@ -8,6 +8,7 @@
 //! that names it, so a job record never points at a missing or partial catalog.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,8 +17,11 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use vitrine_store::generation::atomic_write;
 
+use vitrine_core::CoreError;
+
 use crate::catalog::Format;
-use crate::{Progress, Summary};
+use crate::upload::StagedUpload;
+use crate::{Failure, Progress, Severity, Summary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +56,14 @@ pub struct Job {
     pub report: Option<PathBuf>,
     /// Catalog file name inside the jobs folder (its extension selects the format).
     pub catalog: String,
+    /// Records indexed without something (an image that could not be loaded), each a `warning`
+    /// line of the report. Counted when the job ends.
+    #[serde(default)]
+    pub warnings: u64,
+    /// For a catalog uploaded with its images: the folder (inside the jobs folder) its relative
+    /// image paths resolve in, and nowhere else. Removed when the job ends.
+    #[serde(default)]
+    pub files: Option<String>,
 }
 
 impl Job {
@@ -74,6 +86,8 @@ impl Job {
             resumed: 0,
             report: None,
             catalog,
+            warnings: 0,
+            files: None,
         }
     }
 }
@@ -94,6 +108,8 @@ impl Jobs {
     pub fn open(data: &Path) -> std::io::Result<Arc<Self>> {
         let dir = data.join("jobs");
         std::fs::create_dir_all(&dir)?;
+        // Uploads that a crash interrupted before they became jobs.
+        crate::upload::remove_stale(&dir);
         let (tx, rx) = std::sync::mpsc::channel();
         let mut jobs = BTreeMap::new();
         for e in std::fs::read_dir(&dir)?.flatten() {
@@ -103,14 +119,15 @@ impl Jobs {
             }
             let Ok(mut job) = serde_json::from_slice::<Job>(&std::fs::read(&p)?) else { continue };
             if matches!(job.state, JobState::Queued | JobState::Running) {
-                if dir.join(&job.catalog).is_file() {
+                let files_there = job.files.as_ref().is_none_or(|f| dir.join(f).is_dir());
+                if dir.join(&job.catalog).is_file() && files_there {
                     if job.state == JobState::Running {
                         job.resumed += 1;
                     }
                     job.state = JobState::Queued;
                 } else {
                     job.state = JobState::Failed;
-                    job.error = Some("interrupted by a restart, and its catalog file is gone".into());
+                    job.error = Some("interrupted by a restart, and its catalog or uploaded files are gone".into());
                 }
             }
             jobs.insert(job.id.clone(), job);
@@ -149,14 +166,47 @@ impl Jobs {
 
     /// Persist a catalog (durably, before the job that names it) and queue a job for it.
     pub fn submit(&self, bytes: &[u8], format: Format, delete_missing: bool) -> vitrine_core::Result<Job> {
-        let id = format!(
-            "{:x}{:04x}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
-            rand_u16()
-        );
+        self.submit_inner(bytes, format, delete_missing, None)
+    }
+
+    /// The folder uploads are staged in before they become jobs (a job takes its folder by a
+    /// rename, so it must be on the same file system).
+    pub fn staging_parent(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Queue a job for a catalog uploaded with its images: the staged folder becomes the job's
+    /// (`ID.files`), durably, before the job record that names it.
+    pub fn submit_upload(&self, mut upload: StagedUpload, delete_missing: bool) -> vitrine_core::Result<Job> {
+        let id = new_id();
+        let folder = format!("{id}.files");
+        let target = self.dir.join(&folder);
+        std::fs::rename(&upload.dir, &target).map_err(|e| CoreError::io(target.display().to_string(), e))?;
+        upload.keep();
+        let sync = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
+        sync.map_err(|e| CoreError::io(self.dir.display().to_string(), e))?;
+        let files = if upload.base.is_empty() { folder } else { format!("{folder}/{}", upload.base) };
+        let r = self.submit_inner(&upload.catalog, upload.format, delete_missing, Some((id, files)));
+        if r.is_err() {
+            let _ = std::fs::remove_dir_all(&target);
+        }
+        r
+    }
+
+    fn submit_inner(
+        &self,
+        bytes: &[u8],
+        format: Format,
+        delete_missing: bool,
+        upload: Option<(String, String)>,
+    ) -> vitrine_core::Result<Job> {
+        let (id, files) = match upload {
+            Some((id, files)) => (id, Some(files)),
+            None => (new_id(), None),
+        };
         let catalog = format!("{id}.{}", if format == Format::Csv { "csv" } else { "jsonl" });
         atomic_write(&self.dir.join(&catalog), bytes)?;
-        let job = Job::queued(id.clone(), catalog, delete_missing);
+        let job = Job { files, ..Job::queued(id.clone(), catalog, delete_missing) };
         self.jobs.lock().insert(id.clone(), job.clone());
         self.save(&id);
         let _ = self.tx.send(id);
@@ -175,6 +225,66 @@ impl Jobs {
 
     pub fn active(&self) -> usize {
         self.jobs.lock().values().filter(|j| matches!(j.state, JobState::Queued | JobState::Running)).count()
+    }
+
+    /// The folder a job's relative image paths resolve in, if it was uploaded with its images.
+    pub(crate) fn files_path(&self, job: &Job) -> Option<PathBuf> {
+        job.files.as_ref().map(|f| self.dir.join(f))
+    }
+
+    /// Remove the uploaded files of a job that ended (their images are in the media store now).
+    pub(crate) fn remove_files(&self, job: &Job) {
+        if let Some(top) = job.files.as_ref().and_then(|f| f.split('/').next()) {
+            if top.ends_with(".files") && !top.starts_with('.') {
+                if let Err(e) = std::fs::remove_dir_all(self.dir.join(top)) {
+                    tracing::warn!("removing the uploaded files of job {}: {e}", job.id);
+                }
+            }
+        }
+    }
+
+    /// One page of a job's failure report: `offset` and `limit` count lines, `severity` keeps
+    /// only errors or only warnings. Reads the report line by line, so memory stays bounded by
+    /// the page whatever the report's size. `None`: no such job; `Ok(None)`: its report was removed.
+    pub fn report_page(
+        &self,
+        id: &str,
+        offset: usize,
+        limit: usize,
+        severity: Option<Severity>,
+    ) -> Option<std::io::Result<Option<ReportPage>>> {
+        let job = self.get(id)?;
+        let mut page = ReportPage { job_id: job.id.clone(), total: 0, errors: 0, warnings: 0, offset, limit, items: vec![] };
+        let Some(path) = job.report else { return Some(Ok(Some(page))) };
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Ok(None)),
+            Err(e) => return Some(Err(e)),
+        };
+        let mut reader = std::io::BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            // A line is a few hundred bytes; one past 64 kB is not ours and is cut off.
+            match std::io::BufRead::read_until(&mut (&mut reader).take(64 << 10), b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            let Ok(f) = serde_json::from_slice::<Failure>(&line) else { continue };
+            match f.severity {
+                Severity::Error => page.errors += 1,
+                Severity::Warning => page.warnings += 1,
+            }
+            if severity.is_some_and(|s| s != f.severity) {
+                continue;
+            }
+            if page.total >= offset && page.items.len() < limit {
+                page.items.push(f);
+            }
+            page.total += 1;
+        }
+        Some(Ok(Some(page)))
     }
 
     pub(crate) fn update(&self, id: &str, f: impl FnOnce(&mut Job)) {
@@ -196,6 +306,29 @@ impl Jobs {
             None => Ok(Some(vec![])),
         })
     }
+}
+
+/// One page of a job's failure report (`GET /v1/jobs/{id}/report`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReportPage {
+    pub job_id: String,
+    /// Lines that match the `severity` asked for (all lines without it).
+    pub total: usize,
+    /// Error lines (records skipped) and warning lines (records indexed without something).
+    pub errors: usize,
+    pub warnings: usize,
+    pub offset: usize,
+    pub limit: usize,
+    /// Lines `offset..offset + limit` of the report, in catalog order.
+    pub items: Vec<Failure>,
+}
+
+fn new_id() -> String {
+    format!(
+        "{:x}{:04x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
+        rand_u16()
+    )
 }
 
 pub(crate) struct JobProgress<'a> {
@@ -274,6 +407,31 @@ mod tests {
         let on_disk: Job = serde_json::from_slice(&std::fs::read(dir.path().join("jobs/running.json")).unwrap()).unwrap();
         assert_eq!(on_disk.state, JobState::Queued);
         assert_eq!(jobs.active(), 2);
+    }
+
+    #[test]
+    fn a_restart_fails_an_uploaded_job_whose_files_are_gone_and_clears_stale_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        for (id, with_files) in [("kept", true), ("lost", false)] {
+            write_job(dir.path(), id, JobState::Running, true);
+            let p = dir.path().join(format!("jobs/{id}.json"));
+            let mut job: Job = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            job.files = Some(format!("{id}.files"));
+            std::fs::write(&p, serde_json::to_vec(&job).unwrap()).unwrap();
+            if with_files {
+                std::fs::create_dir_all(dir.path().join(format!("jobs/{id}.files"))).unwrap();
+            }
+        }
+        let stale = dir.path().join("jobs/.upload-1-2-3");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(dir.path().join("jobs/.upload-1-2-3.zip"), b"PK").unwrap();
+        let jobs = Jobs::open(dir.path()).unwrap();
+        assert_eq!(jobs.get("kept").unwrap().state, JobState::Queued);
+        assert_eq!(jobs.get("lost").unwrap().state, JobState::Failed);
+        assert!(!stale.exists() && !dir.path().join("jobs/.upload-1-2-3.zip").exists());
+        let kept = jobs.get("kept").unwrap();
+        jobs.remove_files(&kept);
+        assert!(!dir.path().join("jobs/kept.files").exists());
     }
 
     #[test]

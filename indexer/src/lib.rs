@@ -31,6 +31,7 @@ pub mod jobs;
 pub mod media;
 pub mod service;
 pub mod snapshot;
+pub mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -22,7 +22,8 @@ use vitrine_model::{Embedder, ModelSlot};
 
 use crate::catalog::{parse_file, Format};
 use crate::jobs::{Job, JobProgress, JobState, Jobs};
-use crate::{IndexError, IndexOptions, Indexer, IngestResult, IngestRun};
+use crate::upload::{StagedUpload, UploadError};
+use crate::{IndexError, IndexOptions, Indexer, IngestResult, IngestRun, LocalFiles, Severity};
 
 /// A snapshot the service wrote: its folder's name in the snapshot directory, and what it holds.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -47,6 +48,9 @@ pub enum WriteError {
     ReportGone { id: String },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    /// An upload (a zip, or a catalog with its images) that was refused.
+    #[error("upload refused: {0}")]
+    Upload(#[from] UploadError),
 }
 
 impl From<vitrine_core::CoreError> for WriteError {
@@ -146,13 +150,34 @@ impl WriteService {
 
     /// Run `f` with the writer, opening it if needed (blocking).
     fn with<T>(&self, f: impl FnOnce(&Indexer) -> Result<T>) -> Result<T> {
+        self.with_files(None, f)
+    }
+
+    /// [`WriteService::with`], with local image paths read by `files` instead of the service's
+    /// policy for as long as `f` runs: an upload's relative paths resolve inside the upload only.
+    fn with_files<T>(&self, files: Option<&LocalFiles>, f: impl FnOnce(&Indexer) -> Result<T>) -> Result<T> {
+        /// Puts the service's policy back even if `f` panics (the writer outlives this call).
+        struct Swapped<'a> {
+            ix: &'a mut Indexer,
+            saved: Option<LocalFiles>,
+        }
+        impl Drop for Swapped<'_> {
+            fn drop(&mut self) {
+                if let Some(saved) = self.saved.take() {
+                    self.ix.opts.local_files = saved;
+                }
+            }
+        }
         let mut guard = self.writer.lock();
         if guard.is_none() {
             let ix = Indexer::open(&self.config.data, self.embedder()?, self.config.index.clone())?;
             *guard = Some((ix, Instant::now()));
         }
         let (ix, used) = guard.as_mut().expect("just opened");
-        let r = f(ix);
+        let saved = files.map(|files| std::mem::replace(&mut ix.opts.local_files, files.clone()));
+        let swapped = Swapped { ix, saved };
+        let r = f(swapped.ix);
+        drop(swapped);
         *used = Instant::now();
         // A fair unlock hands the writer to a waiting write before this thread can retake it.
         parking_lot::MutexGuard::unlock_fair(guard);
@@ -176,6 +201,16 @@ impl WriteService {
     /// Upsert products; durable and searchable when this returns.
     pub fn put(&self, products: Vec<Product>) -> Result<IngestResult> {
         let res = self.with(|ix| Ok(ix.put(products)?))?;
+        (self.on_generation)();
+        Ok(res)
+    }
+
+    /// Upsert products whose relative image paths name files of `upload` (and only those): a
+    /// product's images uploaded by the admin. Durable and searchable when this returns; the
+    /// upload's folder is removed when `upload` is dropped.
+    pub fn put_with_files(&self, products: Vec<Product>, upload: &StagedUpload) -> Result<IngestResult> {
+        let files = LocalFiles::Roots(vec![upload.root()]);
+        let res = self.with_files(Some(&files), |ix| Ok(ix.put(products)?))?;
         (self.on_generation)();
         Ok(res)
     }
@@ -233,6 +268,11 @@ impl WriteService {
         Ok(self.jobs.submit(catalog, format, delete_missing)?)
     }
 
+    /// Queue an ingest job for a catalog uploaded with its images (see [`crate::upload`]).
+    pub fn submit_upload(&self, upload: StagedUpload, delete_missing: bool) -> Result<Job> {
+        Ok(self.jobs.submit_upload(upload, delete_missing)?)
+    }
+
     /// The failure report of a job, as JSONL.
     pub fn job_failures(&self, id: &str) -> Result<Vec<u8>> {
         match self.jobs.failures(id) {
@@ -267,6 +307,7 @@ impl WriteService {
                 Ok(res) => {
                     j.state = JobState::Done;
                     j.counts = res.summary;
+                    j.warnings = res.failures.iter().filter(|f| f.severity == Severity::Warning).count() as u64;
                     j.processed = j.total;
                     j.report = res.report;
                 }
@@ -277,6 +318,8 @@ impl WriteService {
             }
         });
         self.jobs.save(id);
+        // Its images are in the media store now (or reported); a job that ended is not resumed.
+        self.jobs.remove_files(&job);
     }
 
     fn run_job_chunks(&self, job: &Job) -> Result<IngestResult> {
@@ -286,10 +329,12 @@ impl WriteService {
         let progress =
             JobProgress { jobs: &self.jobs, id: job.id.clone(), started: Instant::now(), last_save: Mutex::new(Instant::now()) };
         let mut run = IngestRun::new(&records, errors, job.delete_missing, &progress);
-        let records = self.with(|ix| Ok(ix.resolve_images(records, &mut run.res)))?;
+        // An uploaded catalog's relative image paths resolve inside its upload, and nowhere else.
+        let files = self.jobs.files_path(job).map(|root| LocalFiles::Roots(vec![root]));
+        let records = self.with_files(files.as_ref(), |ix| Ok(ix.resolve_images(records, &mut run.res)))?;
         let chunk = self.config.index.chunk.max(1);
         for part in records.chunks(chunk) {
-            if self.with(|ix| Ok(ix.ingest_step(&mut run, part, &progress)?))? {
+            if self.with_files(files.as_ref(), |ix| Ok(ix.ingest_step(&mut run, part, &progress)?))? {
                 (self.on_generation)();
             }
         }
@@ -366,6 +411,82 @@ mod tests {
         assert_eq!((done.counts.ingested, done.total, done.processed), (5, 5, 5));
         assert_eq!(svc.job_failures(&job.id).unwrap(), Vec::<u8>::new());
         assert!(matches!(svc.job_failures("nope"), Err(WriteError::JobNotFound { .. })));
+    }
+
+    fn wait_done(svc: &WriteService, id: &str) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let j = svc.jobs().get(id).unwrap();
+            if matches!(j.state, JobState::Done | JobState::Failed) || Instant::now() > deadline {
+                return j;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn png(seed: u8) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(32, 24, |x, y| image::Rgb([seed, (x * 7) as u8, (y * 9) as u8]));
+        let mut out = Vec::new();
+        image::DynamicImage::ImageRgb8(img).write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn an_uploaded_catalog_loads_its_images_only_from_the_upload_and_warns_about_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _) = service(dir.path());
+        // A file beside the data directory that a hostile catalog tries to reach.
+        std::fs::write(dir.path().join("secret.png"), png(9)).unwrap();
+        let catalog = concat!(
+            "{\"id\":\"a\",\"title\":\"red mug\",\"image\":\"images/a.png\"}\n",
+            "{\"id\":\"b\",\"title\":\"blue bag\",\"image\":\"images/missing.png\"}\n",
+            "{\"id\":\"c\",\"title\":\"green hat\",\"image\":\"../../secret.png\"}\n",
+            "{\"id\":\"d\",\"image\":\"images/missing.png\"}\n",
+        );
+        let mut staging = crate::upload::Staging::new(svc.jobs().staging_parent(), Default::default()).unwrap();
+        staging.add_catalog("shop/catalog.jsonl", Format::Jsonl, catalog.as_bytes()).unwrap();
+        staging.add_file("shop/images/a.png", &png(1)[..], None).unwrap();
+        let job = svc.submit_upload(staging.finish().unwrap(), false).unwrap();
+        let files = svc.jobs().files_path(&job).unwrap();
+        assert!(files.join("images/a.png").is_file());
+        let done = wait_done(&svc, &job.id);
+        assert_eq!(done.state, JobState::Done, "{:?}", done.error);
+        // d has no text, and its one image is not in the upload: a warning for the image, then an error.
+        assert_eq!((done.counts.ingested, done.counts.failed, done.warnings), (3, 1, 3), "{done:?}");
+        assert!(!files.exists(), "the uploaded files are removed when the job ends");
+        let media = crate::MediaStore::new(dir.path()).usage();
+        assert_eq!(media.files, 1, "only the uploaded image is stored, never the file outside the upload");
+        let page = svc.jobs().report_page(&job.id, 0, 10, None).unwrap().unwrap().unwrap();
+        assert_eq!((page.total, page.errors, page.warnings), (4, 1, 3));
+        let lines: Vec<_> = page.items.iter().map(|f| (f.line, f.id.as_deref(), f.severity)).collect();
+        let (w, e) = (Severity::Warning, Severity::Error);
+        assert_eq!(
+            lines,
+            vec![(Some(2), Some("b"), w), (Some(3), Some("c"), w), (Some(4), Some("d"), w), (Some(4), Some("d"), e)]
+        );
+        assert!(page.items[1].reason.contains("`..`"), "{:?}", page.items[1]);
+        let warnings = svc.jobs().report_page(&job.id, 1, 1, Some(Severity::Warning)).unwrap().unwrap().unwrap();
+        assert_eq!((warnings.total, warnings.items.len(), warnings.items[0].id.as_deref()), (3, 1, Some("c")));
+    }
+
+    #[test]
+    fn a_product_image_upload_stores_it_and_restores_the_service_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _) = service(dir.path());
+        let mut staging = crate::upload::Staging::new(svc.jobs().staging_parent(), Default::default()).unwrap();
+        staging.add_file("front.png", &png(3)[..], None).unwrap();
+        let upload = staging.finish_files();
+        let p = Product { images: vec!["front.png".into()], ..product("a", "mug") };
+        let res = svc.put_with_files(vec![p], &upload).unwrap();
+        assert_eq!((res.summary.ingested, res.failures.len()), (1, 0), "{:?}", res.failures);
+        assert_eq!(crate::MediaStore::new(dir.path()).usage().files, 1);
+        // The upload's folder is not readable by later writes.
+        let again = Product { images: vec!["front.png".into()], ..product("b", "bag") };
+        let res = svc.put(vec![again]).unwrap();
+        assert_eq!(res.failures.len(), 1, "{:?}", res.failures);
+        let dir_of_upload = upload.dir.clone();
+        drop(upload);
+        assert!(!dir_of_upload.exists());
     }
 
     #[test]

@@ -16,3 +16,4 @@ mod parity;
 mod relevance;
 mod service;
 mod snapshot;
+mod upload;

@@ -765,6 +765,19 @@ async fn every_documented_route_answers_its_documented_status_and_body() {
         (Some("route-1"), Some("Route lamp"), Some(1))
     );
     seen("PUT", "/v1/products/{id}");
+    let photo = std::fs::read(root().join("demo/images/sku-002.jpg")).unwrap();
+    let (ct, body) = multipart(&[("image", "photo.jpg", photo)]);
+    let (s, v) = call(
+        &app,
+        TestRequest::post()
+            .uri("/v1/products/route-1/images")
+            .insert_header(admin)
+            .insert_header(("content-type", ct))
+            .set_payload(body),
+    )
+    .await;
+    assert_eq!((s, v["indexed_images"].as_u64()), (StatusCode::OK, Some(2)), "{v}");
+    seen("POST", "/v1/products/{id}/images");
     let (s, v) = call(
         &app,
         TestRequest::post().uri("/v1/products").insert_header(admin).set_json(json!([{"id": "route-2", "title": "Route desk"}])),
@@ -825,6 +838,9 @@ async fn every_documented_route_answers_its_documented_status_and_body() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["line"], 2);
     seen("GET", "/v1/jobs/{id}/failures");
+    let (s, v) = call(&app, TestRequest::get().uri(&format!("/v1/jobs/{job}/report")).insert_header(admin)).await;
+    assert_eq!((s, v["errors"].as_u64(), v["items"][0]["line"].as_u64()), (StatusCode::OK, Some(1), Some(2)), "{v}");
+    seen("GET", "/v1/jobs/{id}/report");
 
     let (s, v) = call(&app, TestRequest::get().uri("/v1/stats").insert_header(admin)).await;
     assert_eq!(s, StatusCode::OK);

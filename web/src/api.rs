@@ -37,6 +37,8 @@ use crate::{products, search, ui};
         products::jobs,
         products::job,
         products::job_failures,
+        products::job_report,
+        products::upload_images,
         products::stats,
         products::health,
         products::create_snapshot,

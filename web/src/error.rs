@@ -128,6 +128,11 @@ fn write(e: &WriteError) -> (StatusCode, &'static str) {
         WriteError::JobNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
         WriteError::ReportGone { .. } => (StatusCode::GONE, "report_gone"),
         WriteError::Io { .. } => INTERNAL,
+        WriteError::Upload(u) => match u {
+            vitrine_indexer::upload::UploadError::Invalid { .. } => (BAD, "bad_request"),
+            vitrine_indexer::upload::UploadError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            vitrine_indexer::upload::UploadError::Io { .. } => INTERNAL,
+        },
     }
 }
 

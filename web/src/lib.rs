@@ -158,6 +158,9 @@ async fn observe(
     if let Some(m) = metrics {
         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
         m.observe(&route, method, res.status().as_u16(), started.elapsed());
+        if let Some(e) = res.response().error().and_then(|e| e.as_error::<ApiError>()) {
+            m.observe_error(e.status_and_code().1);
+        }
     }
     Ok(res)
 }
@@ -262,6 +265,7 @@ routes! {
     "/v1/search/image" => { post search::image }
     "/v1/products" limit limits::BATCH_JSON => { post products::batch, get products::list }
     "/v1/products/{id}/similar" => { get search::similar }
+    "/v1/products/{id}/images" => { post products::upload_images }
     "/v1/products/{id}" => { get products::get, put products::put, delete products::delete }
     "/v1/images/{id}/{n}" => { get products::image }
     "/v1/thumbs/{id}/{n}" => { get products::thumb }
@@ -269,6 +273,7 @@ routes! {
     "/v1/jobs" => { get products::jobs }
     "/v1/jobs/{id}" => { get products::job }
     "/v1/jobs/{id}/failures" => { get products::job_failures }
+    "/v1/jobs/{id}/report" => { get products::job_report }
     "/v1/stats" => { get products::stats }
     "/v1/snapshots" => { post products::create_snapshot, get products::snapshots }
     "/v1/admin/health" => { get products::health }

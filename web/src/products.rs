@@ -14,8 +14,10 @@ use utoipa::{IntoParams, ToSchema};
 use vitrine_core::catalog::{ImageMedia, MediaRef, Product, StoredProduct};
 use vitrine_core::ModelId;
 use vitrine_indexer::catalog::{product_from_map, Format};
-use vitrine_indexer::jobs::Job;
-use vitrine_indexer::service::Snapshot;
+use vitrine_indexer::jobs::{Job, ReportPage};
+use vitrine_indexer::service::{Snapshot, WriteError, WriteService};
+use vitrine_indexer::upload::{catalog_format, StagedUpload, Staging, UploadError, UploadLimits};
+use vitrine_indexer::Severity;
 use vitrine_indexer::{Failure, MediaStore, Summary, MEDIA_REF_PREFIX};
 
 use crate::auth::{require_admin, require_search};
@@ -154,8 +156,15 @@ pub struct Stats {
 /// `GET /v1/admin/health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// Latency per route over the last five minutes.
+    /// Latency per route over the last five minutes: search routes first, then the rest of the
+    /// API, then images, thumbnails and UI assets as one line.
     pub routes: Vec<crate::metrics::RouteHealth>,
+    /// Responses over the last five minutes by route group and status code.
+    pub status: Vec<crate::metrics::StatusCount>,
+    /// Error responses over the last five minutes by API error code, most frequent first.
+    pub errors: Vec<crate::metrics::ErrorCount>,
+    /// Search latency per stage (model towers and channels) over the last five minutes.
+    pub stages: Vec<crate::metrics::StageLatency>,
     /// Search queries per second over the last minute, oldest first (60 numbers).
     pub qps: Vec<u32>,
     pub queue: Queue,
@@ -395,15 +404,148 @@ fn format_of(name: &str, content_type: &str) -> Format {
     }
 }
 
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        ApiError::Write(WriteError::Upload(e))
+    }
+}
+
+/// The bounds of an upload to this service: the whole upload and its catalog at most
+/// `max_catalog`, an image at most `max_upload`.
+fn upload_limits(state: &AppState) -> UploadLimits {
+    UploadLimits::with_caps(state.config.max_catalog as u64, state.config.max_upload as u64)
+}
+
+fn is_zip(content_type: &str) -> bool {
+    ["application/zip", "application/x-zip-compressed", "application/x-zip"].iter().any(|z| content_type.starts_with(z))
+}
+
+fn multipart_err(e: actix_multipart::MultipartError) -> ApiError {
+    ApiError::BadRequest(format!("multipart: {e}"))
+}
+
+/// Write a request body or a multipart part to `path`, at most `limit` bytes (413 past it).
+async fn stream_to_file<S, E>(mut body: S, path: &Path, limit: usize) -> ApiResult<()>
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).map_err(|e| UploadError::Io { context: "the upload".into(), source: e })?;
+    let mut n = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
+        n += chunk.len();
+        if n > limit {
+            return Err(ApiError::PayloadTooLarge(format!("the upload is over the limit of {limit} bytes")));
+        }
+        file.write_all(&chunk).map_err(|e| UploadError::Io { context: "the upload".into(), source: e })?;
+    }
+    Ok(())
+}
+
+/// Read one multipart part into memory, at most `limit` bytes (413 past it).
+async fn read_part(field: &mut actix_multipart::Field, limit: usize, what: &str) -> ApiResult<Vec<u8>> {
+    let mut buf = vec![];
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(multipart_err)?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(format!("{what} is over the limit of {limit} bytes")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// A staging folder for this service's uploads, and the path a zip body is written to beside it
+/// (named with the staging prefix, so a crash's leftovers are cleared at the next start).
+fn new_staging(writes: &WriteService, limits: UploadLimits) -> ApiResult<(Staging, std::path::PathBuf)> {
+    let staging = Staging::new(writes.jobs().staging_parent(), limits)?;
+    let body = staging.body_path();
+    Ok((staging, body))
+}
+
+/// Unpack a zip body into `staging` (blocking), then remove the body.
+fn add_zip_file(staging: &mut Staging, body: &Path) -> Result<(), UploadError> {
+    let r = std::fs::File::open(body)
+        .map_err(|e| UploadError::Io { context: "the upload".into(), source: e })
+        .and_then(|f| staging.add_zip(std::io::BufReader::new(f)));
+    let _ = std::fs::remove_file(body);
+    r
+}
+
+/// What a multipart ingest held: the catalog part, a zip part (written to a file), and the image
+/// parts (written into the staging folder as they came).
+/// A catalog part: its file name, format and bytes.
+type CatalogPart = (String, Format, Vec<u8>);
+
+struct IngestParts {
+    catalog: Option<CatalogPart>,
+    zip: Option<std::path::PathBuf>,
+    staging: Option<(Staging, std::path::PathBuf)>,
+}
+
+async fn ingest_multipart(mut mp: Multipart, writes: &WriteService, limits: UploadLimits) -> ApiResult<IngestParts> {
+    let mut parts = IngestParts { catalog: None, zip: None, staging: None };
+    let mut count = 0usize;
+    let max_part = limits.max_file_bytes as usize;
+    while let Some(field) = mp.next().await {
+        let mut field = field.map_err(multipart_err)?;
+        count += 1;
+        if count > limits.max_files + 1 {
+            return Err(ApiError::PayloadTooLarge(format!("at most {} files in one upload", limits.max_files)));
+        }
+        let name = field.name().unwrap_or("").to_string();
+        let filename = field.content_disposition().and_then(|d| d.get_filename()).map(str::to_string);
+        let content_type = field.content_type().map(|m| m.essence_str().to_string()).unwrap_or_default();
+        let is_zip_part = filename.as_deref().is_some_and(|f| f.to_ascii_lowercase().ends_with(".zip")) || is_zip(&content_type);
+        if name == "file" && is_zip_part {
+            if parts.zip.is_some() {
+                return Err(ApiError::BadRequest("send one zip".into()));
+            }
+            if parts.staging.is_none() {
+                parts.staging = Some(new_staging(writes, limits)?);
+            }
+            let body = parts.staging.as_ref().expect("just made").1.clone();
+            stream_to_file(&mut field, &body, limits.max_total_bytes as usize).await?;
+            parts.zip = Some(body);
+        } else if name == "file" {
+            if parts.catalog.is_some() {
+                return Err(ApiError::BadRequest("send one catalog in the field `file`".into()));
+            }
+            let filename = filename.unwrap_or_default();
+            let format = catalog_format(&filename).unwrap_or(format_of("", &content_type));
+            let bytes = read_part(&mut field, limits.max_catalog_bytes as usize, "the catalog").await?;
+            parts.catalog = Some((filename, format, bytes));
+        } else if let Some(filename) = filename {
+            // An image, named by the relative path the catalog uses.
+            let bytes = read_part(&mut field, max_part, &format!("file {filename}")).await?;
+            let (mut staging, body) = match parts.staging.take() {
+                Some(s) => s,
+                None => new_staging(writes, limits)?,
+            };
+            staging = web::block(move || staging.add_file(&filename, &bytes[..], None).map(|_| staging)).await??;
+            parts.staging = Some((staging, body));
+        } else {
+            // A small form field (the dashboard sends none that matter here); read and dropped.
+            read_part(&mut field, crate::limits::MULTIPART_FIELD, &format!("field {name}")).await?;
+        }
+    }
+    Ok(parts)
+}
+
 #[utoipa::path(post, path = "/v1/ingest", tag = "ingest", params(IngestParams),
-    request_body(description = "A catalog: JSON Lines or CSV (by content type), or multipart field `file` (CSV by a `.csv` name)",
-        content((String = "application/x-ndjson"), (String = "text/csv"), (Object = "multipart/form-data"))),
+    request_body(description = "A catalog: JSON Lines or CSV (by content type); a `.zip` holding one catalog (`.jsonl`, `.ndjson`, \
+        `.json` or `.csv`) and the image files it names by relative path (`application/zip`); or multipart: field `file` \
+        (a catalog, CSV by a `.csv` name, or a `.zip`) plus one part per image file whose filename is the relative path the \
+        catalog uses. Relative image paths of an uploaded catalog resolve only inside the upload.",
+        content((String = "application/x-ndjson"), (String = "text/csv"), (String = "application/zip"), (Object = "multipart/form-data"))),
     responses(
         (status = 202, description = "The job is queued", body = IngestAccepted),
-        (status = 400, description = "`bad_request`: the request could not be parsed or is out of bounds", body = ErrorBody),
+        (status = 400, description = "`bad_request`: the request could not be parsed or is out of bounds, or the upload was refused (unsafe names, symlinks, nested zips, no catalog)", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
         (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_catalog` in all, `max_upload` for one image, or 10,000 files", body = ErrorBody),
         (status = 503, description = "`not_ready`: the model is loading or there is no index yet", body = ErrorBody),
     ),
     security(("bearer" = []), ("apiKey" = [])))]
@@ -416,34 +558,49 @@ pub async fn ingest(
     require_admin(&req, &state)?;
     let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let limit = state.config.max_catalog;
-    let (bytes, format) = if ct.starts_with("multipart/form-data") {
-        let mut mp = Multipart::new(req.headers(), payload);
-        let mut found = None;
-        while let Some(field) = mp.next().await {
-            let mut field = field.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
-            let name = field.name().unwrap_or("").to_string();
-            let filename = field.content_disposition().and_then(|d| d.get_filename()).unwrap_or("").to_string();
-            let mut buf = vec![];
-            while let Some(chunk) = field.next().await {
-                let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(ApiError::PayloadTooLarge(format!("catalog is over the limit of {limit} bytes")));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            if name == "file" {
-                found = Some((buf, format_of(&filename, "")));
+    let limits = upload_limits(&state);
+    let writes = state.writes.clone();
+    let delete_missing = p.delete_missing.unwrap_or(false);
+    let upload: Option<(Staging, Option<std::path::PathBuf>, Option<CatalogPart>)> = if is_zip(&ct) {
+        let (staging, body) = new_staging(&writes, limits)?;
+        stream_to_file(payload, &body, limit).await?;
+        Some((staging, Some(body), None))
+    } else if ct.starts_with("multipart/form-data") {
+        let parts = ingest_multipart(Multipart::new(req.headers(), payload), &writes, limits).await?;
+        match parts.staging {
+            Some((staging, _)) => Some((staging, parts.zip, parts.catalog)),
+            None => {
+                let (_, format, bytes) =
+                    parts.catalog.ok_or_else(|| ApiError::BadRequest("multipart field file is required".into()))?;
+                return submit_catalog(writes, bytes, format, delete_missing).await;
             }
         }
-        found.ok_or_else(|| ApiError::BadRequest("multipart field file is required".into()))?
     } else {
-        (read_limited(payload, limit).await?, format_of("", &ct))
+        return submit_catalog(writes, read_limited(payload, limit).await?, format_of("", &ct), delete_missing).await;
     };
+    let (mut staging, zip, catalog) = upload.expect("set above");
+    let job = web::block(move || {
+        if let Some(body) = zip {
+            add_zip_file(&mut staging, &body)?;
+        }
+        if let Some((name, format, bytes)) = catalog {
+            staging.add_catalog(&name, format, &bytes[..])?;
+        }
+        writes.submit_upload(staging.finish()?, delete_missing)
+    })
+    .await??;
+    Ok(HttpResponse::Accepted().json(IngestAccepted { job_id: job.id.clone(), status_url: format!("/v1/jobs/{}", job.id), job }))
+}
+
+async fn submit_catalog(
+    writes: std::sync::Arc<WriteService>,
+    bytes: Vec<u8>,
+    format: Format,
+    delete_missing: bool,
+) -> ApiResult<HttpResponse> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::BadRequest("the catalog is empty".into()));
     }
-    let writes = state.writes.clone();
-    let delete_missing = p.delete_missing.unwrap_or(false);
     let job = web::block(move || writes.submit(&bytes, format, delete_missing)).await??;
     Ok(HttpResponse::Accepted().json(IngestAccepted { job_id: job.id.clone(), status_url: format!("/v1/jobs/{}", job.id), job }))
 }
@@ -494,6 +651,141 @@ pub async fn job_failures(req: HttpRequest, state: web::Data<AppState>, path: we
         .content_type("application/x-ndjson")
         .insert_header(("Content-Disposition", format!("attachment; filename=\"job-{path}-failures.jsonl\"")))
         .body(body))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ReportParams {
+    /// Lines to skip (default 0).
+    offset: Option<usize>,
+    /// 1 to 500, default 100.
+    limit: Option<usize>,
+    /// `error` or `warning`: only those lines.
+    severity: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}/report", tag = "ingest",
+    params(("id" = String, Path, description = "Job id"), ReportParams),
+    responses(
+        (status = 200, description = "One page of the job's failures and warnings (line, id, reason, severity)", body = ReportPage),
+        (status = 400, description = "`bad_request`: the request could not be parsed or is out of bounds", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 410, description = "`report_gone`: the failure report was removed", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
+pub async fn job_report(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    p: web::Query<ReportParams>,
+) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let severity = match p.severity.as_deref() {
+        None | Some("") => None,
+        Some("error") => Some(Severity::Error),
+        Some("warning") => Some(Severity::Warning),
+        Some(other) => return Err(ApiError::BadRequest(format!("severity {other:?}: use error or warning"))),
+    };
+    let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(100).clamp(1, 500));
+    let writes = state.writes.clone();
+    let id = path.into_inner();
+    let page = web::block(move || match writes.jobs().report_page(&id, offset, limit, severity) {
+        None => Err(WriteError::JobNotFound { id }),
+        Some(Ok(Some(page))) => Ok(page),
+        Some(Ok(None)) => Err(WriteError::ReportGone { id }),
+        Some(Err(e)) => Err(WriteError::Io { context: format!("report of job {id}"), source: e }),
+    })
+    .await??;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Images in one `POST /v1/products/{id}/images`.
+pub const MAX_PRODUCT_IMAGES: usize = 16;
+
+#[derive(Deserialize, IntoParams)]
+pub struct ImageUploadParams {
+    /// Replace the product's images with these (default: add them after the ones it has).
+    replace: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/products/{id}/images", tag = "products",
+    params(("id" = String, Path, description = "Product id"), ImageUploadParams),
+    request_body(description = "multipart: one part per image file (any field name, with a filename), at most 16, each at most `max_upload` bytes",
+        content((Object = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "The product as stored, durable and searchable; `warnings` lists images that could not be used", body = ProductBody),
+        (status = 400, description = "`bad_request`: no image part, or the request could not be parsed", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
+        (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`invalid_image`: no image could be used and the product has no text", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the model is loading or there is no index yet", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("apiKey" = [])))]
+pub async fn upload_images(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    p: web::Query<ImageUploadParams>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    require_admin(&req, &state)?;
+    let id = path.into_inner();
+    let sp = state.searcher().product(&id)?;
+    let limits = UploadLimits { max_files: MAX_PRODUCT_IMAGES, ..upload_limits(&state) };
+    let writes = state.writes.clone();
+    let mut mp = Multipart::new(req.headers(), payload);
+    let mut staging = Staging::new(writes.jobs().staging_parent(), limits)?;
+    let mut names = vec![];
+    let mut fields = 0;
+    while let Some(field) = mp.next().await {
+        let mut field = field.map_err(multipart_err)?;
+        fields += 1;
+        if fields > MAX_PRODUCT_IMAGES + crate::limits::MULTIPART_FIELDS {
+            return Err(ApiError::PayloadTooLarge(format!("at most {MAX_PRODUCT_IMAGES} images")));
+        }
+        if field.content_disposition().and_then(|d| d.get_filename()).is_none() {
+            read_part(&mut field, crate::limits::MULTIPART_FIELD, "a form field").await?;
+            continue;
+        }
+        // The client's file name is not used: the service names the staged file.
+        let name = format!("image-{}", names.len() + 1);
+        let bytes = read_part(&mut field, limits.max_file_bytes as usize, &format!("image {}", names.len() + 1)).await?;
+        let n = name.clone();
+        staging = web::block(move || staging.add_file(&n, &bytes[..], None).map(|_| staging)).await??;
+        names.push(name);
+    }
+    if names.is_empty() {
+        return Err(ApiError::BadRequest("send at least one image part (with a filename)".into()));
+    }
+    let upload: StagedUpload = staging.finish_files();
+    let mut images: Vec<String> = if p.replace.unwrap_or(false) {
+        vec![]
+    } else {
+        sp.stored_media().map(|m| format!("{MEDIA_REF_PREFIX}{}", m.hash)).collect()
+    };
+    images.extend(names);
+    let product = Product { images, ..sp.product.clone() };
+    let root = upload.root();
+    let roots: Vec<String> =
+        [Some(root.clone()), std::fs::canonicalize(&root).ok()].into_iter().flatten().map(|p| p.display().to_string()).collect();
+    let res = web::block(move || writes.put_with_files(vec![product], &upload)).await??;
+    if res.summary.failed > 0 {
+        let reason = res.failures.iter().map(|f| image_warning(&f.reason, &roots)).collect::<Vec<_>>().join("; ");
+        return Err(ApiError::InvalidImage(reason));
+    }
+    let sp = state.searcher().product(&id)?;
+    let mut body = ProductBody::new(&sp);
+    body.warnings = Some(res.failures.iter().map(|f| image_warning(&f.reason, &roots)).collect());
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A product write's warning with the staging folder's path replaced by `upload` (the reasons
+/// name the files they read).
+fn image_warning(reason: &str, roots: &[String]) -> String {
+    roots.iter().fold(reason.to_string(), |r, root| r.replace(root.as_str(), "upload"))
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -581,7 +873,7 @@ pub async fn snapshots(req: HttpRequest, state: web::Data<AppState>) -> ApiResul
 
 #[utoipa::path(get, path = "/v1/admin/health", tag = "operations",
     responses(
-        (status = 200, description = "Latency per route and the query rate", body = Health),
+        (status = 200, description = "Search first: latency per route, responses by status and error code, search latency per stage, the query rate and the queue", body = Health),
         (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
         (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
     ),
@@ -589,6 +881,8 @@ pub async fn snapshots(req: HttpRequest, state: web::Data<AppState>) -> ApiResul
 pub async fn health(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let (routes, qps) = state.metrics.health();
+    let (status, errors) = state.metrics.status_counts();
+    let stages = state.metrics.stage_latency();
     let (depth, capacity) = state.query.queue();
-    Ok(HttpResponse::Ok().json(Health { routes, qps, queue: Queue { depth, capacity } }))
+    Ok(HttpResponse::Ok().json(Health { routes, status, errors, stages, qps, queue: Queue { depth, capacity } }))
 }

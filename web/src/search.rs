@@ -121,6 +121,7 @@ async fn run(state: &web::Data<AppState>, admission: Admission, q: Query) -> Api
             state.metrics.inference.with_label_values(&[tower]).observe(ms / 1000.0);
         }
     }
+    state.metrics.observe_search(outcome.vision_ms, outcome.text_ms, &outcome.result.timings);
     Ok(HttpResponse::Ok().json(SearchBody::from(outcome)))
 }
 

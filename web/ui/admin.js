@@ -247,26 +247,62 @@ function renderOverview(st) {
 let lastJobs = [];
 const ACTIVE = new Set(['queued', 'running']);
 
+const CATALOG_RE = /\.(jsonl|ndjson|json|csv)$/i;
+
+/**
+ * What the import form sends: a zip as it is (application/zip), a lone catalog as multipart
+ * `file`, or a folder as multipart: its catalog in `file` and every other file as a part named
+ * by its path relative to the catalog's folder (what the catalog's relative image paths use).
+ */
+function ingestBody() {
+  const file = $('ingest-file').files?.[0];
+  const folder = Array.from($('ingest-folder').files || []);
+  if (file && /\.zip$/i.test(file.name)) return { body: file, type: 'application/zip', label: file.name };
+  const fd = new FormData();
+  if (!folder.length) {
+    if (!file) return null;
+    fd.append('file', file, file.name);
+    return { body: fd, label: file.name };
+  }
+  const rel = (f) => f.webkitRelativePath || f.name;
+  // The shallowest catalog; JSON Lines before CSV when a folder holds both (CSV is often a partial export).
+  const depth = (f) => rel(f).split('/').length;
+  const csv = (f) => (/\.csv$/i.test(f.name) ? 1 : 0);
+  const catalogs = folder.filter((f) => CATALOG_RE.test(f.name)).sort((a, b) => depth(a) - depth(b) || csv(a) - csv(b) || rel(a).localeCompare(rel(b)));
+  const catalog = file || catalogs[0];
+  if (!catalog) return { error: 'The folder holds no catalog (.jsonl, .ndjson, .json or .csv).' };
+  const base = file ? rel(folder[0]).split('/')[0] + '/' : rel(catalog).replace(/[^/]*$/, '');
+  fd.append('file', catalog, catalog.name);
+  let images = 0;
+  for (const f of folder) {
+    if (f === catalog || CATALOG_RE.test(f.name) || !rel(f).startsWith(base) || f.name.startsWith('.')) continue;
+    fd.append('images', f, rel(f).slice(base.length));
+    images += 1;
+  }
+  return { body: fd, label: `${catalog.name} with ${images} image file${images === 1 ? '' : 's'}` };
+}
+
 $('ingest-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   const fileInput = $('ingest-file');
   const msg = $('ingest-message');
-  const file = fileInput.files && fileInput.files[0];
-  if (!file) {
-    showMessage(msg, 'error', 'Choose a catalog file (JSONL or CSV) first.');
+  const sending = ingestBody();
+  if (!sending || sending.error) {
+    showMessage(msg, 'error', sending?.error || 'Choose a catalog file, a .zip, or a folder first.');
     fileInput.focus();
     return;
   }
-  const fd = new FormData();
-  fd.append('file', file, file.name);
   const qs = $('ingest-delete-missing').checked ? '?delete_missing=true' : '';
   const btn = $('ingest-submit');
   btn.disabled = true;
-  showMessage(msg, 'info', `Uploading ${file.name}…`, true);
+  showMessage(msg, 'info', `Uploading ${sending.label}…`, true);
   try {
-    const res = await adminApi(`/v1/ingest${qs}`, { method: 'POST', body: fd });
+    const opts = { method: 'POST', body: sending.body };
+    if (sending.type) opts.headers = { 'Content-Type': sending.type };
+    const res = await adminApi(`/v1/ingest${qs}`, opts);
     showMessage(msg, 'success', `Import started (job ${res?.job_id ?? '?'}). Progress is shown below.`);
     fileInput.value = '';
+    $('ingest-folder').value = '';
     $('ingest-delete-missing').checked = false;
     await refreshJobs();
   } catch (err) {
@@ -315,7 +351,7 @@ function renderJobs(jobs) {
     fill(body, h('tr', { class: 'empty-row' }, h('td', { colspan: 7 }, 'No import jobs yet. Upload a catalog above to start one.')));
     return;
   }
-  fill(body, ...jobs.map(renderJob));
+  fill(body, ...jobs.flatMap((j) => (openReport === j.id ? [renderJob(j), reportRow(j)] : [renderJob(j)])));
 }
 
 function renderJob(j) {
@@ -325,6 +361,7 @@ function renderJob(j) {
   const c = j.counts || {};
   const indeterminate = j.state === 'running' && !total;
   const failedCount = Number(c.failed) || 0;
+  const warnCount = Number(j.warnings) || 0;
   const created = formatTime(j.created_at);
   return h('tr', { 'data-testid': 'job-row', 'data-state': j.state, 'data-job-id': j.id },
     h('td', {},
@@ -347,16 +384,64 @@ function renderJob(j) {
       h('span', { title: 'updated products' }, h('b', {}, formatNumber(c.updated ?? 0)), ' updated'),
       h('span', { title: 'unchanged products' }, h('b', {}, formatNumber(c.unchanged ?? 0)), ' unchanged'),
       h('span', { title: 'deleted products' }, h('b', {}, formatNumber(c.deleted ?? 0)), ' deleted'),
-      h('span', { class: failedCount ? 'fail' : '', title: 'failed lines' }, h('b', {}, formatNumber(failedCount)), ' failed'))),
-    h('td', {}, j.failures_url && (failedCount > 0 || !ACTIVE.has(j.state))
+      h('span', { class: failedCount ? 'fail' : '', title: 'failed lines' }, h('b', {}, formatNumber(failedCount)), ' failed'),
+      h('span', { class: warnCount ? 'warn' : '', title: 'products indexed without something (an image that could not be loaded)', 'data-testid': 'job-warnings' }, h('b', {}, formatNumber(warnCount)), ` warning${warnCount === 1 ? '' : 's'}`))),
+    h('td', { class: 'job-actions' }, (failedCount > 0 || warnCount > 0) && !ACTIVE.has(j.state)
+      ? h('button', {
+        type: 'button', class: 'btn btn-sm', 'data-testid': 'report-view', 'aria-expanded': String(openReport === j.id),
+        onclick: () => toggleReport(j), 'aria-label': `Show the failures and warnings of job ${j.id}`,
+      }, openReport === j.id ? 'Hide report' : `View ${formatNumber(failedCount + warnCount)} problem${failedCount + warnCount === 1 ? '' : 's'}`)
+      : null,
+      j.failures_url && (failedCount > 0 || !ACTIVE.has(j.state))
       ? h('button', {
         type: 'button', class: `btn btn-sm${failedCount ? '' : ' btn-ghost'}`, 'data-testid': 'failures-download',
         onclick: (e) => downloadFailures(j, e.currentTarget),
         title: 'Download the failure report (JSONL: line, id, reason; may include warnings)',
         'aria-label': `Download the failure report of job ${j.id}`,
-      }, icon('download'), failedCount ? `Report (${formatNumber(failedCount)})` : 'Report')
+      }, icon('download'), 'JSONL')
       : h('span', { class: 'muted' }, '—')),
   );
+}
+
+/** The job whose report table is open, and the page shown. */
+let openReport = null;
+let reportOffset = 0;
+const REPORT_PAGE = 50;
+
+function toggleReport(j) {
+  openReport = openReport === j.id ? null : j.id;
+  reportOffset = 0;
+  renderJobs(lastJobs);
+}
+
+/** A row under a job holding its failures and warnings: line, id, reason, a page at a time. */
+function reportRow(j) {
+  const cell = h('td', { colspan: 7 }, h('div', { class: 'muted' }, 'Loading the report…'));
+  const load = async () => {
+    try {
+      const page = await adminApi(`/v1/jobs/${encodeURIComponent(j.id)}/report?offset=${reportOffset}&limit=${REPORT_PAGE}`);
+      const items = page.items || [];
+      const last = Math.min(page.total, reportOffset + items.length);
+      fill(cell,
+        h('div', { class: 'report-head' },
+          h('strong', {}, `${formatNumber(page.errors)} failed · ${formatNumber(page.warnings)} warning${page.warnings === 1 ? '' : 's'}`),
+          h('span', { class: 'muted' }, page.total ? ` · lines ${formatNumber(reportOffset + 1)}–${formatNumber(last)} of ${formatNumber(page.total)}` : '')),
+        h('div', { class: 'table-wrap report-wrap' }, h('table', { class: 'data report', 'data-testid': 'job-report' },
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, ''), h('th', { scope: 'col', class: 'num' }, 'Line'), h('th', { scope: 'col' }, 'Id'), h('th', { scope: 'col' }, 'Reason'))),
+          h('tbody', {}, items.map((f) => h('tr', { 'data-testid': 'report-row', 'data-severity': f.severity },
+            h('td', {}, h('span', { class: `badge badge-${f.severity === 'error' ? 'failed' : 'warning'}` }, f.severity === 'error' ? 'failed' : 'warning')),
+            h('td', { class: 'num' }, f.line ?? '—'),
+            h('td', { class: 'mono' }, f.id ?? '—'),
+            h('td', { class: 'reason' }, f.reason)))))),
+        page.total > REPORT_PAGE ? h('div', { class: 'row', style: { gap: '8px', marginTop: '6px' } },
+          h('button', { type: 'button', class: 'btn btn-sm', disabled: reportOffset === 0, onclick: () => { reportOffset = Math.max(0, reportOffset - REPORT_PAGE); load(); } }, 'Previous'),
+          h('button', { type: 'button', class: 'btn btn-sm', disabled: last >= page.total, onclick: () => { reportOffset += REPORT_PAGE; load(); } }, 'Next')) : null);
+    } catch (err) {
+      fill(cell, h('div', { class: 'alert alert-error', role: 'alert' }, `Could not load the report: ${err.message}`));
+    }
+  };
+  load();
+  return h('tr', { class: 'report-row-wrap', 'data-testid': 'job-report-row' }, cell);
 }
 
 /** The report needs the Authorization header, so fetch it and save it through a Blob URL. */
@@ -577,10 +662,61 @@ function renderEditor(p) {
     images.length ? h('div', { class: 'editor-images', role: 'list', 'aria-label': 'Product images' },
       images.map((src, i) => h('a', { role: 'listitem', href: full[i] || src, target: '_blank', rel: 'noopener', title: (p.images && p.images[i]) || `Image ${i + 1}` },
         imgOrPlaceholder(src, `${p.title || p.id}, image ${i + 1}`)))) : h('p', { class: 'muted' }, 'No images.'),
+    imageProblems(p),
+    imageUpload(p),
     p.url ? h('div', { style: { fontSize: '13px' } }, 'Product page: ', /^https?:\/\//i.test(p.url) ? h('a', { href: p.url, target: '_blank', rel: 'noopener noreferrer' }, p.url) : p.url) : null,
     form,
   );
   if (window.innerWidth <= 1000) ed.scrollIntoView({ block: 'nearest' });
+}
+
+/** The product's image problems (what could not be loaded at its last write), in words. */
+function imageProblems(p) {
+  const errs = [...(p.image_errors || []), ...(p.warnings || [])];
+  if (!errs.length) return null;
+  return h('div', { class: 'alert alert-warning', role: 'status', 'data-testid': 'image-problems' },
+    h('strong', {}, `${errs.length} image problem${errs.length === 1 ? '' : 's'}`),
+    h('ul', { class: 'image-problems' }, errs.map((e) => h('li', {}, e))));
+}
+
+/** Upload images for a product: add them, or replace the ones it has. */
+function imageUpload(p) {
+  const input = h('input', { type: 'file', accept: 'image/jpeg,image/png,image/webp,image/gif', multiple: true, id: 'edit-images', class: 'input', 'data-testid': 'edit-images' });
+  const replace = h('input', { type: 'checkbox', id: 'edit-images-replace', 'data-testid': 'edit-images-replace' });
+  const msg = h('div', { 'data-testid': 'image-upload-message', hidden: true });
+  const btn = h('button', { type: 'button', class: 'btn btn-sm', 'data-testid': 'upload-images' }, icon('upload'), 'Upload images');
+  btn.addEventListener('click', async () => {
+    const files = Array.from(input.files || []);
+    if (!files.length) {
+      showMessage(msg, 'error', 'Choose one or more image files first.');
+      input.focus();
+      return;
+    }
+    const fd = new FormData();
+    for (const f of files) fd.append('image', f, f.name);
+    btn.disabled = true;
+    showMessage(msg, 'info', `Uploading ${files.length} image${files.length === 1 ? '' : 's'}…`, true);
+    try {
+      const res = await adminApi(`/v1/products/${encodeURIComponent(p.id)}/images${replace.checked ? '?replace=true' : ''}`, { method: 'POST', body: fd });
+      renderEditor(res);
+      const warnings = res.warnings || [];
+      const after = $('image-upload-message-after');
+      if (after) showMessage(after, warnings.length ? 'warning' : 'success', warnings.length ? `Saved, but ${warnings.length} image${warnings.length === 1 ? ' was' : 's were'} not used (see above).` : 'Images saved. The product is searchable with them now.');
+      announce('Images saved');
+    } catch (err) {
+      if (adminKey) showMessage(msg, 'error', `Upload failed: ${err.message}`);
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  return h('div', { class: 'image-upload', 'data-testid': 'image-upload' },
+    h('label', { for: 'edit-images' }, 'Add or replace images'),
+    h('div', { class: 'row', style: { gap: '8px', alignItems: 'center', flexWrap: 'wrap' } },
+      input,
+      h('label', { class: 'checkbox', for: 'edit-images-replace' }, replace, 'Replace the current images'),
+      btn),
+    msg,
+    h('div', { id: 'image-upload-message-after', 'data-testid': 'image-upload-result', hidden: true }));
 }
 
 async function doSave(original, form, msg, btn) {
@@ -851,10 +987,12 @@ function renderPgColumn(col, name, f, result, otherRanks) {
     const other = otherRanks.get(hit.id);
     const moved = other !== rank;
     let delta = null;
-    if (other === undefined) delta = h('span', { class: 'delta new', title: `Not in the other column's top ${otherRanks.size}` }, 'only here');
+    if (other === undefined) delta = h('span', { class: 'delta new', title: `Not in the other column's top ${otherRanks.size}` }, `Only in this column (not in the other's top ${otherRanks.size})`);
     else if (moved) {
       const d = other - rank; // positive: this setting ranks it higher than the other
-      delta = h('span', { class: `delta ${d > 0 ? 'up' : 'down'}`, title: `Rank ${other} in the other column` }, `${d > 0 ? '▲' : '▼'}${Math.abs(d)} vs #${other}`);
+      const n = Math.abs(d);
+      const words = `${d > 0 ? 'Up' : 'Down'} ${n} place${n === 1 ? '' : 's'}: #${other} in the other column`;
+      delta = h('span', { class: `delta ${d > 0 ? 'up' : 'down'}`, title: `This setting ranks it #${rank}; the other ranks it #${other}` }, words);
     }
     const ex = hit.explain || {};
     const chans = CHANNELS.map((c) => {
@@ -991,8 +1129,39 @@ function renderHealth(data) {
   const cap = Number(q.capacity) || 0;
   const ratio = cap ? depth / cap : 0;
 
-  const routes = (data?.routes || []).slice().sort((a, b) => (b.count || 0) - (a.count || 0));
+  // The server orders routes: search first, then the API, then assets folded into one line.
+  const routes = (data?.routes || []).slice();
+  const status = data?.status || [];
+  const errors = data?.errors || [];
+  const stages = data?.stages || [];
+  const sum = (group, pred) => status.filter((c) => c.group === group && pred(c.status)).reduce((a, c) => a + (c.count || 0), 0);
+  const searchOk = sum('search', (s) => s < 400);
+  const search4 = sum('search', (s) => s >= 400 && s < 500);
+  const search5 = sum('search', (s) => s >= 500);
+  const searchTotal = searchOk + search4 + search5;
   fill(root, 
+    h('div', { class: 'card-box', style: { margin: '0 0 14px' }, 'data-testid': 'search-health' },
+      h('h3', {}, 'Search, last 5 minutes'),
+      h('div', { class: 'status-summary' },
+        h('span', { 'data-testid': 'search-ok' }, h('span', { class: 'big-num' }, formatNumber(searchOk)), h('span', { class: 'muted' }, ' answered')),
+        h('span', { class: search4 ? 'warn' : '', 'data-testid': 'search-4xx' }, h('span', { class: 'big-num' }, formatNumber(search4)), h('span', { class: 'muted' }, ' client errors (4xx)')),
+        h('span', { class: search5 ? 'fail' : '', 'data-testid': 'search-5xx' }, h('span', { class: 'big-num' }, formatNumber(search5)), h('span', { class: 'muted' }, ' server errors (5xx)')),
+        searchTotal ? h('span', { class: 'muted' }, `${((100 * searchOk) / searchTotal).toFixed(1)}% ok`) : null),
+      status.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'data compact', 'data-testid': 'status-table' },
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Routes'), h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col', class: 'num' }, 'Responses'))),
+        h('tbody', {}, status.map((c) => h('tr', { 'data-testid': 'status-row', 'data-group': c.group, 'data-status': String(c.status) },
+          h('td', {}, c.group === 'assets' ? 'images, thumbnails, UI' : c.group),
+          h('td', {}, h('span', { class: `badge ${c.status >= 500 ? 'badge-failed' : c.status >= 400 ? 'badge-warning' : 'badge-done'}` }, String(c.status))),
+          h('td', { class: 'num' }, formatNumber(c.count))))))) : h('p', { class: 'muted' }, 'No requests recorded yet.'),
+      errors.length ? h('div', { 'data-testid': 'error-codes' }, h('h4', {}, 'Errors by code'),
+        h('ul', { class: 'error-codes' }, errors.map((e) => h('li', { 'data-code': e.code }, h('code', {}, e.code), ` × ${formatNumber(e.count)}`)))) : null),
+    stages.length ? h('div', { class: 'card-box', style: { margin: '0 0 14px' }, 'data-testid': 'stage-latency' },
+      h('h3', {}, 'Search latency by stage'),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'data compact' },
+        h('thead', {}, h('tr', {}, ...['Stage', 'Count', 'p50', 'p95', 'p99'].map((t, i) => h('th', { scope: 'col', class: i ? 'num' : '' }, t)))),
+        h('tbody', {}, stages.map((st) => h('tr', { 'data-stage': st.stage },
+          h('td', {}, st.stage), h('td', { class: 'num' }, formatNumber(st.count)),
+          h('td', { class: 'num' }, formatMs(st.p50_ms)), h('td', { class: 'num' }, formatMs(st.p95_ms)), h('td', { class: 'num' }, formatMs(st.p99_ms)))))))) : null,
     h('div', { class: 'health-top' },
       h('div', { class: 'card-box', style: { margin: 0 } },
         h('div', { class: 'section-head', style: { marginBottom: '4px' } },
@@ -1012,7 +1181,7 @@ function renderHealth(data) {
         h('span', { class: 'muted', style: { fontSize: '13px' } }, cap ? `${Math.round(ratio * 100)}% full` : 'no capacity reported'))),
     h('div', { class: 'section-head' }, h('h2', { style: { fontSize: '16px' } }, 'Latency by route')),
     routes.length
-      ? h('div', { class: 'routes' }, routes.map((r) => h('div', { class: 'card-box route-card', style: { margin: 0 }, 'data-testid': 'route-card', 'data-route': r.route },
+      ? h('div', { class: 'routes' }, routes.map((r) => h('div', { class: `card-box route-card group-${r.group || 'api'}`, style: { margin: 0 }, 'data-testid': 'route-card', 'data-route': r.route, 'data-group': r.group || 'api' },
         h('h3', {}, r.route),
         h('dl', { class: 'quantiles' },
           [['count', formatNumber(r.count)], ['p50', formatMs(r.p50_ms)], ['p95', formatMs(r.p95_ms)], ['p99', formatMs(r.p99_ms)]]
