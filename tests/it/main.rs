@@ -13,4 +13,5 @@ mod media;
 mod openapi;
 mod parity;
 mod service;
+mod shop;
 mod snapshot;
