@@ -132,8 +132,13 @@ impl Highlighter {
 
 /// The words of a keyword query, without its operators and field prefixes.
 fn query_words(text: &str) -> String {
+    let mut negated = false;
     text.split_whitespace()
-        .filter(|w| !matches!(*w, "AND" | "OR" | "NOT") && !w.starts_with('-'))
+        .filter(|w| {
+            // `NOT word` and `-word` exclude the word: nothing that matches holds it.
+            let after_not = std::mem::replace(&mut negated, *w == "NOT");
+            !after_not && !matches!(*w, "AND" | "OR" | "NOT") && !w.starts_with('-')
+        })
         .map(|w| {
             let w = w.trim_start_matches(['+', '(']);
             match w.split_once(':') {

@@ -666,8 +666,12 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
         let (ri, rt, rk) = (rank_of(&r.image), rank_of(&r.text), rank_of(&r.keyword));
         for (ord, score) in &r.fused {
             if seen.insert(*ord) {
-                let explain =
-                    Explain { image: ri.get(ord).copied(), text: rt.get(ord).copied(), keyword: rk.get(ord).copied(), fused: *score };
+                let explain = Explain {
+                    image: ri.get(ord).copied(),
+                    text: rt.get(ord).copied(),
+                    keyword: rk.get(ord).copied(),
+                    fused: *score,
+                };
                 order.push((*ord, explain));
             }
         }
@@ -810,18 +814,7 @@ fn retrieve(g: &Generation, q: &SearchQuery, filters: &Filters, depth: usize, te
     };
     // The excluded product takes a place in the keyword list's depth.
     let more = image.len() >= depth || text_ch.len() >= depth || keyword.len() + usize::from(exclude_ord.is_some()) >= kdepth;
-    Ok(Retrieval {
-        fused,
-        image,
-        text: text_ch,
-        keyword,
-        exact,
-        more,
-        filter_ms,
-        vector_ms,
-        keyword_ms,
-        fuse_ms: ms(t3),
-    })
+    Ok(Retrieval { fused, image, text: text_ch, keyword, exact, more, filter_ms, vector_ms, keyword_ms, fuse_ms: ms(t3) })
 }
 
 /// Order candidates by `sort`: relevance keeps the fused order; a price order is a stable sort
@@ -1078,6 +1071,45 @@ mod refresh_tests {
             updated_at: 0,
         };
         store.put(ProductWrite { stored, image_vectors: vec![], text_vector: Some(v) }).unwrap();
+    }
+
+    /// Pages past the first candidate window append to the order instead of re-ranking it: no
+    /// product is repeated or skipped across pages, and the first window's pages never change.
+    #[test]
+    fn pages_past_the_first_window_extend_one_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let e = FakeEmbedder::new(16);
+        let store = Store::open(&data.join("store")).unwrap();
+        let n = PAGE_WINDOW * 3 + 17;
+        for i in 0..n {
+            put(&store, &e, &format!("p{i:04} {}", if i % 3 == 0 { "red" } else { "blue" }));
+        }
+        build_next(data, &store, "store", e.model_id(), &BuildOptions::default()).unwrap().unwrap();
+        let s = Searcher::open(data, 16).unwrap();
+        let v = e.embed_texts(&["red"]).unwrap().remove(0);
+        let q = |k, offset, sort| SearchQuery {
+            text: Some("red".into()),
+            text_vector: Some(v.clone()),
+            k,
+            offset,
+            sort,
+            ..Default::default()
+        };
+        for sort in [Sort::Relevance, Sort::PriceAsc] {
+            let first = s.search(&q(MAX_K, 0, sort)).unwrap();
+            let first_ids: Vec<String> = first.hits.iter().map(|h| h.id.clone()).collect();
+            let mut paged: Vec<String> = vec![];
+            for offset in (0..n).step_by(40) {
+                paged.extend(s.search(&q(40, offset, sort)).unwrap().hits.into_iter().map(|h| h.id));
+            }
+            let mut unique = paged.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), paged.len(), "{sort:?}: a product came back on two pages");
+            assert_eq!(paged.len(), n, "{sort:?}: every product is reached by paging");
+            assert_eq!(paged[..PAGE_WINDOW], first_ids[..PAGE_WINDOW], "{sort:?}: the first window's pages never change");
+        }
     }
 
     #[test]

@@ -88,7 +88,7 @@ test('a text search finds the product by its title', async () => {
   const card = page.locator('[data-testid="result-card"][data-id="sku-013"]');
   assert.equal((await card.locator('[data-testid="result-title"]').textContent()).trim(), product.title);
   assert.match(await card.locator('[data-testid="result-price"]').textContent(), /29/);
-  await page.locator('[data-testid="facet-category"] .chip').first().waitFor({ state: 'visible', timeout: 5_000 });
+  await page.locator('[data-testid="facet-category"] .facet-option').first().waitFor({ state: 'visible', timeout: 5_000 });
   await screenshot(page, '03-text-search');
   assertNoPageErrors(page);
   await page.context().close();

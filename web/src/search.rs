@@ -232,8 +232,7 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Http
         Some("weighted") => Fusion { mode: vitrine_searcher::FusionMode::Weighted, ..Default::default() },
         Some(other) => return Err(ApiError::BadRequest(format!("fusion {other:?}: use rrf or weighted"))),
     };
-    run(&state, admission, Query { sort, ..text_query(p.q, p.k, p.offset, filters, fusion, p.facets.unwrap_or(false)) })
-        .await
+    run(&state, admission, Query { sort, ..text_query(p.q, p.k, p.offset, filters, fusion, p.facets.unwrap_or(false)) }).await
 }
 
 /// Keep only the first value of each key, for the typed part of the query string.
@@ -287,12 +286,7 @@ pub async fn image(req: HttpRequest, state: web::Data<AppState>, payload: web::P
             (Some(_), Some(_)) => return Err(ApiError::BadRequest("send image_base64 or image_url, not both".into())),
             (None, None) => return Err(ApiError::BadRequest("image_base64 or image_url is required".into())),
         };
-        Query {
-            image: Some(image),
-            sort: b.sort,
-            crop: b.crop,
-            ..text_query(b.q, b.k, b.offset, b.filters, b.fusion, b.facets)
-        }
+        Query { image: Some(image), sort: b.sort, crop: b.crop, ..text_query(b.q, b.k, b.offset, b.filters, b.fusion, b.facets) }
     } else {
         return Err(ApiError::BadRequest(
             "send multipart/form-data (field image) or application/json (image_base64 or image_url)".into(),
