@@ -21,11 +21,12 @@
 
 pub mod eval;
 pub mod fusion;
+pub mod highlight;
 pub mod relevance;
 pub mod service;
 pub mod tune;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +48,8 @@ use vitrine_store::keyword::attr_term;
 use vitrine_store::vectors::{top_k, VectorIndex};
 
 pub use fusion::{Fusion, FusionMode, Normalization, Weights};
+pub use highlight::Highlights;
+use rayon::prelude::*;
 use vitrine_core::relevance::{Modality, VectorChannel};
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +208,30 @@ pub fn validate_paging(k: usize, offset: usize) -> Result<()> {
     Ok(())
 }
 
+/// How hits are ordered. Price orders sort the query's candidates (the fused matches of its
+/// candidate window, see [`PAGE_WINDOW`]), not the whole catalog; products without a price go
+/// last, and equal prices keep their relevance order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    #[default]
+    Relevance,
+    PriceAsc,
+    PriceDesc,
+}
+
+impl std::str::FromStr for Sort {
+    type Err = SearchError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "relevance" => Ok(Sort::Relevance),
+            "price_asc" => Ok(Sort::PriceAsc),
+            "price_desc" => Ok(Sort::PriceDesc),
+            other => Err(SearchError::BadRequest(format!("sort {other:?}: use relevance, price_asc or price_desc"))),
+        }
+    }
+}
+
 /// A query. At least one of `image_vector`, `text_vector`, `text` must be set.
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
@@ -218,6 +245,7 @@ pub struct SearchQuery {
     pub facets: bool,
     /// Leave this product out (more-like-this).
     pub exclude: Option<String>,
+    pub sort: Sort,
     /// Also return each channel's own ranked list (`SearchResult::channels`), for evaluation.
     pub channels: bool,
 }
@@ -262,6 +290,8 @@ pub struct Hit {
     pub category: Option<String>,
     /// Number of stored images (0: text-only product).
     pub images: u16,
+    /// Title and description with the query's words in `<mark>`, HTML-escaped otherwise.
+    pub highlights: Highlights,
     pub explain: Explain,
 }
 
@@ -301,7 +331,9 @@ pub struct Timings {
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchResult {
     pub hits: Vec<Hit>,
-    /// Candidates after fusion (all channels, after filters).
+    /// Candidates after fusion (all channels, after filters) in the candidate windows this page
+    /// reached; pages are cut from one stitched order, so `total` only grows when a page reaches
+    /// past the first window (see [`PAGE_WINDOW`]).
     pub total: usize,
     pub offset: usize,
     pub k: usize,
@@ -323,8 +355,11 @@ const EXACT_SHARE: f64 = 0.25;
 const EXACT_MIN: usize = 5_000;
 /// Keyword matches considered for facets (fusion takes the channel depth).
 const FACET_KEYWORD_DEPTH: usize = 1_000;
-/// Each channel contributes at least this many products to fusion.
-const MIN_DEPTH: usize = 50;
+/// Products each channel contributes to a query's first candidate window. Every page that ends
+/// inside it is cut from the same fused list, so paging is stable and a price sort sorts one set.
+/// A page past it doubles the window until it is covered; each deeper window only appends the
+/// candidates the earlier ones did not have, so earlier pages never change.
+pub const PAGE_WINDOW: usize = 100;
 
 pub struct Searcher {
     data: PathBuf,
@@ -631,6 +666,17 @@ const TYPO_MIN_CHARS: usize = 4;
 /// matches, and a fuzzy clause walks the term dictionary and keeps tantivy from pruning the whole
 /// query with block-max WAND, which made it the most expensive part of a keyword search.
 fn typo_clauses(g: &Generation, text: &str) -> Result<Vec<Box<dyn Query>>> {
+    let mut clauses: Vec<Box<dyn Query>> = Vec::new();
+    for word in typo_words(g, text)? {
+        let fuzzy = FuzzyTermQuery::new(Term::from_field_text(g.fields.title_raw, &word), 1, true);
+        clauses.push(Box::new(BoostQuery::new(Box::new(ConstScoreQuery::new(Box::new(fuzzy), 1.0)), 0.5)));
+    }
+    Ok(clauses)
+}
+
+/// The query words that get typo tolerance (see [`typo_clauses`]): raw words of at least
+/// [`TYPO_MIN_CHARS`] characters that no title contains. Highlighting marks their matches too.
+pub(crate) fn typo_words(g: &Generation, text: &str) -> Result<Vec<String>> {
     let title_raw = g.fields.title_raw;
     let mut analyzer = g.index.tokenizer_for_field(title_raw)?;
     let mut words = Vec::new();
@@ -640,18 +686,22 @@ fn typo_clauses(g: &Generation, text: &str) -> Result<Vec<Box<dyn Query>>> {
             words.push(token.text.clone());
         }
     }
-    let mut clauses: Vec<Box<dyn Query>> = Vec::new();
+    let mut out = vec![];
     for word in words {
-        let term = Term::from_field_text(title_raw, &word);
-        if g.searcher.doc_freq(&term)? == 0 {
-            let fuzzy = FuzzyTermQuery::new(term, 1, true);
-            clauses.push(Box::new(BoostQuery::new(Box::new(ConstScoreQuery::new(Box::new(fuzzy), 1.0)), 0.5)));
+        if g.searcher.doc_freq(&Term::from_field_text(title_raw, &word))? == 0 {
+            out.push(word);
         }
     }
-    Ok(clauses)
+    Ok(out)
 }
 
 /// Run a query on one generation.
+///
+/// Pages are cut from one stitched order: the fused candidates of the first [`PAGE_WINDOW`], then
+/// those a doubled window adds, and so on until the page is covered. A price sort sorts each
+/// window's candidates. Facets count the first window's candidates; each facet with a selection
+/// is counted with its own selection removed (disjunctive faceting), so its other values stay
+/// visible with the counts they would have if chosen as well.
 pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult> {
     validate_paging(q.k, q.offset)?;
     q.fusion.validate().map_err(|e| SearchError::BadRequest(e.to_string()))?;
@@ -662,7 +712,115 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
     }
     let mut timings = Timings::default();
     let t0 = Instant::now();
-    let fq = filter_query(g, &q.filters)?;
+    let needed = q.offset + q.k;
+    let mut order: Vec<(u64, Explain)> = vec![];
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut first: Option<Retrieval> = None;
+    let mut depth = PAGE_WINDOW;
+    loop {
+        let mut r = retrieve(g, q, &q.filters, depth, text)?;
+        timings.filter_ms += r.filter_ms;
+        timings.vector_ms += r.vector_ms;
+        timings.keyword_ms += r.keyword_ms;
+        let t = Instant::now();
+        sort_candidates(g, &mut r.fused, q.sort)?;
+        let rank_of = |list: &Ranked| -> HashMap<u64, ChannelExplain> {
+            list.iter().enumerate().map(|(i, (o, s))| (*o, ChannelExplain { rank: i + 1, score: *s })).collect()
+        };
+        let (ri, rt, rk) = (rank_of(&r.image), rank_of(&r.text), rank_of(&r.keyword));
+        for (ord, score) in &r.fused {
+            if seen.insert(*ord) {
+                let explain = Explain {
+                    image: ri.get(ord).copied(),
+                    text: rt.get(ord).copied(),
+                    keyword: rk.get(ord).copied(),
+                    fused: *score,
+                };
+                order.push((*ord, explain));
+            }
+        }
+        timings.fuse_ms += r.fuse_ms + ms(t);
+        let more = r.more;
+        first.get_or_insert(r);
+        if order.len() >= needed || !more || depth > MAX_OFFSET {
+            break;
+        }
+        depth *= 2;
+    }
+    let first = first.expect("the loop runs once");
+
+    let t3 = Instant::now();
+    let facets = if q.facets { Some(disjunctive_facets(g, q, text, &first)?) } else { None };
+    timings.fuse_ms += ms(t3);
+
+    let t4 = Instant::now();
+    let mut highlighter = highlight::Highlighter::new(g, text)?;
+    let mut hits = vec![];
+    for (ord, explain) in order.iter().skip(q.offset).take(q.k) {
+        let Some(sp) = g.product_by_ord(*ord)? else { continue };
+        let p = sp.product;
+        let highlights = highlighter.highlight(p.title.as_deref(), p.description.as_deref());
+        hits.push(Hit {
+            id: p.id,
+            score: explain.fused,
+            title: p.title,
+            price: p.price,
+            currency: p.currency,
+            brand: p.brand,
+            category: p.category,
+            images: sp.image_vectors,
+            highlights,
+            explain: explain.clone(),
+        });
+    }
+    let channels = if q.channels {
+        let ids = |list: &Ranked| -> Result<Vec<ChannelHit>> {
+            let mut out = Vec::with_capacity(list.len());
+            for (ord, score) in list {
+                if let Some(p) = g.product_by_ord(*ord)? {
+                    out.push(ChannelHit { id: p.product.id, score: *score });
+                }
+            }
+            Ok(out)
+        };
+        Some(ChannelLists { image: ids(&first.image)?, text: ids(&first.text)?, keyword: ids(&first.keyword)? })
+    } else {
+        None
+    };
+    timings.hydrate_ms = ms(t4);
+    timings.search_ms = ms(t0);
+    Ok(SearchResult {
+        hits,
+        total: order.len(),
+        offset: q.offset,
+        k: q.k,
+        facets,
+        generation: g.manifest.generation,
+        exact: first.exact,
+        timings,
+        channels,
+    })
+}
+
+/// One retrieval: every channel at one depth under one filter, fused.
+struct Retrieval {
+    fused: Ranked,
+    image: Ranked,
+    text: Ranked,
+    keyword: Ranked,
+    exact: bool,
+    /// Some channel filled its depth: a deeper window may find more.
+    more: bool,
+    filter_ms: f64,
+    vector_ms: f64,
+    keyword_ms: f64,
+    fuse_ms: f64,
+}
+
+/// Run the channels of `q` under `filters`, each to `depth` products, and fuse them.
+fn retrieve(g: &Generation, q: &SearchQuery, filters: &Filters, depth: usize, text: Option<&str>) -> Result<Retrieval> {
+    let t0 = Instant::now();
+    let fq = filter_query(g, filters)?;
     // The allowed products as a bitset over ordinals.
     let mut allowed: Option<Vec<bool>> = None;
     let mut allowed_count = 0;
@@ -689,12 +847,12 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
     }
     let products = g.manifest.products.max(1) as usize;
     let exact = fq.is_some() && allowed_count <= EXACT_MIN.max((products as f64 * EXACT_SHARE) as usize);
-    timings.filter_ms = ms(t0);
+    let filter_ms = ms(t0);
 
-    let depth = (q.offset + q.k).max(MIN_DEPTH);
     let w = q.fusion.weights_for(q.image_vector.is_some(), text.is_some());
     let image_q = q.image_vector.as_ref().or(q.text_vector.as_ref());
     let text_q = q.text_vector.as_ref().or(q.image_vector.as_ref());
+    let kdepth = if q.facets { FACET_KEYWORD_DEPTH.max(depth) } else { depth };
     let vectors = || {
         let t = Instant::now();
         // The two vector channels are independent of each other and of the keyword channel.
@@ -714,7 +872,6 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
         let t = Instant::now();
         let ch = match text {
             Some(text) if w.keyword > 0.0 => {
-                let kdepth = if q.facets { FACET_KEYWORD_DEPTH.max(depth) } else { depth };
                 let mut r = keyword_channel(g, text, fq.as_deref(), kdepth)?;
                 if let Some(o) = exclude_ord {
                     r.retain(|(x, _)| *x != o);
@@ -726,78 +883,99 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
         Ok::<_, SearchError>((ch, ms(t)))
     };
     let (v, k) = rayon::join(vectors, keywords);
-    let ((mut image_ch, mut text_ch, vector_ms), (keyword_ch, keyword_ms)) = (v?, k?);
+    let ((mut image, mut text_ch, vector_ms), (keyword, keyword_ms)) = (v?, k?);
     // The relevance floor, by the modality of the vector each channel was queried with.
     let floor = q.fusion.floor.unwrap_or_default();
     let image_by = if q.image_vector.is_some() { Modality::Photo } else { Modality::Text };
     let text_by = if q.text_vector.is_some() { Modality::Text } else { Modality::Photo };
-    apply_floor(&mut image_ch, floor.get(image_by, VectorChannel::Image));
+    apply_floor(&mut image, floor.get(image_by, VectorChannel::Image));
     apply_floor(&mut text_ch, floor.get(text_by, VectorChannel::Text));
-    timings.vector_ms = vector_ms;
-    timings.keyword_ms = keyword_ms;
 
     let t3 = Instant::now();
-    let channels: [(&[(u64, f32)], f32); 3] = [(&image_ch, w.image), (&text_ch, w.text), (&keyword_ch, w.keyword)];
+    let channels: [(&[(u64, f32)], f32); 3] = [(&image, w.image), (&text_ch, w.text), (&keyword, w.keyword)];
     let fused = match q.fusion.mode {
         FusionMode::Rrf => fusion::rrf(&channels, q.fusion.k),
         FusionMode::Weighted => fusion::weighted(&channels, q.fusion.normalization),
     };
-    let rank_of = |list: &Ranked| -> HashMap<u64, ChannelExplain> {
-        list.iter().enumerate().map(|(i, (o, s))| (*o, ChannelExplain { rank: i + 1, score: *s })).collect()
-    };
-    let (ri, rt, rk) = (rank_of(&image_ch), rank_of(&text_ch), rank_of(&keyword_ch));
-    let facets = if q.facets { Some(count_facets(g, fused.iter().map(|(o, _)| *o))?) } else { None };
-    timings.fuse_ms = ms(t3);
+    // The excluded product takes a place in the keyword list's depth.
+    let more = image.len() >= depth || text_ch.len() >= depth || keyword.len() + usize::from(exclude_ord.is_some()) >= kdepth;
+    Ok(Retrieval { fused, image, text: text_ch, keyword, exact, more, filter_ms, vector_ms, keyword_ms, fuse_ms: ms(t3) })
+}
 
-    let t4 = Instant::now();
-    let mut hits = vec![];
-    for (ord, score) in fused.iter().skip(q.offset).take(q.k) {
-        let Some(sp) = g.product_by_ord(*ord)? else { continue };
-        let p = sp.product;
-        hits.push(Hit {
-            id: p.id,
-            score: *score,
-            title: p.title,
-            price: p.price,
-            currency: p.currency,
-            brand: p.brand,
-            category: p.category,
-            images: sp.image_vectors,
-            explain: Explain {
-                image: ri.get(ord).copied(),
-                text: rt.get(ord).copied(),
-                keyword: rk.get(ord).copied(),
-                fused: *score,
-            },
-        });
+/// Order candidates by `sort`: relevance keeps the fused order; a price order is a stable sort
+/// (equal prices keep their fused order), with products that have no price last.
+fn sort_candidates(g: &Generation, fused: &mut Ranked, sort: Sort) -> Result<()> {
+    if sort == Sort::Relevance {
+        return Ok(());
     }
-    let channels = if q.channels {
-        let ids = |list: &Ranked| -> Result<Vec<ChannelHit>> {
-            let mut out = Vec::with_capacity(list.len());
-            for (ord, score) in list {
-                if let Some(p) = g.product_by_ord(*ord)? {
-                    out.push(ChannelHit { id: p.product.id, score: *score });
-                }
-            }
-            Ok(out)
+    let prices = prices(g, fused.iter().map(|(o, _)| *o))?;
+    let mut keyed: Vec<(Option<f64>, (u64, f32))> = prices.into_iter().zip(fused.drain(..)).collect();
+    keyed.sort_by(|(a, _), (b, _)| match (a, b) {
+        (Some(a), Some(b)) if sort == Sort::PriceAsc => a.total_cmp(b),
+        (Some(a), Some(b)) => b.total_cmp(a),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    fused.extend(keyed.into_iter().map(|(_, c)| c));
+    Ok(())
+}
+
+/// The price of each product (by ord), from the keyword index's fast field.
+fn prices(g: &Generation, ords: impl Iterator<Item = u64>) -> Result<Vec<Option<f64>>> {
+    let mut cols: HashMap<u32, tantivy::columnar::Column<f64>> = HashMap::new();
+    let mut out = vec![];
+    for ord in ords {
+        let Some(addr): Option<DocAddress> = g.docs.get(ord as usize).copied().flatten() else {
+            out.push(None);
+            continue;
         };
-        Some(ChannelLists { image: ids(&image_ch)?, text: ids(&text_ch)?, keyword: ids(&keyword_ch)? })
-    } else {
-        None
-    };
-    timings.hydrate_ms = ms(t4);
-    timings.search_ms = ms(t0);
-    Ok(SearchResult {
-        hits,
-        total: fused.len(),
-        offset: q.offset,
-        k: q.k,
-        facets,
-        generation: g.manifest.generation,
-        exact,
-        timings,
-        channels,
-    })
+        let col = match cols.entry(addr.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(g.searcher.segment_reader(addr.segment_ord).fast_fields().f64("price")?)
+            }
+        };
+        out.push(col.first(addr.doc_id).filter(|p| p.is_finite()));
+    }
+    Ok(out)
+}
+
+/// Facets of the first candidate window, with each selected facet recounted without its own
+/// selection (the recounts run side by side, one retrieval each).
+fn disjunctive_facets(g: &Generation, q: &SearchQuery, text: Option<&str>, first: &Retrieval) -> Result<Facets> {
+    let mut facets = count_facets(g, first.fused.iter().map(|(o, _)| *o))?;
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Category,
+        Brand,
+        Price,
+    }
+    let f = &q.filters;
+    let relaxed: Vec<(Kind, Filters)> = [
+        (!f.category.is_empty()).then(|| (Kind::Category, Filters { category: vec![], ..f.clone() })),
+        (!f.brand.is_empty()).then(|| (Kind::Brand, Filters { brand: vec![], ..f.clone() })),
+        f.price.is_some().then(|| (Kind::Price, Filters { price: None, ..f.clone() })),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let recounts: Vec<Result<(Kind, Facets)>> = relaxed
+        .into_par_iter()
+        .map(|(kind, filters)| {
+            let r = retrieve(g, q, &filters, PAGE_WINDOW, text)?;
+            Ok((kind, count_facets(g, r.fused.iter().map(|(o, _)| *o))?))
+        })
+        .collect();
+    for r in recounts {
+        let (kind, counted) = r?;
+        match kind {
+            Kind::Category => facets.category = counted.category,
+            Kind::Brand => facets.brand = counted.brand,
+            Kind::Price => facets.price = counted.price,
+        }
+    }
+    Ok(facets)
 }
 
 /// Drop a channel's hits below its floor (the list is best first, so this cuts its tail).
@@ -986,6 +1164,45 @@ mod refresh_tests {
             updated_at: 0,
         };
         store.put(ProductWrite { stored, image_vectors: vec![], text_vector: Some(v) }).unwrap();
+    }
+
+    /// Pages past the first candidate window append to the order instead of re-ranking it: no
+    /// product is repeated or skipped across pages, and the first window's pages never change.
+    #[test]
+    fn pages_past_the_first_window_extend_one_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let e = FakeEmbedder::new(16);
+        let store = Store::open(&data.join("store")).unwrap();
+        let n = PAGE_WINDOW * 3 + 17;
+        for i in 0..n {
+            put(&store, &e, &format!("p{i:04} {}", if i % 3 == 0 { "red" } else { "blue" }));
+        }
+        build_next(data, &store, "store", e.model_id(), &BuildOptions::default()).unwrap().unwrap();
+        let s = Searcher::open(data, 16).unwrap();
+        let v = e.embed_texts(&["red"]).unwrap().remove(0);
+        let q = |k, offset, sort| SearchQuery {
+            text: Some("red".into()),
+            text_vector: Some(v.clone()),
+            k,
+            offset,
+            sort,
+            ..Default::default()
+        };
+        for sort in [Sort::Relevance, Sort::PriceAsc] {
+            let first = s.search(&q(MAX_K, 0, sort)).unwrap();
+            let first_ids: Vec<String> = first.hits.iter().map(|h| h.id.clone()).collect();
+            let mut paged: Vec<String> = vec![];
+            for offset in (0..n).step_by(40) {
+                paged.extend(s.search(&q(40, offset, sort)).unwrap().hits.into_iter().map(|h| h.id));
+            }
+            let mut unique = paged.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), paged.len(), "{sort:?}: a product came back on two pages");
+            assert_eq!(paged.len(), n, "{sort:?}: every product is reached by paging");
+            assert_eq!(paged[..PAGE_WINDOW], first_ids[..PAGE_WINDOW], "{sort:?}: the first window's pages never change");
+        }
     }
 
     #[test]

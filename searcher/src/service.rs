@@ -29,7 +29,7 @@ use vitrine_fetch::{FetchError, FetchOptions, Fetcher};
 use vitrine_model::{Embedder, ImageLimits, ModelSlot};
 
 use crate::relevance::QueryKind;
-use crate::{Filters, Fusion, SearchError, SearchQuery, SearchResult, Searcher};
+use crate::{Filters, Fusion, SearchError, SearchQuery, SearchResult, Searcher, Sort};
 
 /// Results per page when a query names none.
 pub const DEFAULT_K: usize = 10;
@@ -88,6 +88,62 @@ pub enum ImageInput {
     Url(String),
 }
 
+/// A region of the query image in relative coordinates: `x`, `y` of the top left corner in
+/// `[0, 1)`, width `w` and height `h` in `(0, 1]`, inside the image (`x + w ≤ 1`, `y + h ≤ 1`).
+/// It is applied after decoding (so after EXIF orientation) and before preprocessing.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Crop {
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+}
+
+/// Slack for `x + w ≤ 1` when a client computed both from pixels.
+const CROP_EPSILON: f64 = 1e-9;
+
+impl Crop {
+    /// The crop's numbers are finite and describe a region inside the image.
+    pub fn validate(&self) -> Result<(), SearchError> {
+        let bad = |m: String| Err(SearchError::BadRequest(format!("crop: {m}")));
+        for (name, v) in [("x", self.x), ("y", self.y), ("w", self.w), ("h", self.h)] {
+            if !v.is_finite() {
+                return bad(format!("{name} must be a finite number"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.x) || !(0.0..1.0).contains(&self.y) {
+            return bad(format!("x and y must be in [0, 1), got x {} y {}", self.x, self.y));
+        }
+        if self.w <= 0.0 || self.h <= 0.0 {
+            return bad(format!("w and h must be above 0, got w {} h {}", self.w, self.h));
+        }
+        if self.x + self.w > 1.0 + CROP_EPSILON || self.y + self.h > 1.0 + CROP_EPSILON {
+            return bad("the region must lie inside the image: x + w and y + h at most 1".into());
+        }
+        Ok(())
+    }
+
+    /// The region in pixels of a `width` × `height` image as `(x, y, w, h)`; an error when it
+    /// rounds to no pixels.
+    pub fn pixels(&self, width: u32, height: u32) -> Result<(u32, u32, u32, u32), SearchError> {
+        let span = |start: f64, len: f64, size: u32| {
+            let size_f = f64::from(size);
+            let a = (start * size_f).floor().clamp(0.0, size_f);
+            let b = ((start + len) * size_f).round().clamp(a, size_f);
+            (a as u32, (b - a) as u32)
+        };
+        let (x, w) = span(self.x, self.w, width);
+        let (y, h) = span(self.y, self.h, height);
+        if w == 0 || h == 0 {
+            return Err(SearchError::BadRequest(format!(
+                "crop: the region is {w}×{h} pixels of this {width}×{height} image; make it larger"
+            )));
+        }
+        Ok((x, y, w, h))
+    }
+}
+
 /// A shopper's query, as parsed from any of the search routes.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -101,6 +157,9 @@ pub struct Query {
     /// The request's fusion; `None` takes the index's defaults for the query's kind.
     pub fusion: Option<Fusion>,
     pub facets: bool,
+    pub sort: Sort,
+    /// A region of the query image (image queries only).
+    pub crop: Option<Crop>,
     /// Return each channel's own ranked list too (evaluation).
     pub channels: bool,
 }
@@ -412,9 +471,23 @@ impl QueryService {
             f.validate().map_err(|e| SearchError::BadRequest(e.to_string()))?;
         }
         q.filters.validate()?;
+        if let Some(c) = &q.crop {
+            c.validate()?;
+            if q.image.is_none() {
+                return Err(SearchError::BadRequest("crop applies to an image query; send an image with it".into()).into());
+            }
+        }
 
-        // Paging, filters and facets, whatever the query's input.
-        let base = SearchQuery { k, offset, filters: q.filters, facets: q.facets, channels: q.channels, ..SearchQuery::default() };
+        // Paging, filters, facets and sort, whatever the query's input.
+        let base = SearchQuery {
+            k,
+            offset,
+            filters: q.filters,
+            facets: q.facets,
+            sort: q.sort,
+            channels: q.channels,
+            ..SearchQuery::default()
+        };
         if let Some(id) = q.similar_to {
             if text.is_some() || q.image.is_some() {
                 return Err(QueryError::Conflicting("more like this takes no text or image"));
@@ -432,8 +505,14 @@ impl QueryService {
                 let embedder = self.embedder().ok_or(QueryError::NotReady)?;
                 let t = Instant::now();
                 let bytes = self.image_bytes(input)?;
-                let pixels =
-                    self.decodes.run(|| embedder.preprocessor().load(&bytes, "query image", &self.config.image_limits))?;
+                let pre = embedder.preprocessor();
+                let limits = &self.config.image_limits;
+                let pixels = self.decodes.run(|| -> Result<Vec<f32>, QueryError> {
+                    let Some(crop) = q.crop else { return Ok(pre.load(&bytes, "query image", limits)?) };
+                    let img = vitrine_model::preprocess::decode(&bytes, "query image", limits)?;
+                    let (x, y, w, h) = crop.pixels(img.width(), img.height())?;
+                    Ok(pre.run(&image::imageops::crop_imm(&img, x, y, w, h).to_image()))
+                })?;
                 drop(bytes);
                 let v = embedder.embed_pixels(&pixels, 1)?.remove(0);
                 vision_ms = Some(ms(t));
@@ -572,6 +651,36 @@ mod tests {
         let (_d, svc) = service(4, ImageUrls::Disabled);
         let q = Query { similar_to: Some("a".into()), text: Some("mug".into()), ..Default::default() };
         assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Conflicting(_))));
+    }
+
+    #[test]
+    fn crops_are_validated_and_rounded_to_pixels() {
+        let c = |x, y, w, h| Crop { x, y, w, h };
+        assert!(c(0.0, 0.0, 1.0, 1.0).validate().is_ok());
+        assert!(c(0.7, 0.6, 0.3, 0.4).validate().is_ok(), "x + w that sums to 1 in floating point");
+        for bad in [
+            c(f64::NAN, 0.0, 0.5, 0.5),
+            c(0.0, f64::INFINITY, 0.5, 0.5),
+            c(-0.1, 0.0, 0.5, 0.5),
+            c(1.0, 0.0, 0.5, 0.5),
+            c(0.0, 0.0, 0.0, 0.5),
+            c(0.0, 0.0, 0.5, -1.0),
+            c(0.5, 0.0, 0.6, 0.5),
+            c(0.0, 0.5, 0.5, 1e300),
+        ] {
+            assert!(matches!(bad.validate(), Err(SearchError::BadRequest(_))), "{bad:?}");
+        }
+        assert_eq!(c(0.25, 0.5, 0.5, 0.5).pixels(100, 10).unwrap(), (25, 5, 50, 5));
+        assert_eq!(c(0.0, 0.0, 1.0, 1.0).pixels(7, 3).unwrap(), (0, 0, 7, 3));
+        // Valid in relative terms, but less than half a pixel of a small image.
+        assert!(matches!(c(0.5, 0.5, 0.001, 0.5).pixels(100, 100), Err(SearchError::BadRequest(_))));
+    }
+
+    #[test]
+    fn a_crop_needs_an_image() {
+        let (_d, svc) = service(4, ImageUrls::Disabled);
+        let q = Query { text: Some("mug".into()), crop: Some(Crop { x: 0.0, y: 0.0, w: 1.0, h: 1.0 }), ..Default::default() };
+        assert!(matches!(svc.search(svc.admit().unwrap(), q), Err(QueryError::Search(SearchError::BadRequest(_)))));
     }
 
     #[test]

@@ -15,5 +15,6 @@ mod openapi;
 mod parity;
 mod relevance;
 mod service;
+mod shop;
 mod snapshot;
 mod upload;

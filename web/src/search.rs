@@ -6,8 +6,8 @@ use base64::Engine;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use vitrine_searcher::service::{Admission, ImageInput, Query, QueryOutcome};
-use vitrine_searcher::{Facets, Filters, Fusion, Hit, Timings};
+use vitrine_searcher::service::{Admission, Crop, ImageInput, Query, QueryOutcome};
+use vitrine_searcher::{Facets, Filters, Fusion, Hit, Sort, Timings};
 
 use crate::auth::require_search;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -27,6 +27,9 @@ pub struct TextRequest {
     pub fusion: Option<Fusion>,
     #[serde(default)]
     pub facets: bool,
+    /// `relevance` (default), `price_asc` or `price_desc`; products without a price go last.
+    #[serde(default)]
+    pub sort: Sort,
 }
 
 /// An image search as JSON: exactly one of `image_base64` and `image_url`.
@@ -46,6 +49,10 @@ pub struct ImageJsonRequest {
     pub fusion: Option<Fusion>,
     #[serde(default)]
     pub facets: bool,
+    #[serde(default)]
+    pub sort: Sort,
+    /// Search with this region of the image only (relative coordinates).
+    pub crop: Option<Crop>,
 }
 
 /// A search hit as the API shows it: the searcher's hit plus the URLs of its first image.
@@ -150,7 +157,7 @@ pub async fn text(req: HttpRequest, state: web::Data<AppState>, body: web::Json<
     require_search(&req, &state)?;
     let admission = state.query.admit()?;
     let b = body.into_inner();
-    run(&state, admission, text_query(b.q, b.k, b.offset, b.filters, b.fusion, b.facets)).await
+    run(&state, admission, Query { sort: b.sort, ..text_query(b.q, b.k, b.offset, b.filters, b.fusion, b.facets) }).await
 }
 
 /// The typed part of `GET /v1/search`'s query string; `category`, `brand` and `attr.KEY` may
@@ -165,6 +172,35 @@ pub struct GetSearch {
     pub facets: Option<bool>,
     /// `rrf` (default) or `weighted`.
     pub fusion: Option<String>,
+    /// `relevance` (default), `price_asc` or `price_desc`.
+    pub sort: Option<String>,
+}
+
+/// The filters of a query string: repeated `category`, `brand` and `attr.KEY`, and
+/// `price_min`/`price_max` (from the typed part).
+fn query_string_filters(qs: &str, price_min: Option<f64>, price_max: Option<f64>) -> ApiResult<Filters> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(qs).map_err(|e| ApiError::BadRequest(format!("query string: {e}")))?;
+    let mut filters = Filters::default();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "category" => filters.category.push(v),
+            "brand" => filters.brand.push(v),
+            other => {
+                if let Some(a) = other.strip_prefix("attr.") {
+                    filters.attributes.entry(a.to_string()).or_default().push(v);
+                }
+            }
+        }
+    }
+    if price_min.is_some() || price_max.is_some() {
+        filters.price = Some(vitrine_searcher::PriceRange { min: price_min, max: price_max });
+    }
+    Ok(filters)
+}
+
+fn parse_sort(s: Option<&str>) -> ApiResult<Sort> {
+    Ok(s.map(str::parse).transpose()?.unwrap_or_default())
 }
 
 #[utoipa::path(get, path = "/v1/search", tag = "search",
@@ -173,7 +209,7 @@ pub struct GetSearch {
         ("brand" = Option<Vec<String>>, Query, description = "Repeatable; values are ORed"),
         ("attr.{key}" = Option<Vec<String>>, Query, description = "Attribute filter, e.g. `attr.color=red`; repeatable")),
     responses(
-        (status = 200, description = "Hits, best first", body = SearchBody),
+        (status = 200, description = "Hits, best first (or in `sort` order)", body = SearchBody),
         (status = 400, description = "`bad_request`, `invalid_query`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
         (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
@@ -190,30 +226,15 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Http
     let admission = state.query.admit()?;
     let p: GetSearch =
         serde_urlencoded::from_str(&strip_repeated(qs)).map_err(|e| ApiError::BadRequest(format!("query string: {e}")))?;
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(qs).map_err(|e| ApiError::BadRequest(format!("query string: {e}")))?;
-    let mut filters = Filters::default();
-    for (k, v) in &pairs {
-        match k.as_str() {
-            "category" => filters.category.push(v.clone()),
-            "brand" => filters.brand.push(v.clone()),
-            other => {
-                if let Some(a) = other.strip_prefix("attr.") {
-                    filters.attributes.entry(a.to_string()).or_default().push(v.clone());
-                }
-            }
-        }
-    }
-    if p.price_min.is_some() || p.price_max.is_some() {
-        filters.price = Some(vitrine_searcher::PriceRange { min: p.price_min, max: p.price_max });
-    }
+    let filters = query_string_filters(qs, p.price_min, p.price_max)?;
+    let sort = parse_sort(p.sort.as_deref())?;
     let fusion = match p.fusion.as_deref() {
         None => None,
         Some("rrf") => Some(Fusion::default()),
         Some("weighted") => Some(Fusion { mode: vitrine_searcher::FusionMode::Weighted, ..Default::default() }),
         Some(other) => return Err(ApiError::BadRequest(format!("fusion {other:?}: use rrf or weighted"))),
     };
-    run(&state, admission, text_query(p.q, p.k, p.offset, filters, fusion, p.facets.unwrap_or(false))).await
+    run(&state, admission, Query { sort, ..text_query(p.q, p.k, p.offset, filters, fusion, p.facets.unwrap_or(false)) }).await
 }
 
 /// Keep only the first value of each key, for the typed part of the query string.
@@ -229,7 +250,7 @@ fn strip_repeated(qs: &str) -> String {
 }
 
 #[utoipa::path(post, path = "/v1/search/image", tag = "search",
-    request_body(description = "multipart/form-data (field `image`, and optionally `q`, `k`, `offset`, `filters` and `fusion` as JSON, `facets`) or JSON",
+    request_body(description = "multipart/form-data (field `image`, and optionally `q`, `k`, `offset`, `filters`, `fusion` and `crop` as JSON, `facets`, `sort`) or JSON",
         content((ImageJsonRequest = "application/json"), (Object = "multipart/form-data"))),
     responses(
         (status = 200, description = "Hits, best first", body = SearchBody),
@@ -267,7 +288,7 @@ pub async fn image(req: HttpRequest, state: web::Data<AppState>, payload: web::P
             (Some(_), Some(_)) => return Err(ApiError::BadRequest("send image_base64 or image_url, not both".into())),
             (None, None) => return Err(ApiError::BadRequest("image_base64 or image_url is required".into())),
         };
-        Query { image: Some(image), ..text_query(b.q, b.k, b.offset, b.filters, b.fusion, b.facets) }
+        Query { image: Some(image), sort: b.sort, crop: b.crop, ..text_query(b.q, b.k, b.offset, b.filters, b.fusion, b.facets) }
     } else {
         return Err(ApiError::BadRequest(
             "send multipart/form-data (field image) or application/json (image_base64 or image_url)".into(),
@@ -294,11 +315,11 @@ pub async fn read_limited(mut payload: web::Payload, limit: usize) -> ApiResult<
 }
 
 /// A multipart image search: field `image` (at most `max_upload` bytes) and the small fields
-/// `q`, `k`, `offset`, `filters` (JSON), `fusion` (JSON) and `facets`. At most
+/// `q`, `k`, `offset`, `filters` (JSON), `fusion` (JSON), `facets`, `sort` and `crop` (JSON). At most
 /// [`crate::limits::MULTIPART_FIELDS`] fields, each named once; anything else is refused.
 async fn image_multipart(mut mp: Multipart, max_upload: usize) -> ApiResult<Query> {
     use crate::limits::{MULTIPART_FIELD, MULTIPART_FIELDS};
-    const KNOWN: [&str; 7] = ["image", "q", "k", "offset", "filters", "fusion", "facets"];
+    const KNOWN: [&str; 9] = ["image", "q", "k", "offset", "filters", "fusion", "facets", "sort", "crop"];
     let mut image = None;
     let mut fields: std::collections::HashMap<String, String> = Default::default();
     let mut count = 0;
@@ -347,20 +368,40 @@ async fn image_multipart(mut mp: Multipart, max_upload: usize) -> ApiResult<Quer
         Some(s) => Some(serde_json::from_str(s).map_err(|e| ApiError::BadRequest(format!("fusion: {e}")))?),
         None => None,
     };
+    let crop: Option<Crop> = match field("crop") {
+        Some(s) => Some(serde_json::from_str(s).map_err(|e| ApiError::BadRequest(format!("crop: {e}")))?),
+        None => None,
+    };
+    let sort = parse_sort(field("sort"))?;
     let facets = field("facets").is_some_and(|v| v == "true" || v == "1");
     let q = field("q").map(str::to_string);
-    Ok(Query { image: Some(ImageInput::Bytes(image)), ..text_query(q, number("k")?, number("offset")?, filters, fusion, facets) })
+    Ok(Query {
+        image: Some(ImageInput::Bytes(image)),
+        sort,
+        crop,
+        ..text_query(q, number("k")?, number("offset")?, filters, fusion, facets)
+    })
 }
 
+/// The typed part of the more-like-this query string; filters repeat as in `GET /v1/search`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SimilarParams {
     pub k: Option<usize>,
     pub offset: Option<usize>,
+    pub price_min: Option<f64>,
+    pub price_max: Option<f64>,
+    pub facets: Option<bool>,
+    /// `relevance` (default), `price_asc` or `price_desc`.
+    pub sort: Option<String>,
 }
 
-/// More like this: the product's own image and text vectors as the query, and its title for BM25.
+/// More like this: the product's own image and text vectors as the query, and its title for BM25,
+/// under the same filters, sort and facets as `GET /v1/search`.
 #[utoipa::path(get, path = "/v1/products/{id}/similar", tag = "search",
-    params(("id" = String, Path, description = "Product id"), SimilarParams),
+    params(("id" = String, Path, description = "Product id"), SimilarParams,
+        ("category" = Option<Vec<String>>, Query, description = "Repeatable; values are ORed"),
+        ("brand" = Option<Vec<String>>, Query, description = "Repeatable; values are ORed"),
+        ("attr.{key}" = Option<Vec<String>>, Query, description = "Attribute filter, e.g. `attr.color=red`; repeatable")),
     responses(
         (status = 200, description = "Hits, best first, without the product itself", body = SearchBody),
         (status = 400, description = "`bad_request`, `invalid_query`", body = ErrorBody),
@@ -370,14 +411,24 @@ pub struct SimilarParams {
         (status = 503, description = "`not_ready` (the model is loading, no index yet) or `overloaded` (with `Retry-After`)", body = ErrorBody),
     ),
     security((), ("bearer" = []), ("apiKey" = [])))]
-pub async fn similar(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    p: web::Query<SimilarParams>,
-) -> ApiResult<HttpResponse> {
+pub async fn similar(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     require_search(&req, &state)?;
+    let qs = req.query_string();
+    if qs.len() > crate::limits::QUERY_STRING {
+        return Err(ApiError::PayloadTooLarge(format!("the query string is over {} bytes", crate::limits::QUERY_STRING)));
+    }
     let admission = state.query.admit()?;
-    let p = p.into_inner();
-    run(&state, admission, Query { similar_to: Some(path.into_inner()), k: p.k, offset: p.offset, ..Default::default() }).await
+    let p: SimilarParams =
+        serde_urlencoded::from_str(&strip_repeated(qs)).map_err(|e| ApiError::BadRequest(format!("query string: {e}")))?;
+    let filters = query_string_filters(qs, p.price_min, p.price_max)?;
+    let q = Query {
+        similar_to: Some(path.into_inner()),
+        k: p.k,
+        offset: p.offset,
+        filters,
+        facets: p.facets.unwrap_or(false),
+        sort: parse_sort(p.sort.as_deref())?,
+        ..Default::default()
+    };
+    run(&state, admission, q).await
 }

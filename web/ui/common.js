@@ -216,12 +216,38 @@ export function formatTime(t) {
   return sameDay ? d.toLocaleTimeString() : d.toLocaleString();
 }
 
+/** `fn` called once calls pause for `ms`; `.cancel()` drops a pending call. */
 export function debounce(fn, ms) {
   let t;
-  return (...args) => {
+  const d = (...args) => {
     clearTimeout(t);
     t = setTimeout(() => fn(...args), ms);
   };
+  d.cancel = () => clearTimeout(t);
+  return d;
+}
+
+/**
+ * Nodes for a server highlight: HTML-escaped text with matches in <mark>…</mark>. The string is
+ * parsed into an inert document (nothing in it loads or runs) and only its text and <mark>
+ * elements are kept, so a title such as `<img src=x onerror=…>` stays text even if the server
+ * ever failed to escape it.
+ */
+export function markedText(html) {
+  const doc = new DOMParser().parseFromString(`<body>${String(html)}</body>`, 'text/html');
+  const out = document.createDocumentFragment();
+  const walk = (node, into) => {
+    for (const c of node.childNodes) {
+      if (c.nodeType === Node.TEXT_NODE) into.append(document.createTextNode(c.textContent));
+      else if (c.nodeType === Node.ELEMENT_NODE && c.tagName === 'MARK') {
+        const m = document.createElement('mark');
+        m.textContent = c.textContent;
+        into.append(m);
+      } else if (c.nodeType === Node.ELEMENT_NODE) walk(c, into);
+    }
+  };
+  walk(doc.body, out);
+  return out;
 }
 
 /** A placeholder shown when an image is missing or fails to load. */

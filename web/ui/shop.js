@@ -1,9 +1,13 @@
-// Vitrine shopper page: text and photo search, facets, price filter, product detail, "more like this".
+// Vitrine shopper page: text and photo search (results as you type, a crop box on the photo),
+// highlighted matches, multi-select facets, sort, page numbers, product detail, "more like this".
 import {
-  api, h, fill, icon, hydrateIcons, formatPrice, imgOrPlaceholder, isImageFile, prepareImage, announce,
+  api, h, fill, icon, hydrateIcons, formatPrice, imgOrPlaceholder, isImageFile, prepareImage, announce, debounce,
+  markedText,
 } from './common.js';
 
-const PAGE = 24;
+const PAGE = 20;
+/** Results follow typing after this pause (ms). */
+const TYPE_DELAY = 200;
 const $ = (id) => document.getElementById(id);
 
 const els = {
@@ -15,9 +19,10 @@ const els = {
   filters: $('filters'), filtersDetails: $('filters-details'), filtersCount: $('filters-count'), facetCategory: $('facet-category'), facetBrand: $('facet-brand'), facetPrice: $('facet-price'),
   groupCategory: $('group-category'), groupBrand: $('group-brand'),
   priceForm: $('price-form'), priceMin: $('price-min'), priceMax: $('price-max'), priceClear: $('price-clear'),
-  similarBanner: $('similar-banner'), similarImg: $('similar-img'), similarTitle: $('similar-title'), similarBack: $('similar-back'),
-  title: $('results-title'), meta: $('results-meta'), active: $('active-filters'),
-  error: $('error'), results: $('results'), empty: $('empty'), more: $('load-more'),
+  similarBanner: $('similar-banner'), similarImg: $('similar-img'), similarTitle: $('similar-title'), similarClear: $('similar-clear'),
+  title: $('results-title'), meta: $('results-meta'), active: $('active-filters'), sort: $('sort'), pager: $('pager'),
+  error: $('error'), results: $('results'), empty: $('empty'),
+  cropStage: $('crop-stage'), cropBox: $('crop-box'), cropReset: $('crop-reset'),
   section: $('results-section'),
   dialog: $('detail'), dialogBody: $('detail-body'), dialogClose: $('detail-close'),
 };
@@ -31,9 +36,12 @@ const state = {
   priceMin: null,
   priceMax: null,
   similar: null, // {id, title, thumb} while showing "more like this"
+  crop: null, // {x, y, w, h} relative to the photo, or null for the whole photo
+  sort: 'relevance',
+  page: 1,
   hits: [],
   total: 0,
-  seen: { category: new Map(), brand: new Map() }, // facet values seen for this query (kept while filtering)
+  facets: { category: [], brand: [] }, // counts for this query (each without its own selection)
   priceFacets: [],
   controller: null,
   loading: false,
@@ -66,6 +74,7 @@ function setPhoto(file) {
   els.drop.classList.add('has-photo');
   els.chip.hidden = false;
   els.q.placeholder = 'Add words to refine (optional)…';
+  setCrop(null);
   newSearch();
 }
 
@@ -81,6 +90,7 @@ function clearPhoto({ search = true } = {}) {
   els.drop.classList.remove('has-photo');
   els.chip.hidden = true;
   els.q.placeholder = "Describe what you're looking for…";
+  setCrop(null);
   if (search) newSearch();
 }
 
@@ -131,10 +141,104 @@ document.addEventListener('drop', (e) => {
 });
 // Paste an image (e.g. a screenshot) anywhere.
 document.addEventListener('paste', (e) => {
-  const items = Array.from((e.clipboardData && e.clipboardData.files) || []);
-  const f = items.find(isImageFile);
-  if (f) { e.preventDefault(); setPhoto(f); }
+  const cd = e.clipboardData;
+  if (!cd) return;
+  const files = Array.from(cd.files || []);
+  for (const item of Array.from(cd.items || [])) {
+    if (item.kind === 'file') { const f = item.getAsFile(); if (f && !files.includes(f)) files.push(f); }
+  }
+  const f = files.find(isImageFile);
+  if (f) { e.preventDefault(); setPhoto(f.name ? f : new File([f], 'pasted-image', { type: f.type })); }
 });
+
+// ---------- crop box ----------
+// The crop is kept relative to the photo ({x, y, w, h} in [0, 1]); the server applies it after
+// decoding, so it means the same region whatever size the browser shows the photo at.
+
+const MIN_CROP = 0.05;
+const clamp01 = (v) => Math.min(1, Math.max(0, v));
+
+function setCrop(crop, { search = false } = {}) {
+  state.crop = crop && crop.w >= 0.999 && crop.h >= 0.999 ? null : crop;
+  const c = state.crop;
+  els.cropBox.hidden = !c;
+  els.cropReset.hidden = !c;
+  els.cropStage.classList.toggle('cropping', !!c);
+  if (c) {
+    Object.assign(els.cropBox.style, {
+      left: `${c.x * 100}%`, top: `${c.y * 100}%`, width: `${c.w * 100}%`, height: `${c.h * 100}%`,
+    });
+    els.cropBox.setAttribute('aria-valuetext', `${Math.round(c.w * 100)}% × ${Math.round(c.h * 100)}% of the photo`);
+  }
+  if (search) cropSearch();
+}
+
+const cropSearch = debounce(() => { state.page = 1; runSearch({ push: false, keep: true }); }, TYPE_DELAY);
+
+function stagePoint(e) {
+  const r = els.previewImg.getBoundingClientRect();
+  return { x: clamp01((e.clientX - r.left) / r.width), y: clamp01((e.clientY - r.top) / r.height) };
+}
+
+function fitCrop(c) {
+  const w = Math.min(1, Math.max(MIN_CROP, c.w));
+  const h = Math.min(1, Math.max(MIN_CROP, c.h));
+  return { x: Math.min(clamp01(c.x), 1 - w), y: Math.min(clamp01(c.y), 1 - h), w, h };
+}
+
+let drag = null;
+els.cropStage.addEventListener('pointerdown', (e) => {
+  if (!state.photo || e.button !== 0) return;
+  e.preventDefault();
+  const p = stagePoint(e);
+  const c = state.crop;
+  if (e.target === els.cropBox.querySelector('.crop-handle') && c) drag = { mode: 'resize', start: p, from: c };
+  else if (e.target === els.cropBox && c) drag = { mode: 'move', start: p, from: c };
+  else drag = { mode: 'draw', start: p, from: null };
+  els.cropStage.setPointerCapture(e.pointerId);
+});
+els.cropStage.addEventListener('pointermove', (e) => {
+  if (!drag) return;
+  const p = stagePoint(e);
+  const { start, from } = drag;
+  if (drag.mode === 'draw') {
+    const x = Math.min(start.x, p.x);
+    const y = Math.min(start.y, p.y);
+    setCrop({ x, y, w: Math.abs(p.x - start.x), h: Math.abs(p.y - start.y) });
+  } else if (drag.mode === 'move') {
+    setCrop(fitCrop({ ...from, x: from.x + p.x - start.x, y: from.y + p.y - start.y }));
+  } else {
+    setCrop(fitCrop({ ...from, w: Math.min(1 - from.x, from.w + p.x - start.x), h: Math.min(1 - from.y, from.h + p.y - start.y) }));
+  }
+});
+function endDrag(e) {
+  if (!drag) return;
+  const wasDraw = drag.mode === 'draw';
+  drag = null;
+  if (els.cropStage.hasPointerCapture?.(e.pointerId)) els.cropStage.releasePointerCapture(e.pointerId);
+  // A click without a drag draws nothing.
+  if (wasDraw && state.crop && (state.crop.w < MIN_CROP || state.crop.h < MIN_CROP)) { setCrop(null); return; }
+  if (state.crop) setCrop(fitCrop(state.crop));
+  cropSearch();
+}
+els.cropStage.addEventListener('pointerup', endDrag);
+els.cropStage.addEventListener('pointercancel', endDrag);
+
+els.cropBox.addEventListener('keydown', (e) => {
+  const step = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
+  if (!step || !state.crop) {
+    if ((e.key === 'Escape' || e.key === 'Delete') && state.crop) { e.preventDefault(); setCrop(null, { search: true }); }
+    return;
+  }
+  e.preventDefault();
+  const d = 0.02;
+  const c = state.crop;
+  const next = e.shiftKey
+    ? { ...c, w: Math.min(1 - c.x, c.w + step[0] * d), h: Math.min(1 - c.y, c.h + step[1] * d) }
+    : { ...c, x: c.x + step[0] * d, y: c.y + step[1] * d };
+  setCrop(fitCrop(next), { search: true });
+});
+els.cropReset.addEventListener('click', () => { setCrop(null, { search: true }); });
 
 // ---------- filters ----------
 
@@ -157,6 +261,7 @@ function hasFilters() {
 function toggleFacet(kind, value) {
   const set = state[kind];
   if (set.has(value)) set.delete(value); else set.add(value);
+  state.page = 1;
   runSearch();
 }
 
@@ -175,6 +280,7 @@ els.priceForm.addEventListener('submit', (e) => {
   state.priceMax = max;
   els.priceMin.value = min ?? '';
   els.priceMax.value = max ?? '';
+  state.page = 1;
   runSearch();
 });
 els.priceClear.addEventListener('click', () => {
@@ -183,6 +289,7 @@ els.priceClear.addEventListener('click', () => {
   if (state.priceMin === null && state.priceMax === null) return;
   state.priceMin = null;
   state.priceMax = null;
+  state.page = 1;
   runSearch();
 });
 
@@ -193,34 +300,32 @@ function clearAllFilters() {
   state.priceMax = null;
   els.priceMin.value = '';
   els.priceMax.value = '';
+  state.page = 1;
   runSearch();
 }
 
 function renderFacets(facets) {
   if (facets) {
-    for (const kind of ['category', 'brand']) {
-      // Counts for this query; values seen earlier stay (at count 0) so OR-selection keeps working.
-      const seen = state.seen[kind];
-      for (const k of seen.keys()) seen.set(k, 0);
-      for (const f of facets[kind] || []) seen.set(String(f.value), f.count);
-    }
+    // The server counts each facet without its own selection, so every value keeps its count.
+    for (const kind of ['category', 'brand']) state.facets[kind] = (facets[kind] || []).map((f) => [String(f.value), f.count]);
     state.priceFacets = facets.price || [];
   }
-  const chipsFor = (kind, container, group) => {
-    const seen = state.seen[kind];
-    for (const v of state[kind]) if (!seen.has(v)) seen.set(v, 0);
-    const entries = [...seen.entries()]
-      .filter(([v, c]) => c > 0 || state[kind].has(v))
-      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-    fill(container, ...entries.map(([value, count]) => h('button', {
-      type: 'button', class: 'chip', 'aria-pressed': String(state[kind].has(value)),
-      'data-testid': `facet-${kind}-chip`, dataset: { value },
-      onclick: () => toggleFacet(kind, value),
-    }, value, h('span', { class: 'count', 'aria-label': `${count} results` }, String(count)))));
+  const optionsFor = (kind, container, group) => {
+    const entries = state.facets[kind].slice();
+    for (const v of state[kind]) if (!entries.some(([x]) => x === v)) entries.push([v, 0]);
+    fill(container, ...entries.map(([value, count]) => {
+      const box = h('input', {
+        type: 'checkbox', checked: state[kind].has(value), 'data-testid': `facet-${kind}-option`, dataset: { value },
+        onchange: () => toggleFacet(kind, value),
+      });
+      return h('label', { class: 'facet-option', dataset: { value } },
+        box, h('span', { class: 'facet-value' }, value),
+        h('span', { class: 'count', 'aria-label': `${count} results` }, String(count)));
+    }));
     group.hidden = entries.length === 0;
   };
-  chipsFor('category', els.facetCategory, els.groupCategory);
-  chipsFor('brand', els.facetBrand, els.groupBrand);
+  optionsFor('category', els.facetCategory, els.groupCategory);
+  optionsFor('brand', els.facetBrand, els.groupBrand);
 
   const currency = state.hits[0]?.currency;
   fill(els.facetPrice, ...state.priceFacets.filter((b) => b.count > 0).map((b) => {
@@ -237,12 +342,13 @@ function renderFacets(facets) {
         if (pressed) { state.priceMin = null; state.priceMax = null; } else { state.priceMin = min; state.priceMax = max; }
         els.priceMin.value = state.priceMin ?? '';
         els.priceMax.value = state.priceMax ?? '';
+        state.page = 1;
         runSearch();
       },
     }, label, h('span', { class: 'count' }, String(b.count)));
   }));
 
-  els.filters.hidden = !!state.similar || (!state.q && !state.photo);
+  els.filters.hidden = !state.similar && !state.q && !state.photo;
   const n = state.category.size + state.brand.size + (state.priceMin !== null || state.priceMax !== null ? 1 : 0);
   els.filtersCount.textContent = String(n);
   els.filtersCount.hidden = n === 0;
@@ -273,28 +379,43 @@ function renderActiveFilters() {
     chips.push(h('button', { type: 'button', class: 'btn btn-sm btn-ghost', onclick: clearAllFilters }, 'Clear all'));
   }
   for (const c of chips) c.querySelector('svg')?.setAttribute('style', 'width:14px;height:14px');
-  fill(els.active, ...(state.similar ? [] : chips));
+  fill(els.active, ...chips);
 }
 
 // ---------- search ----------
 
 els.form.addEventListener('submit', (e) => {
   e.preventDefault();
+  typeSearch.cancel?.();
   newSearch();
 });
 
-/** A fresh query (new words or photo): forget facet values from the previous query. */
-function newSearch() {
+// Results as you type: a pause of TYPE_DELAY ms starts a search; a newer one aborts the older
+// request, and only the newest request's answer is ever drawn.
+const typeSearch = debounce(() => {
+  if (els.q.value.trim() === state.q) return;
+  newSearch({ keep: true, push: false });
+}, TYPE_DELAY);
+els.q.addEventListener('input', typeSearch);
+
+els.sort.addEventListener('change', () => {
+  state.sort = els.sort.value;
+  state.page = 1;
+  runSearch();
+});
+
+/** A fresh query (new words or photo): filters and page start over. */
+function newSearch({ keep = false, push = true } = {}) {
   state.q = els.q.value.trim();
   state.similar = null;
-  state.seen.category.clear();
-  state.seen.brand.clear();
+  state.facets = { category: [], brand: [] };
   state.priceFacets = [];
   state.category.clear();
   state.brand.clear();
   state.priceMin = parsePrice(els.priceMin.value);
   state.priceMax = parsePrice(els.priceMax.value);
-  runSearch();
+  state.page = 1;
+  runSearch({ keep, push });
 }
 
 function showError(message, retry = null) {
@@ -310,27 +431,37 @@ function clearError() {
   els.error.replaceChildren();
 }
 
-function setLoading(on, append = false) {
+/**
+ * `keep`: leave the current results on screen (dimmed) while the next ones load, as when typing;
+ * otherwise show placeholders.
+ */
+function setLoading(on, keep = false) {
   state.loading = on;
   els.results.setAttribute('aria-busy', String(on));
-  els.searchBtn.disabled = on;
-  els.more.disabled = on;
-  if (on && !append) {
+  els.results.classList.toggle('stale', on && keep);
+  if (on && !keep) {
     els.empty.hidden = true;
-    els.more.hidden = true;
+    els.pager.hidden = true;
     fill(els.results, ...Array.from({ length: 8 }, () => h('div', { class: 'card skeleton', 'aria-hidden': 'true' },
       h('div', { class: 'card-img' }),
       h('div', { class: 'card-body' }, h('div', { class: 'sk-line', style: { width: '40%' } }), h('div', { class: 'sk-line', style: { width: '85%' } }), h('div', { class: 'sk-line', style: { width: '30%' } })),
     )));
     els.meta.textContent = 'Searching…';
   }
-  if (on && append) els.more.textContent = 'Loading…';
-  if (!on) els.more.textContent = 'Show more results';
+}
+
+/** The filters as a query string (for more like this, a GET route). */
+function filterParams(p) {
+  for (const c of state.category) p.append('category', c);
+  for (const b of state.brand) p.append('brand', b);
+  if (state.priceMin !== null) p.set('price_min', String(state.priceMin));
+  if (state.priceMax !== null) p.set('price_max', String(state.priceMax));
+  return p;
 }
 
 async function request(offset, signal) {
   if (state.similar) {
-    const qs = new URLSearchParams({ k: String(PAGE), offset: String(offset) });
+    const qs = filterParams(new URLSearchParams({ k: String(PAGE), offset: String(offset), facets: 'true', sort: state.sort }));
     return api(`/v1/products/${encodeURIComponent(state.similar.id)}/similar?${qs}`, { signal });
   }
   const filters = currentFilters();
@@ -342,60 +473,64 @@ async function request(offset, signal) {
     fd.append('k', String(PAGE));
     fd.append('offset', String(offset));
     fd.append('facets', 'true');
+    fd.append('sort', state.sort);
     if (filters) fd.append('filters', JSON.stringify(filters));
+    if (state.crop) fd.append('crop', JSON.stringify(state.crop));
     return api('/v1/search/image', { method: 'POST', body: fd, signal });
   }
-  const body = { q: state.q, k: PAGE, offset, facets: true };
+  const body = { q: state.q, k: PAGE, offset, facets: true, sort: state.sort };
   if (filters) body.filters = filters;
   return api('/v1/search/text', { method: 'POST', json: body, signal });
 }
 
-async function runSearch({ append = false, push = true } = {}) {
+async function runSearch({ keep = false, push = true } = {}) {
   if (state.controller) state.controller.abort();
   clearError();
-  if (!append && push) syncUrl();
+  if (push) syncUrl();
   renderTitle();
 
   if (!state.similar && !state.q && !state.photo) {
+    state.controller = null;
     state.hits = [];
     state.total = 0;
     els.results.replaceChildren();
     els.meta.textContent = '';
-    els.more.hidden = true;
+    els.pager.hidden = true;
     els.filters.hidden = true;
     els.active.replaceChildren();
+    setLoading(false);
     showWelcome();
     return;
   }
 
   const controller = new AbortController();
   state.controller = controller;
-  setLoading(true, append);
-  const offset = append ? state.hits.length : 0;
+  setLoading(true, keep);
+  const offset = (state.page - 1) * PAGE;
   try {
     const res = await request(offset, controller.signal);
-    if (controller.signal.aborted) return;
+    // A newer search started while this one ran: its answer must not be drawn over the newer one.
+    if (controller.signal.aborted || state.controller !== controller) return;
     const hits = Array.isArray(res?.hits) ? res.hits : [];
-    state.hits = append ? state.hits.concat(hits) : hits;
-    state.total = Number.isFinite(res?.total) ? res.total : state.hits.length;
-    if (append) els.results.append(...hits.map(renderCard));
-    else fill(els.results, ...state.hits.map(renderCard));
+    state.hits = hits;
+    state.total = Number.isFinite(res?.total) ? res.total : hits.length;
+    fill(els.results, ...hits.map(renderCard));
+    els.results.dataset.query = state.q;
     const took = Number.isFinite(res?.took_ms) ? ` · ${res.took_ms < 10 ? res.took_ms.toFixed(1) : Math.round(res.took_ms)} ms` : '';
-    els.meta.textContent = state.hits.length
+    els.meta.textContent = state.total
       ? `${state.total.toLocaleString()} result${state.total === 1 ? '' : 's'}${took}` : '';
-    els.more.hidden = !(hits.length > 0 && state.hits.length < state.total);
-    if (!append) renderFacets(res?.facets || null);
-    if (!state.hits.length) showEmpty(); else els.empty.hidden = true;
-    announce(state.hits.length ? `${state.total} results` : 'No results');
+    renderPager();
+    renderFacets(res?.facets || null);
+    if (!hits.length) showEmpty(); else els.empty.hidden = true;
+    announce(state.total ? `${state.total} results` : 'No results');
   } catch (err) {
-    if (err.name === 'AbortError' || controller.signal.aborted) return;
-    if (!append) {
-      els.results.replaceChildren();
-      els.meta.textContent = '';
-      els.empty.hidden = true;
-    }
+    if (err.name === 'AbortError' || controller.signal.aborted || state.controller !== controller) return;
+    els.results.replaceChildren();
+    els.meta.textContent = '';
+    els.empty.hidden = true;
+    els.pager.hidden = true;
     const transient = err.status === 0 || err.status >= 500 || err.status === 429;
-    showError(err.message, transient ? () => runSearch({ append, push: false }) : null);
+    showError(err.message, transient ? () => runSearch({ push: false }) : null);
   } finally {
     if (state.controller === controller) {
       state.controller = null;
@@ -404,12 +539,38 @@ async function runSearch({ append = false, push = true } = {}) {
   }
 }
 
-els.more.addEventListener('click', () => runSearch({ append: true, push: false }));
+/** Page numbers: first, last, and two on each side of the current page, with gaps as "…". */
+function renderPager() {
+  const pages = Math.ceil(state.total / PAGE);
+  els.pager.hidden = pages <= 1;
+  if (pages <= 1) { els.pager.replaceChildren(); return; }
+  const cur = Math.min(state.page, pages);
+  const go = (p) => () => {
+    state.page = p;
+    runSearch();
+    els.section.focus({ preventScroll: true });
+    window.scrollTo({ top: 0 });
+  };
+  const shown = [...new Set([1, pages, ...[-2, -1, 0, 1, 2].map((d) => cur + d)])].filter((p) => p >= 1 && p <= pages).sort((a, b) => a - b);
+  const items = [h('button', { type: 'button', class: 'btn btn-sm', disabled: cur === 1, 'data-testid': 'page-prev', onclick: go(cur - 1) }, 'Previous')];
+  let last = 0;
+  for (const p of shown) {
+    if (p > last + 1) items.push(h('span', { class: 'pager-gap', 'aria-hidden': 'true' }, '…'));
+    items.push(h('button', {
+      type: 'button', class: 'btn btn-sm page-num', 'data-testid': 'page', dataset: { page: String(p) },
+      'aria-label': `Page ${p}`, 'aria-current': p === cur ? 'page' : null, onclick: go(p),
+    }, String(p)));
+    last = p;
+  }
+  items.push(h('button', { type: 'button', class: 'btn btn-sm', disabled: cur === pages, 'data-testid': 'page-next', onclick: go(cur + 1) }, 'Next'));
+  fill(els.pager, ...items);
+}
+
 
 function renderTitle() {
   const q = state.q ? `“${state.q}”` : '';
   let title;
-  if (state.similar) title = 'More like this';
+  if (state.similar) title = `Similar to ${state.similar.title || state.similar.id}`;
   else if (state.photo && q) title = `Results for your photo + ${q}`;
   else if (state.photo) title = 'Results for your photo';
   else if (q) title = `Results for ${q}`;
@@ -436,7 +597,7 @@ function renderCard(hit) {
     h('div', { class: 'card-img' }, imgOrPlaceholder(hit.thumb_url || hit.image_url, title)),
     h('div', { class: 'card-body' },
       hit.brand ? h('span', { class: 'card-brand' }, hit.brand) : null,
-      h('span', { class: 'card-title', 'data-testid': 'result-title' }, title),
+      h('span', { class: 'card-title', 'data-testid': 'result-title' }, hit.highlights?.title ? markedText(hit.highlights.title) : title),
       price ? h('span', { class: 'card-price', 'data-testid': 'result-price' }, price) : null)),
     h('div', { class: 'card-foot' },
       h('button', {
@@ -446,30 +607,42 @@ function renderCard(hit) {
       }, icon('similar'), 'More like this')));
 }
 
+/** More like this: keeps the filters and sort, clears the search box, and says what it is similar to. */
 function showSimilar(target) {
   if (els.dialog.open) els.dialog.close();
-  if (!state.similar) state.beforeSimilar = { scrollY: window.scrollY };
+  typeSearch.cancel?.();
   state.similar = target;
+  state.q = '';
+  els.q.value = '';
+  state.page = 1;
   runSearch();
   window.scrollTo({ top: 0, behavior: 'smooth' });
   els.section.focus({ preventScroll: true });
 }
 
-els.similarBack.addEventListener('click', () => {
+els.similarClear.addEventListener('click', () => {
   state.similar = null;
+  state.page = 1;
   runSearch();
+  els.q.focus();
 });
 
+/** The "no results" state: what was searched, and what to try next. */
 function showEmpty() {
-  const filtered = hasFilters() && !state.similar;
-  fill(els.empty, 
+  const filtered = hasFilters();
+  const what = state.similar ? `items similar to “${state.similar.title || state.similar.id}”`
+    : state.q ? `“${state.q}”` : 'your photo';
+  fill(els.empty,
     icon('search'),
-    h('h2', {}, 'No matching products'),
+    h('h2', {}, `No results for ${what}`),
     h('p', {}, filtered
-      ? 'Nothing matches these filters. Try removing some of them.'
-      : state.similar ? 'We could not find anything similar to this product yet.'
-        : 'Try different words, a broader description, or another photo.'),
-    filtered ? h('div', { class: 'suggestions' }, h('button', { type: 'button', class: 'btn', onclick: clearAllFilters }, 'Clear filters')) : null,
+      ? 'Nothing matches these filters. Try clearing some of them.'
+      : state.photo ? 'Try another photo, a different part of it, or describe what you want.'
+        : 'Try different words, fewer words, or search with a photo.'),
+    h('div', { class: 'suggestions' },
+      filtered ? h('button', { type: 'button', class: 'btn', 'data-testid': 'empty-clear-filters', onclick: clearAllFilters }, 'Clear filters') : null,
+      state.crop ? h('button', { type: 'button', class: 'btn', onclick: () => setCrop(null, { search: true }) }, 'Search the whole photo') : null,
+      !state.photo ? h('button', { type: 'button', class: 'btn', 'data-testid': 'empty-try-photo', onclick: () => els.photoInput.click() }, icon('camera'), 'Try a photo') : null),
   );
   els.empty.hidden = false;
 }
@@ -561,13 +734,10 @@ els.dialog.addEventListener('close', () => {
 function syncUrl() {
   const p = new URLSearchParams();
   if (state.similar) p.set('similar', state.similar.id);
-  else {
-    if (state.q) p.set('q', state.q);
-    for (const c of state.category) p.append('category', c);
-    for (const b of state.brand) p.append('brand', b);
-    if (state.priceMin !== null) p.set('price_min', String(state.priceMin));
-    if (state.priceMax !== null) p.set('price_max', String(state.priceMax));
-  }
+  else if (state.q) p.set('q', state.q);
+  filterParams(p);
+  if (state.sort !== 'relevance') p.set('sort', state.sort);
+  if (state.page > 1) p.set('page', String(state.page));
   const url = p.toString() ? `?${p}` : location.pathname;
   if (url !== location.search && !(url === location.pathname && !location.search)) {
     history.pushState(null, '', url);
@@ -584,6 +754,11 @@ function loadFromUrl() {
   state.priceMax = parsePrice(p.get('price_max'));
   els.priceMin.value = state.priceMin ?? '';
   els.priceMax.value = state.priceMax ?? '';
+  const sort = p.get('sort');
+  state.sort = ['price_asc', 'price_desc'].includes(sort) ? sort : 'relevance';
+  els.sort.value = state.sort;
+  const page = Number.parseInt(p.get('page') || '1', 10);
+  state.page = Number.isFinite(page) && page >= 1 && page <= 500 ? page : 1;
   const sim = p.get('similar');
   state.similar = sim ? { id: sim, title: sim } : null;
   if (sim) {
