@@ -31,6 +31,7 @@ pub mod jobs;
 pub mod media;
 pub mod service;
 pub mod snapshot;
+pub mod tagging;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ use vitrine_store::store::{ProductWrite, Store};
 pub use catalog::{Record, RecordError};
 pub use fetch::{FetchError, FetchOptions, Fetcher, LocalFiles, Source};
 pub use media::{GcReport, MediaStore, MediaUsage};
+pub use tagging::{TagAttribute, TagVocabulary, Tagger};
 
 /// The prefix of an image reference to an image already in the media store: `media:HASH`.
 pub const MEDIA_REF_PREFIX: &str = "media:";
@@ -75,6 +77,9 @@ pub enum IndexError {
     Core(#[from] CoreError),
     #[error("{0}")]
     Invalid(String),
+    /// A tag vocabulary that cannot work (`attribute` is empty when the problem is the whole).
+    #[error("tag vocabulary{}: {problem}", if attribute.is_empty() { String::new() } else { format!(" attribute `{attribute}`") })]
+    TagVocabulary { attribute: String, problem: String },
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
@@ -178,6 +183,8 @@ pub struct IndexOptions {
     pub build: BuildOptions,
     /// How long to wait for another writer of the data directory before [`IndexError::Busy`].
     pub lock_wait: Duration,
+    /// Zero-shot tagging at ingest (see [`tagging`]); empty: none.
+    pub tags: TagVocabulary,
 }
 
 impl Default for IndexOptions {
@@ -191,6 +198,7 @@ impl Default for IndexOptions {
             local_files: LocalFiles::none(),
             build: BuildOptions::default(),
             lock_wait: Duration::from_secs(30),
+            tags: TagVocabulary::default(),
         }
     }
 }
@@ -224,6 +232,8 @@ pub struct Indexer {
     /// Set when media may have lost its last reference (a delete, a changed image), so that the
     /// next `sync` collects it; a catalog that only adds products never pays for the scan.
     media_gc_pending: AtomicBool,
+    /// `opts.tags` with its prompts embedded by this writer's model, made on first use.
+    tagger: parking_lot::Mutex<Option<Arc<Tagger>>>,
     pub opts: IndexOptions,
     /// Last, so that it is released after the store closes.
     _lock: WriteLock,
@@ -389,6 +399,7 @@ impl Indexer {
             fetcher,
             media,
             media_gc_pending: AtomicBool::new(false),
+            tagger: parking_lot::Mutex::new(None),
             opts,
             _lock: lock,
         }
@@ -400,6 +411,41 @@ impl Indexer {
 
     pub fn model(&self) -> &ModelId {
         &self.model
+    }
+
+    /// The tagger for `opts.tags` (`None` when the vocabulary is empty): its prompts are embedded
+    /// once per writer, on the first chunk that needs them.
+    pub fn tagger(&self) -> Result<Option<Arc<Tagger>>> {
+        if self.opts.tags.is_empty() {
+            return Ok(None);
+        }
+        let mut slot = self.tagger.lock();
+        if slot.is_none() {
+            *slot = Some(Arc::new(Tagger::new(&self.opts.tags, self.embedder_or_err()?)?));
+        }
+        Ok(slot.clone())
+    }
+
+    /// The fingerprint products tagged now carry (empty without a vocabulary).
+    fn tag_fingerprint(&self) -> String {
+        self.opts.tags.fingerprint(&self.model)
+    }
+
+    /// Re-tag an unchanged product whose tags came from another vocabulary or model, from its
+    /// stored image vectors, and write it as a new version. Returns whether it was written.
+    fn retag(&self, old: StoredProduct) -> Result<bool> {
+        let image_vectors = self.store.image_vectors(&old)?;
+        let auto = match self.tagger()? {
+            Some(t) => t.tag(&old.product.attributes, &image_vectors),
+            None => Default::default(),
+        };
+        if auto == old.auto {
+            return Ok(false);
+        }
+        let text_vector = self.store.text_vector(&old)?;
+        let stored = StoredProduct { version: self.store.next_seq()?, updated_at: generation::now_secs(), auto, ..old };
+        self.store.put(ProductWrite { stored, image_vectors, text_vector })?;
+        Ok(true)
     }
 
     pub fn store(&self) -> &Store {
@@ -656,6 +702,7 @@ impl Indexer {
         }
         let mut pending = vec![];
         let mut pending_images = vec![];
+        let fingerprint = self.tag_fingerprint();
         for (ri, (rec, images)) in chunk.iter().zip(loaded).enumerate() {
             let hash = match prior.map(|p| &p[ri]).filter(|sp| sp.media_complete()) {
                 // A reindex keeps the hash of the original bytes, so the next catalog run still
@@ -675,8 +722,15 @@ impl Indexer {
             };
             let old = self.store.get(&rec.product.id)?;
             // A record from before the media store is done again, so its images get stored.
-            if old.as_ref().is_some_and(|o| o.hash == hash && o.media_complete()) {
-                res.summary.unchanged += 1;
+            if let Some(o) = old.as_ref().filter(|o| o.hash == hash && o.media_complete()) {
+                // Tags are not in the hash: a product tagged with another vocabulary or model is
+                // re-tagged from its stored vectors, without loading or embedding anything.
+                let fresh = o.auto.tagged_with == fingerprint;
+                if !fresh && self.retag(o.clone())? {
+                    res.summary.updated += 1;
+                } else {
+                    res.summary.unchanged += 1;
+                }
                 continue;
             }
             let old_media = old.as_ref().map(|o| o.stored_media().map(|m| m.hash.clone()).collect()).unwrap_or_default();
@@ -750,6 +804,7 @@ impl Indexer {
         }
         let refs = self.media.put_all(&to_store.iter().map(|b| &b[..]).collect::<Vec<_>>())?;
         drop(to_store);
+        let tagger = self.tagger()?;
         // 7. Write each product atomically.
         for (pi, (p, (image_vectors, slots))) in pending.into_iter().zip(outcomes).enumerate() {
             let product = &p.rec.product;
@@ -806,6 +861,7 @@ impl Indexer {
                 image_errors: vec![],
                 updated_at: generation::now_secs(),
                 media,
+                auto: tagger.as_ref().map(|t| t.tag(&product.attributes, &image_vectors)).unwrap_or_default(),
             };
             if !p.old_media.iter().all(|h| stored.stored_media().any(|m| &m.hash == h)) {
                 self.media_gc_pending.store(true, Ordering::Release);
