@@ -1059,6 +1059,106 @@ mod tests {
         assert!(Indexer::open(dir.path(), fake(16), IndexOptions::default()).is_ok());
     }
 
+    /// FakeEmbedder, except that each prompt named in `prompts` embeds as the given vector (an
+    /// image's), so a test decides which label an image is closest to.
+    struct PromptEmbedder {
+        inner: FakeEmbedder,
+        prompts: HashMap<String, Vec<f32>>,
+    }
+
+    impl Embedder for PromptEmbedder {
+        fn model_id(&self) -> &ModelId {
+            self.inner.model_id()
+        }
+        fn device(&self) -> vitrine_model::Device {
+            self.inner.device()
+        }
+        fn preprocessor(&self) -> &vitrine_model::Preprocessor {
+            self.inner.preprocessor()
+        }
+        fn embed_pixels(&self, pixels: &[f32], n: usize) -> vitrine_core::Result<Vec<Vec<f32>>> {
+            self.inner.embed_pixels(pixels, n)
+        }
+        fn embed_texts(&self, texts: &[&str]) -> vitrine_core::Result<Vec<Vec<f32>>> {
+            let mut out = self.inner.embed_texts(texts)?;
+            for (v, t) in out.iter_mut().zip(texts) {
+                if let Some(p) = self.prompts.get(*t) {
+                    v.clone_from(p);
+                }
+            }
+            Ok(out)
+        }
+        fn token_ids(&self, text: &str) -> vitrine_core::Result<Vec<u32>> {
+            self.inner.token_ids(text)
+        }
+    }
+
+    fn colours(margin: f32) -> TagVocabulary {
+        TagVocabulary::parse_json(&format!(r#"{{"colour": {{"labels": ["red", "blue", "green"], "margin": {margin}}}}}"#)).unwrap()
+    }
+
+    fn auto(ix: &Indexer, id: &str) -> (Option<String>, String) {
+        let p = ix.store().get(id).unwrap().unwrap();
+        (p.auto.auto_attributes.get("colour").cloned(), p.auto.tagged_with)
+    }
+
+    #[test]
+    fn tags_are_assigned_past_the_margin_never_over_the_catalog_and_redone_when_the_vocabulary_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let solid = |name: &str, rgb: [u8; 3]| {
+            let path = dir.path().join(name);
+            image::RgbImage::from_pixel(40, 40, image::Rgb(rgb)).save(&path).unwrap();
+            path.display().to_string()
+        };
+        let (red, blue) = (solid("red.png", [220, 20, 20]), solid("blue.png", [20, 20, 220]));
+        let with = |id: &str, img: &str, attrs: &[(&str, &str)]| Product {
+            images: vec![img.to_string()],
+            attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..product(id, "thing")
+        };
+        let catalog = records(&[
+            with("a", &red, &[]),
+            with("b", &blue, &[]),
+            with("c", &red, &[("colour", "crimson")]),
+            product("d", "no image at all"),
+        ]);
+        let opts = |tags: TagVocabulary| IndexOptions { tags, ..IndexOptions::for_catalog(&dir.path().join("c.jsonl")) };
+        // Without a vocabulary nothing is tagged, and the fingerprint stays empty.
+        let ix = Indexer::open(&data, fake(32), opts(TagVocabulary::default())).unwrap();
+        ix.ingest(catalog.clone(), vec![], false, &NoProgress).unwrap();
+        assert_eq!(auto(&ix, "a"), (None, String::new()));
+        let image = |id: &str| ix.store().image_vectors(&ix.store().get(id).unwrap().unwrap()).unwrap().remove(0);
+        let (red_v, blue_v) = (image("a"), image("b"));
+        drop(ix);
+        let prompt = |l: &str| format!("a photo of a {l} product");
+        let embedder = || -> Arc<dyn Embedder> {
+            let prompts = HashMap::from([(prompt("red"), red_v.clone()), (prompt("blue"), blue_v.clone())]);
+            Arc::new(PromptEmbedder { inner: FakeEmbedder::new(32), prompts })
+        };
+        // A vocabulary appears: the unchanged catalog is re-tagged from the stored vectors.
+        let ix = Indexer::open(&data, embedder(), opts(colours(0.05))).unwrap();
+        let fp = colours(0.05).fingerprint(ix.model());
+        let s = ix.ingest(catalog.clone(), vec![], false, &NoProgress).unwrap().summary;
+        assert_eq!((s.ingested, s.updated, s.unchanged), (0, 4, 0), "every product now carries the new fingerprint");
+        assert_eq!(auto(&ix, "a"), (Some("red".into()), fp.clone()));
+        assert_eq!(auto(&ix, "b"), (Some("blue".into()), fp.clone()));
+        assert_eq!(auto(&ix, "c"), (None, fp.clone()), "the catalog's colour wins");
+        assert_eq!(ix.store().get("c").unwrap().unwrap().all_attributes().count(), 1);
+        assert_eq!(auto(&ix, "d"), (None, fp.clone()), "no image, no tag");
+        let s = ix.ingest(catalog.clone(), vec![], false, &NoProgress).unwrap().summary;
+        assert_eq!((s.updated, s.unchanged), (0, 4), "same vocabulary: nothing to redo");
+        // A new product is tagged on the way in.
+        ix.put(vec![with("e", &blue, &[])]).unwrap();
+        assert_eq!(auto(&ix, "e"), (Some("blue".into()), fp));
+        drop(ix);
+        // A margin no label can beat: the next ingest takes every tag away.
+        let ix = Indexer::open(&data, embedder(), opts(colours(2.0))).unwrap();
+        ix.ingest(catalog, vec![], false, &NoProgress).unwrap();
+        assert_eq!(auto(&ix, "a").0, None);
+        assert_eq!(auto(&ix, "e").0, Some("blue".into()), "not in this catalog run: left as it was");
+    }
+
     #[test]
     fn a_second_writer_waits_then_gets_busy() {
         let dir = tempfile::tempdir().unwrap();

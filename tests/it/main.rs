@@ -14,3 +14,4 @@ mod openapi;
 mod parity;
 mod service;
 mod snapshot;
+mod tagging;
