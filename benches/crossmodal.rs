@@ -66,7 +66,7 @@ fn load(dim_default: usize) -> Data {
     let dim = common::env_usize("DIM", dim_default, dim_default);
     let clusters = common::env_usize("CLUSTERS", 1000, 60);
     let centers = common::centers(clusters, dim, &mut rng);
-    let mut sample = |rng: &mut rand::rngs::StdRng| common::near(&centers[rng.random_range(0..clusters)], 0.5, rng);
+    let sample = |rng: &mut rand::rngs::StdRng| common::near(&centers[rng.random_range(0..clusters)], 0.5, rng);
     let base = (0..n).map(|_| sample(&mut rng)).collect();
     let photo = (0..500).map(|_| sample(&mut rng)).collect();
     let random = common::centers(common::env_usize("RANDOM", 300, 100), dim, &mut rng);
@@ -92,7 +92,8 @@ fn main() {
         .map(|(_, qs)| {
             qs.par_iter()
                 .map(|q| {
-                    let mut s: Vec<(usize, f32)> = data.base.iter().enumerate().map(|(i, v)| (i, common::fast_dot(q, v))).collect();
+                    let mut s: Vec<(usize, f32)> =
+                        data.base.iter().enumerate().map(|(i, v)| (i, common::fast_dot(q, v))).collect();
                     top_k(&mut s, K);
                     s.into_iter().map(|(i, _)| i).collect()
                 })
@@ -150,7 +151,10 @@ fn main() {
         let modality = if *name == "photo" { Modality::Same } else { Modality::Cross };
         let default = run(qs, tr, &|q, k| idx.search_as(q, k, modality, &|_| true));
         eprintln!("{name}: default ({modality:?}) {default}");
-        sets.insert(name.to_string(), json!({"queries": qs.len(), "modality": format!("{modality:?}"), "default": default, "settings": rows}));
+        sets.insert(
+            name.to_string(),
+            json!({"queries": qs.len(), "modality": format!("{modality:?}"), "default": default, "settings": rows}),
+        );
     }
     let p50 = |s: &str| sets.get(s).and_then(|v| v["default"]["k10"]["p50_ms"].as_f64());
     let text_recall = sets.get("text").and_then(|v| v["default"]["recall_at_10"].as_f64());

@@ -1094,7 +1094,8 @@ mod tests {
     }
 
     fn colours(margin: f32) -> TagVocabulary {
-        TagVocabulary::parse_json(&format!(r#"{{"colour": {{"labels": ["red", "blue", "green"], "margin": {margin}}}}}"#)).unwrap()
+        TagVocabulary::parse_json(&format!(r#"{{"colour": {{"labels": ["red", "blue", "green"], "margin": {margin}}}}}"#))
+            .unwrap()
     }
 
     fn auto(ix: &Indexer, id: &str) -> (Option<String>, String) {

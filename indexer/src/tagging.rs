@@ -132,7 +132,10 @@ impl TagVocabulary {
             if a.prompt.len() > MAX_PROMPT_BYTES || !a.prompt.contains(LABEL_PLACEHOLDER) {
                 return Err(invalid(
                     name,
-                    format!("the prompt {:?} must contain {LABEL_PLACEHOLDER} and have at most {MAX_PROMPT_BYTES} bytes", a.prompt),
+                    format!(
+                        "the prompt {:?} must contain {LABEL_PLACEHOLDER} and have at most {MAX_PROMPT_BYTES} bytes",
+                        a.prompt
+                    ),
                 ));
             }
             if !a.margin.is_finite() || !(0.0..=2.0).contains(&a.margin) {
@@ -256,7 +259,12 @@ mod tests {
     use super::*;
 
     fn attr(labels: &[&str]) -> TagAttribute {
-        TagAttribute { labels: labels.iter().map(|s| s.to_string()).collect(), prompt: default_prompt(), margin: 0.05, min_score: None }
+        TagAttribute {
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            prompt: default_prompt(),
+            margin: 0.05,
+            min_score: None,
+        }
     }
 
     fn vocab(entries: &[(&str, TagAttribute)]) -> TagVocabulary {

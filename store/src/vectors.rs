@@ -187,7 +187,13 @@ impl VectorIndex {
     /// [`VectorIndex::search`] with the settings for a query of this `modality`: a cross-modal
     /// query gets a beam [`CROSS_MODAL_EF_FACTOR`] times wider, started from [`CROSS_MODAL_SEEDS`]
     /// pivots as well as the graph's entry (measured by `benches/crossmodal.rs`).
-    pub fn search_as(&self, q: &[f32], k: usize, modality: Modality, accept: &(dyn Fn(usize) -> bool + Sync)) -> Vec<(usize, f32)> {
+    pub fn search_as(
+        &self,
+        q: &[f32],
+        k: usize,
+        modality: Modality,
+        accept: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Vec<(usize, f32)> {
         match modality {
             Modality::Same => self.search(q, k, accept),
             Modality::Cross => self.search_with(q, k, self.ef_search * CROSS_MODAL_EF_FACTOR, CROSS_MODAL_SEEDS, accept),
@@ -196,7 +202,14 @@ impl VectorIndex {
 
     /// Top-k with an explicit beam width `ef` and `seeds` pivot entry points (graph; a flat
     /// index is exact and ignores both).
-    pub fn search_with(&self, q: &[f32], k: usize, ef: usize, seeds: usize, accept: &(dyn Fn(usize) -> bool + Sync)) -> Vec<(usize, f32)> {
+    pub fn search_with(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        seeds: usize,
+        accept: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Vec<(usize, f32)> {
         match &self.storage {
             Storage::Graph(g) => g.search_with(q, k, ef.max(k), seeds, accept),
             Storage::Flat(_) => self.exact(q, k, accept),
@@ -327,8 +340,44 @@ mod tests {
             cross += count(c);
         }
         let (same, cross) = (same as f64 / (queries * 10) as f64, cross as f64 / (queries * 10) as f64);
+        eprintln!("random-direction recall@10 at ef_search 16: same-modality settings {same}, cross-modal {cross}");
         assert!(cross > same, "cross-modal settings must do better on far queries: {cross} vs {same}");
         assert!(cross >= 0.95, "cross-modal recall@10 {cross} (same-modality settings: {same})");
+    }
+
+    /// Recall of each search setting on the vectors `scripts/crossmodal_vectors.py` writes
+    /// (`CROSSMODAL_DIR`, default `../target/crossmodal`): a measurement, not a check, so it is
+    /// ignored by default (`cargo test -p vitrine-store --lib crossmodal_sweep -- --ignored
+    /// --nocapture`); `benches/crossmodal.rs` measures the same with latency, in release.
+    #[test]
+    #[ignore = "a measurement on generated vectors"]
+    fn crossmodal_sweep() {
+        let dir = std::path::PathBuf::from(std::env::var("CROSSMODAL_DIR").unwrap_or_else(|_| "../target/crossmodal".into()));
+        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+        let dim = meta["dim"].as_u64().unwrap() as usize;
+        let read = |name: &str| -> Vec<Vec<f32>> {
+            crate::store::bytes_to_vec(&std::fs::read(dir.join(name)).unwrap()).chunks_exact(dim).map(<[f32]>::to_vec).collect()
+        };
+        let base = read("base.f32");
+        let points: Vec<_> = base.iter().enumerate().map(|(i, v)| (PointRef { ord: i as u64, version: 1 }, v.clone())).collect();
+        let tmp = tempfile::tempdir().unwrap();
+        write_index(tmp.path(), dim, &points, HnswParams::default()).unwrap();
+        let idx = VectorIndex::open(tmp.path(), dim, HnswParams::default().ef_search).unwrap();
+        let random: Vec<Vec<f32>> = (0..200).map(|i| unit(700_000 + i, dim)).collect();
+        for (name, qs) in [("text", read("text.f32")), ("photo", read("photo.f32")), ("random", random)] {
+            let truth: Vec<Vec<(usize, f32)>> = qs.iter().map(|q| idx.exact(q, 10, &|_| true)).collect();
+            for (ef, seeds) in [(64, 0), (128, 0), (256, 0), (512, 0), (64, 16), (128, 16), (256, 16), (128, 64)] {
+                let t = std::time::Instant::now();
+                let mut hits = 0;
+                for (q, tr) in qs.iter().zip(&truth) {
+                    let r = idx.search_with(q, 10, ef, seeds, &|_| true);
+                    hits += r.iter().filter(|a| tr.iter().any(|e| e.0 == a.0)).count();
+                }
+                let per_query_ms = t.elapsed().as_secs_f64() * 1000.0 / qs.len() as f64;
+                let recall = hits as f64 / (qs.len() * 10) as f64;
+                eprintln!("{} points x {dim}: {name} ef {ef} seeds {seeds}: recall@10 {recall:.4}, {per_query_ms:.3} ms/query (debug build)", base.len());
+            }
+        }
     }
 
     #[test]

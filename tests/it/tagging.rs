@@ -35,7 +35,8 @@ fn a_vocabulary_in_the_config_file_tags_at_ingest_filters_like_an_attribute_and_
     write_jsonl(&cat, &rows);
     // margin 0: on the random-weight tiny model every product with an image gets its best label.
     let config = dir.path().join("vitrine.toml");
-    std::fs::write(&config, "[tags.shade]\nlabels = [\"light\", \"dark\"]\nprompt = \"a {label} picture\"\nmargin = 0.0\n").unwrap();
+    std::fs::write(&config, "[tags.shade]\nlabels = [\"light\", \"dark\"]\nprompt = \"a {label} picture\"\nmargin = 0.0\n")
+        .unwrap();
     let s = index_json(&cat, &data, &["--config", config.to_str().unwrap()]);
     assert_eq!(s["ingested"], 34, "{s}");
     let all = products(&data);
@@ -76,7 +77,8 @@ fn a_vocabulary_that_cannot_work_stops_the_command_and_names_the_setting() {
     std::fs::write(&config, "[tags.color]\nlabels = [\"red\"]\n").unwrap();
     let cat = root().join("demo/catalog.jsonl");
     let data = dir.path().join("data");
-    let (ok, _, err) = vitrine(&["index", cat.to_str().unwrap(), "--data", data.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let (ok, _, err) =
+        vitrine(&["index", cat.to_str().unwrap(), "--data", data.to_str().unwrap(), "--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("tags") && err.contains("color") && err.contains("2 to"), "{err}");
     let (ok, _, err) = vitrine(&["index", cat.to_str().unwrap(), "--data", data.to_str().unwrap(), "--tags", "{\"c\": 1}"]);
