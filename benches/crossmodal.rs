@@ -31,6 +31,9 @@ use vitrine_store::vectors::{top_k, write_index, HnswParams, Modality, PointRef,
 
 const K: usize = 10;
 
+/// One search setting: (query, k) → (point, score), best first.
+type Search<'a> = dyn Fn(&[f32], usize) -> Vec<(usize, f32)> + 'a;
+
 fn read_f32(path: &Path, dim: usize) -> Vec<Vec<f32>> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let all: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -118,7 +121,7 @@ fn main() {
 
     // One setting over one query set: recall@10 at k = 10, recall@10 within the searcher's fetch,
     // and the k = 10 latency.
-    let run = |qs: &[Vec<f32>], tr: &[Vec<usize>], search: &dyn Fn(&[f32], usize) -> Vec<(usize, f32)>| -> Value {
+    let run = |qs: &[Vec<f32>], tr: &[Vec<usize>], search: &Search| -> Value {
         for q in qs.iter().take(10) {
             std::hint::black_box(search(q, K));
         }
