@@ -8,6 +8,9 @@
 #                                    hnsw_recall http_load soak
 #   scripts/bench.sh soak            the soak (64 clients for 5 minutes of mixed search, writes and
 #                                    ingest; zero 5xx): only when named, never in the default run
+#   scripts/bench.sh crossmodal      text->image recall on the toy-world model's vectors (only when
+#                                    named; makes target/crossmodal with scripts/crossmodal_vectors.py
+#                                    when models/toy-world-clip exists, else a synthetic stand-in)
 #
 # Builds in release (cargo bench), generates missing inputs (scripts/make_bench_data.py into
 # target/bench-data/, and models/clip-vit-b32-random with scripts/make_clip_fixture.py). Needs the
@@ -30,7 +33,7 @@ for a in "$@"; do
 done
 ALL=(preprocess embed_pipeline text_query ingest ingest_full hnsw_recall http_load)
 # Benches that run only when named (long).
-EXTRA=(soak)
+EXTRA=(soak crossmodal)
 [ ${#ONLY[@]} -eq 0 ] && ONLY=("${ALL[@]}")
 for b in "${ONLY[@]}"; do
   [[ " ${ALL[*]} ${EXTRA[*]} " == *" $b "* ]] || { echo "unknown bench $b (one of: ${ALL[*]} ${EXTRA[*]})" >&2; exit 2; }
@@ -74,7 +77,7 @@ fi
 "$PY" scripts/make_bench_data.py --photos "$PHOTOS" --ingest "$MAX_INGEST"
 
 echo "== build (release)" >&2
-cargo bench -p vitrine --no-run $(printf -- '--bench %s ' preprocess embed_pipeline text_query ingest hnsw_recall http_load soak) >&2
+cargo bench -p vitrine --no-run $(printf -- '--bench %s ' preprocess embed_pipeline text_query ingest hnsw_recall http_load soak crossmodal) >&2
 
 FAILED=()
 run() { # label bench [VAR=value...]
@@ -113,6 +116,12 @@ for b in "${ONLY[@]}"; do
     ingest) run ingest ingest VITRINE_BENCH_MODEL="$TINY" N="$INGEST_N" ;;
     ingest_full) run ingest_full ingest VITRINE_BENCH_MODEL="$FULL" N="$INGEST_FULL_N" ;;
     hnsw_recall) run hnsw_recall hnsw_recall N="$HNSW_N" ;;
+    crossmodal)
+      TOY=${VITRINE_TOY_MODEL:-models/toy-world-clip}
+      if [ ! -f target/crossmodal/meta.json ] && [ -f "$TOY/vision_model.onnx" ]; then
+        "$PY" scripts/crossmodal_vectors.py --model "$TOY" --n "$HNSW_N" --out target/crossmodal >&2
+      fi
+      run crossmodal crossmodal N="$HNSW_N" ;;
     http_load) run http_load http_load VITRINE_BENCH_MODEL="$FULL" N="$HTTP_N" ;;
     soak) run soak soak VITRINE_BENCH_MODEL="$FULL" N="$SOAK_N" ;;
   esac
@@ -167,6 +176,10 @@ for r in rows:
                  for ef, v in sorted(efs.items(), key=lambda kv: int(kv[0]))]
         line(lab, f"{r.get('points')} pts, build {f(r.get('build_s'))} s, load {f((r.get('load_ms') or [None])[0])} ms; " + "; ".join(parts),
              r.get("meets_target"))
+    elif b == "crossmodal":
+        sets = g(r, "sets") or {}
+        parts = [f"{k}: recall {f(g(v,'default','recall_at_10'),4)} p50 {f(g(v,'default','k10','p50_ms'),3)} ms" for k, v in sets.items()]
+        line(lab, f"{r.get('points')} pts x {r.get('dim')}, defaults per modality; " + "; ".join(parts), r.get("meets_target"))
     elif b == "http_load":
         line(lab, f"{r.get('products')} products: text p50/p99 {f(g(r,'text','client','p50_ms'),1)}/{f(g(r,'text','client','p99_ms'),1)} ms, "
              f"image p50 {f(g(r,'image','client','p50_ms'),1)} ms, search work p50 {f(g(r,'text','search_work','search_ms','p50_ms'),2)} ms "

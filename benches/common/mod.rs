@@ -335,6 +335,7 @@ pub fn build_data(dir: &Path, n: usize, model: &ModelId) -> Value {
             image_errors: vec![],
             media: vec![],
             updated_at: generation::now_secs(),
+            auto: Default::default(),
         };
         let image = near(&centers[c], 0.5, &mut rng);
         let text = near(&centers[c], 0.7, &mut rng);

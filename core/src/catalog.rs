@@ -70,6 +70,27 @@ pub struct StoredProduct {
     /// for records written before the media store (their images are not served).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media: Vec<ImageMedia>,
+    /// What zero-shot tagging derived from the images (flattened: `auto_attributes` and
+    /// `tagged_with` sit beside the other fields).
+    #[serde(flatten, default)]
+    pub auto: AutoTags,
+}
+
+/// Attributes ingest derived from a product's images by zero-shot tagging.
+///
+/// # Persisted: changing this needs a migration
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoTags {
+    /// Attribute → label, kept apart from the catalog's `product.attributes` so the API can tell
+    /// them apart. Never holds a key the catalog gives: the catalog's value wins. Filters match
+    /// both kinds alike.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub auto_attributes: BTreeMap<String, String>,
+    /// Fingerprint of the tag vocabulary and model that produced `auto_attributes` (empty: none
+    /// was configured). An ingest with another fingerprint re-tags the product from its stored
+    /// image vectors.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tagged_with: String,
 }
 
 impl StoredProduct {
@@ -85,6 +106,13 @@ impl StoredProduct {
     /// the media store, which must be ingested again to get their images stored).
     pub fn media_complete(&self) -> bool {
         self.media.len() == self.product.images.len()
+    }
+
+    /// Every attribute filters and facets see: the catalog's, then the automatic ones (which
+    /// never repeat a catalog key).
+    pub fn all_attributes(&self) -> impl Iterator<Item = (&String, &String)> {
+        let catalog = &self.product.attributes;
+        catalog.iter().chain(self.auto.auto_attributes.iter().filter(move |(k, _)| !catalog.contains_key(*k)))
     }
 }
 

@@ -32,6 +32,7 @@ pub mod media;
 pub mod service;
 pub mod snapshot;
 pub mod upload;
+pub mod tagging;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,7 @@ use vitrine_store::store::{ProductWrite, Store};
 pub use catalog::{Record, RecordError};
 pub use fetch::{FetchError, FetchOptions, Fetcher, LocalFiles, Source};
 pub use media::{GcReport, MediaStore, MediaUsage};
+pub use tagging::{TagAttribute, TagVocabulary, Tagger};
 
 /// The prefix of an image reference to an image already in the media store: `media:HASH`.
 pub const MEDIA_REF_PREFIX: &str = "media:";
@@ -76,6 +78,9 @@ pub enum IndexError {
     Core(#[from] CoreError),
     #[error("{0}")]
     Invalid(String),
+    /// A tag vocabulary that cannot work (`attribute` is empty when the problem is the whole).
+    #[error("tag vocabulary{}: {problem}", if attribute.is_empty() { String::new() } else { format!(" attribute `{attribute}`") })]
+    TagVocabulary { attribute: String, problem: String },
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
@@ -179,6 +184,8 @@ pub struct IndexOptions {
     pub build: BuildOptions,
     /// How long to wait for another writer of the data directory before [`IndexError::Busy`].
     pub lock_wait: Duration,
+    /// Zero-shot tagging at ingest (see [`tagging`]); empty: none.
+    pub tags: TagVocabulary,
 }
 
 impl Default for IndexOptions {
@@ -192,6 +199,7 @@ impl Default for IndexOptions {
             local_files: LocalFiles::none(),
             build: BuildOptions::default(),
             lock_wait: Duration::from_secs(30),
+            tags: TagVocabulary::default(),
         }
     }
 }
@@ -225,6 +233,8 @@ pub struct Indexer {
     /// Set when media may have lost its last reference (a delete, a changed image), so that the
     /// next `sync` collects it; a catalog that only adds products never pays for the scan.
     media_gc_pending: AtomicBool,
+    /// `opts.tags` with its prompts embedded by this writer's model, made on first use.
+    tagger: parking_lot::Mutex<Option<Arc<Tagger>>>,
     pub opts: IndexOptions,
     /// Last, so that it is released after the store closes.
     _lock: WriteLock,
@@ -390,6 +400,7 @@ impl Indexer {
             fetcher,
             media,
             media_gc_pending: AtomicBool::new(false),
+            tagger: parking_lot::Mutex::new(None),
             opts,
             _lock: lock,
         }
@@ -401,6 +412,41 @@ impl Indexer {
 
     pub fn model(&self) -> &ModelId {
         &self.model
+    }
+
+    /// The tagger for `opts.tags` (`None` when the vocabulary is empty): its prompts are embedded
+    /// once per writer, on the first chunk that needs them.
+    pub fn tagger(&self) -> Result<Option<Arc<Tagger>>> {
+        if self.opts.tags.is_empty() {
+            return Ok(None);
+        }
+        let mut slot = self.tagger.lock();
+        if slot.is_none() {
+            *slot = Some(Arc::new(Tagger::new(&self.opts.tags, self.embedder_or_err()?)?));
+        }
+        Ok(slot.clone())
+    }
+
+    /// The fingerprint products tagged now carry (empty without a vocabulary).
+    fn tag_fingerprint(&self) -> String {
+        self.opts.tags.fingerprint(&self.model)
+    }
+
+    /// Re-tag an unchanged product whose tags came from another vocabulary or model, from its
+    /// stored image vectors, and write it as a new version. Returns whether it was written.
+    fn retag(&self, old: StoredProduct) -> Result<bool> {
+        let image_vectors = self.store.image_vectors(&old)?;
+        let auto = match self.tagger()? {
+            Some(t) => t.tag(&old.product.attributes, &image_vectors),
+            None => Default::default(),
+        };
+        if auto == old.auto {
+            return Ok(false);
+        }
+        let text_vector = self.store.text_vector(&old)?;
+        let stored = StoredProduct { version: self.store.next_seq()?, updated_at: generation::now_secs(), auto, ..old };
+        self.store.put(ProductWrite { stored, image_vectors, text_vector })?;
+        Ok(true)
     }
 
     pub fn store(&self) -> &Store {
@@ -657,6 +703,7 @@ impl Indexer {
         }
         let mut pending = vec![];
         let mut pending_images = vec![];
+        let fingerprint = self.tag_fingerprint();
         for (ri, (rec, images)) in chunk.iter().zip(loaded).enumerate() {
             let hash = match prior.map(|p| &p[ri]).filter(|sp| sp.media_complete()) {
                 // A reindex keeps the hash of the original bytes, so the next catalog run still
@@ -676,8 +723,15 @@ impl Indexer {
             };
             let old = self.store.get(&rec.product.id)?;
             // A record from before the media store is done again, so its images get stored.
-            if old.as_ref().is_some_and(|o| o.hash == hash && o.media_complete()) {
-                res.summary.unchanged += 1;
+            if let Some(o) = old.as_ref().filter(|o| o.hash == hash && o.media_complete()) {
+                // Tags are not in the hash: a product tagged with another vocabulary or model is
+                // re-tagged from its stored vectors, without loading or embedding anything.
+                let fresh = o.auto.tagged_with == fingerprint;
+                if !fresh && self.retag(o.clone())? {
+                    res.summary.updated += 1;
+                } else {
+                    res.summary.unchanged += 1;
+                }
                 continue;
             }
             let old_media = old.as_ref().map(|o| o.stored_media().map(|m| m.hash.clone()).collect()).unwrap_or_default();
@@ -751,6 +805,7 @@ impl Indexer {
         }
         let refs = self.media.put_all(&to_store.iter().map(|b| &b[..]).collect::<Vec<_>>())?;
         drop(to_store);
+        let tagger = self.tagger()?;
         // 7. Write each product atomically.
         for (pi, (p, (image_vectors, slots))) in pending.into_iter().zip(outcomes).enumerate() {
             let product = &p.rec.product;
@@ -807,6 +862,7 @@ impl Indexer {
                 image_errors: vec![],
                 updated_at: generation::now_secs(),
                 media,
+                auto: tagger.as_ref().map(|t| t.tag(&product.attributes, &image_vectors)).unwrap_or_default(),
             };
             if !p.old_media.iter().all(|h| stored.stored_media().any(|m| &m.hash == h)) {
                 self.media_gc_pending.store(true, Ordering::Release);
@@ -1002,6 +1058,107 @@ mod tests {
         }
         // The same model opens again, and without a model the store's own is used.
         assert!(Indexer::open(dir.path(), fake(16), IndexOptions::default()).is_ok());
+    }
+
+    /// FakeEmbedder, except that each prompt named in `prompts` embeds as the given vector (an
+    /// image's), so a test decides which label an image is closest to.
+    struct PromptEmbedder {
+        inner: FakeEmbedder,
+        prompts: HashMap<String, Vec<f32>>,
+    }
+
+    impl Embedder for PromptEmbedder {
+        fn model_id(&self) -> &ModelId {
+            self.inner.model_id()
+        }
+        fn device(&self) -> vitrine_model::Device {
+            self.inner.device()
+        }
+        fn preprocessor(&self) -> &vitrine_model::Preprocessor {
+            self.inner.preprocessor()
+        }
+        fn embed_pixels(&self, pixels: &[f32], n: usize) -> vitrine_core::Result<Vec<Vec<f32>>> {
+            self.inner.embed_pixels(pixels, n)
+        }
+        fn embed_texts(&self, texts: &[&str]) -> vitrine_core::Result<Vec<Vec<f32>>> {
+            let mut out = self.inner.embed_texts(texts)?;
+            for (v, t) in out.iter_mut().zip(texts) {
+                if let Some(p) = self.prompts.get(*t) {
+                    v.clone_from(p);
+                }
+            }
+            Ok(out)
+        }
+        fn token_ids(&self, text: &str) -> vitrine_core::Result<Vec<u32>> {
+            self.inner.token_ids(text)
+        }
+    }
+
+    fn colours(margin: f32) -> TagVocabulary {
+        TagVocabulary::parse_json(&format!(r#"{{"colour": {{"labels": ["red", "blue", "green"], "margin": {margin}}}}}"#))
+            .unwrap()
+    }
+
+    fn auto(ix: &Indexer, id: &str) -> (Option<String>, String) {
+        let p = ix.store().get(id).unwrap().unwrap();
+        (p.auto.auto_attributes.get("colour").cloned(), p.auto.tagged_with)
+    }
+
+    #[test]
+    fn tags_are_assigned_past_the_margin_never_over_the_catalog_and_redone_when_the_vocabulary_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let solid = |name: &str, rgb: [u8; 3]| {
+            let path = dir.path().join(name);
+            image::RgbImage::from_pixel(40, 40, image::Rgb(rgb)).save(&path).unwrap();
+            path.display().to_string()
+        };
+        let (red, blue) = (solid("red.png", [220, 20, 20]), solid("blue.png", [20, 20, 220]));
+        let with = |id: &str, img: &str, attrs: &[(&str, &str)]| Product {
+            images: vec![img.to_string()],
+            attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..product(id, "thing")
+        };
+        let catalog = records(&[
+            with("a", &red, &[]),
+            with("b", &blue, &[]),
+            with("c", &red, &[("colour", "crimson")]),
+            product("d", "no image at all"),
+        ]);
+        let opts = |tags: TagVocabulary| IndexOptions { tags, ..IndexOptions::for_catalog(&dir.path().join("c.jsonl")) };
+        // Without a vocabulary nothing is tagged, and the fingerprint stays empty.
+        let ix = Indexer::open(&data, fake(32), opts(TagVocabulary::default())).unwrap();
+        ix.ingest(catalog.clone(), vec![], false, &NoProgress).unwrap();
+        assert_eq!(auto(&ix, "a"), (None, String::new()));
+        let image = |id: &str| ix.store().image_vectors(&ix.store().get(id).unwrap().unwrap()).unwrap().remove(0);
+        let (red_v, blue_v) = (image("a"), image("b"));
+        drop(ix);
+        let prompt = |l: &str| format!("a photo of a {l} product");
+        let embedder = || -> Arc<dyn Embedder> {
+            let prompts = HashMap::from([(prompt("red"), red_v.clone()), (prompt("blue"), blue_v.clone())]);
+            Arc::new(PromptEmbedder { inner: FakeEmbedder::new(32), prompts })
+        };
+        // A vocabulary appears: the unchanged catalog is re-tagged from the stored vectors.
+        let ix = Indexer::open(&data, embedder(), opts(colours(0.05))).unwrap();
+        let fp = colours(0.05).fingerprint(ix.model());
+        let s = ix.ingest(catalog.clone(), vec![], false, &NoProgress).unwrap().summary;
+        assert_eq!((s.ingested, s.updated, s.unchanged), (0, 4, 0), "every product now carries the new fingerprint");
+        assert_eq!(auto(&ix, "a"), (Some("red".into()), fp.clone()));
+        assert_eq!(auto(&ix, "b"), (Some("blue".into()), fp.clone()));
+        assert_eq!(auto(&ix, "c"), (None, fp.clone()), "the catalog's colour wins");
+        assert_eq!(ix.store().get("c").unwrap().unwrap().all_attributes().count(), 1);
+        assert_eq!(auto(&ix, "d"), (None, fp.clone()), "no image, no tag");
+        let s = ix.ingest(catalog.clone(), vec![], false, &NoProgress).unwrap().summary;
+        assert_eq!((s.updated, s.unchanged), (0, 4), "same vocabulary: nothing to redo");
+        // A new product is tagged on the way in.
+        ix.put(vec![with("e", &blue, &[])]).unwrap();
+        assert_eq!(auto(&ix, "e"), (Some("blue".into()), fp));
+        drop(ix);
+        // A margin no label can beat: the next ingest takes every tag away.
+        let ix = Indexer::open(&data, embedder(), opts(colours(2.0))).unwrap();
+        ix.ingest(catalog, vec![], false, &NoProgress).unwrap();
+        assert_eq!(auto(&ix, "a").0, None);
+        assert_eq!(auto(&ix, "e").0, Some("blue".into()), "not in this catalog run: left as it was");
     }
 
     #[test]

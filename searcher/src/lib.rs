@@ -1162,6 +1162,7 @@ mod refresh_tests {
             image_errors: vec![],
             media: vec![],
             updated_at: 0,
+            auto: Default::default(),
         };
         store.put(ProductWrite { stored, image_vectors: vec![], text_vector: Some(v) }).unwrap();
     }

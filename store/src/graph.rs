@@ -175,7 +175,13 @@ pub struct FlatGraph {
     /// `vectors` quantized: round(x * 127 / max |x|).
     codes: Vec<i8>,
     adj: Adjacency,
+    /// A fixed sample of points (every `n / PIVOTS`-th, so a random sample of the content) that a
+    /// search may score up front to start its beam in several regions (see [`FlatGraph::search_with`]).
+    pivots: Vec<u32>,
 }
+
+/// Points sampled as extra entry points.
+pub const PIVOTS: usize = 256;
 
 /// A similarity with a total order, for the heaps.
 #[derive(Clone, Copy, PartialEq)]
@@ -207,7 +213,9 @@ impl FlatGraph {
             return Err(GraphError::VectorCount { floats: vectors.len(), n: adj.n, dim });
         }
         let codes = quantize(&vectors);
-        Ok(FlatGraph { dim, vectors, codes, adj })
+        let n = adj.n;
+        let pivots = (0..PIVOTS.min(n)).map(|i| (i * n / PIVOTS.min(n)) as u32).collect();
+        Ok(FlatGraph { dim, vectors, codes, adj, pivots })
     }
 
     pub fn len(&self) -> usize {
@@ -233,6 +241,18 @@ impl FlatGraph {
     /// Approximate top-`k` by dot product among points `accept` lets through, best first, with a
     /// layer-0 beam of `ef` (at least `k`).
     pub fn search(&self, q: &[f32], k: usize, ef: usize, accept: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
+        self.search_with(q, k, ef, 0, accept)
+    }
+
+    /// [`FlatGraph::search`], with the layer-0 beam started from the upper layers' descent plus
+    /// the `seeds` best of the [`PIVOTS`] sampled points.
+    ///
+    /// Why: a query far from every indexed vector (a text query against image vectors) sees an
+    /// almost flat similarity landscape on the way down, so the descent often ends in a region
+    /// that is not the one holding its best matches, and a beam of width `ef` started there runs
+    /// out before it gets across. Scoring a few hundred pivots costs about as much as expanding a
+    /// handful of nodes, and lets the beam start next to each promising region at once.
+    pub fn search_with(&self, q: &[f32], k: usize, ef: usize, seeds: usize, accept: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
         if k == 0 || self.is_empty() {
             return Vec::new();
         }
@@ -267,7 +287,14 @@ impl FlatGraph {
                 *epoch = 1;
             }
             let epoch = *epoch;
-            self.beam(q, cur, ef, accept, epoch, stamps)
+            let mut starts = vec![cur];
+            if seeds > 0 {
+                let mut scored: Vec<Scored> = self.pivots.iter().map(|&p| Scored(self.sim(q, p), p)).collect();
+                let take = seeds.min(scored.len());
+                scored.select_nth_unstable_by(take - 1, |a, b| b.cmp(a));
+                starts.extend(scored[..take].iter().filter(|s| s.1 != cur.1));
+            }
+            self.beam(q, &starts, ef, accept, epoch, stamps)
         });
         let mut rescored: Vec<(usize, f32)> =
             found.into_iter().map(|s| (s.1 as usize, dot(exact, self.vector(s.1 as usize)))).collect();
@@ -275,11 +302,11 @@ impl FlatGraph {
         rescored
     }
 
-    /// Layer-0 best-first search from `start`; returns the accepted results (any order).
+    /// Layer-0 best-first search from `starts` (distinct points); returns the accepted results (any order).
     fn beam(
         &self,
         q: &[i8],
-        start: Scored,
+        starts: &[Scored],
         ef: usize,
         accept: &dyn Fn(usize) -> bool,
         epoch: u32,
@@ -289,10 +316,15 @@ impl FlatGraph {
         let mut fresh: Vec<u32> = Vec::with_capacity(64);
         let mut candidates = BinaryHeap::with_capacity(ef * 4);
         let mut results: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(ef + 1);
-        stamps[start.1 as usize] = epoch;
-        candidates.push(start);
-        if accept(start.1 as usize) {
-            results.push(Reverse(start));
+        for &start in starts {
+            stamps[start.1 as usize] = epoch;
+            candidates.push(start);
+            if accept(start.1 as usize) {
+                results.push(Reverse(start));
+                if results.len() > ef {
+                    results.pop();
+                }
+            }
         }
         while let Some(c) = candidates.pop() {
             if results.len() >= ef && c.0 < results.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0) {

@@ -103,8 +103,13 @@ impl KeywordFields {
             d.add_text(self.category, t);
         }
         for (k, v) in &pr.attributes {
-            d.add_text(self.attr, attr_term(k, v));
             d.add_text(self.attr_text, format!("{k} {v}"));
+        }
+        // Automatic attributes filter and facet like the catalog's, but stay out of the keyword
+        // text: their evidence is the image, which the image channel already scores, and a wrong
+        // tag must not also push a product up the keyword ranking.
+        for (k, v) in p.all_attributes() {
+            d.add_text(self.attr, attr_term(k, v));
         }
         if let Some(price) = pr.price {
             d.add_f64(self.price, price);

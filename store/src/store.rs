@@ -319,6 +319,7 @@ mod tests {
             image_errors: vec![],
             media: vec![],
             updated_at: 0,
+            auto: Default::default(),
         };
         store
             .put(ProductWrite { stored, image_vectors: vec![vec![1.0, 0.0]; n_images], text_vector: Some(vec![0.0, 1.0]) })

@@ -149,6 +149,7 @@ fn recover_applies_a_change_log_that_no_generation_holds() {
         image_errors: vec![],
         media: vec![],
         updated_at: 0,
+        auto: Default::default(),
     };
     let text_vector = Some(e.embed_texts(&["late lamp"]).unwrap().remove(0));
     ix.store().put(vitrine_store::store::ProductWrite { stored, image_vectors: vec![], text_vector }).unwrap();

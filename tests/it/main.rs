@@ -18,3 +18,4 @@ mod service;
 mod shop;
 mod snapshot;
 mod upload;
+mod tagging;

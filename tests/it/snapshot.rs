@@ -153,6 +153,7 @@ fn a_snapshot_taken_while_another_thread_writes_is_consistent() {
                 image_errors: vec![],
                 media: vec![],
                 updated_at: 0,
+                auto: Default::default(),
             };
             let text_vector = Some(fake.embed_texts(&[&id]).unwrap().remove(0));
             ix.store().put(vitrine_store::store::ProductWrite { stored, image_vectors: vec![], text_vector }).unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
-use vitrine_indexer::{FetchOptions, IndexOptions};
+use vitrine_indexer::{FetchOptions, IndexOptions, TagVocabulary};
 use vitrine_model::{Device, RuntimeOptions};
 use vitrine_store::vectors::HnswParams;
 
@@ -93,6 +93,15 @@ pub struct IngestSettings {
     /// Image downloads in flight at once.
     #[arg(long, env = "VITRINE_FETCH_CONCURRENCY", default_value_t = FetchOptions::default().concurrency)]
     pub fetch_concurrency: usize,
+    /// Zero-shot tag vocabulary, as JSON: {"colour": {"labels": ["red", "blue"], "prompt": "a photo of a {label} product",
+    /// "margin": 0.01}}. Best written as `[tags.ATTRIBUTE]` tables in the config file. Unset: no auto-tagging.
+    #[arg(long, env = "VITRINE_TAGS", value_name = "JSON", value_parser = parse_tags)]
+    #[serde(default)]
+    pub tags: Option<TagVocabulary>,
+}
+
+fn parse_tags(s: &str) -> Result<TagVocabulary, vitrine_indexer::IndexError> {
+    TagVocabulary::parse_json(s)
 }
 
 impl Default for IngestSettings {
@@ -109,6 +118,7 @@ impl IngestSettings {
         opts.fetch.timeout = Duration::from_secs(self.fetch_timeout_secs);
         opts.fetch.retries = self.fetch_retries;
         opts.fetch.concurrency = self.fetch_concurrency;
+        opts.tags = self.tags.clone().unwrap_or_default();
         opts
     }
 
@@ -123,7 +133,12 @@ impl IngestSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         at_least_one("batch", self.batch as u64)?;
         at_least_one("fetch_concurrency", self.fetch_concurrency as u64)?;
-        at_least_one("fetch_timeout_secs", self.fetch_timeout_secs)
+        at_least_one("fetch_timeout_secs", self.fetch_timeout_secs)?;
+        if let Some(t) = &self.tags {
+            // The file's tables bypass `parse_tags`; check them here as well.
+            t.validate().map_err(|e| InvalidSetting { key: "tags", problem: e.to_string() })?;
+        }
+        Ok(())
     }
 }
 
@@ -272,13 +287,23 @@ mod tests {
 
     #[test]
     fn ingest_settings_reach_the_index_options() {
-        let s = IngestSettings { batch: 3, checkpoint_secs: 7, fetch_timeout_secs: 5, fetch_retries: 9, fetch_concurrency: 2 };
+        let tags = TagVocabulary::parse_json(r#"{"colour": {"labels": ["red", "blue"], "margin": 0.02}}"#).unwrap();
+        let s = IngestSettings {
+            batch: 3,
+            checkpoint_secs: 7,
+            fetch_timeout_secs: 5,
+            fetch_retries: 9,
+            fetch_concurrency: 2,
+            tags: Some(tags.clone()),
+        };
         let o = s.index_options();
         assert_eq!(
             (o.batch, o.checkpoint, o.fetch.timeout, o.fetch.retries, o.fetch.concurrency),
             (3, Duration::from_secs(7), Duration::from_secs(5), 9, 2)
         );
         assert_eq!(o.chunk, IndexOptions::default().chunk);
+        assert_eq!(o.tags, tags);
+        assert!(IngestSettings::default().index_options().tags.is_empty(), "no vocabulary by default");
     }
 
     #[test]
@@ -291,6 +316,12 @@ mod tests {
         assert_eq!(bad(|c| c.queue_capacity = 0).key, "queue");
         assert_eq!(bad(|c| c.max_upload = 0).key, "max_upload");
         assert_eq!(bad(|c| c.ingest.batch = 0).key, "batch");
+        let e = bad(|c| {
+            let mut v = TagVocabulary::default();
+            v.0.insert("colour".into(), serde_json::from_str(r#"{"labels": ["red"]}"#).unwrap());
+            c.ingest.tags = Some(v);
+        });
+        assert!(e.key == "tags" && e.to_string().contains("colour"), "{e}");
         let e = bad(|c| c.bind = "not an address".into());
         assert_eq!(e.key, "bind");
         assert!(e.to_string().contains("HOST:PORT"), "{e}");

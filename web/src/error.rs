@@ -118,6 +118,8 @@ fn index(e: &IndexError) -> (StatusCode, &'static str) {
         IndexError::Invalid(_) => (BAD, "bad_request"),
         IndexError::Core(c) => core(c),
         IndexError::Migration(_) => INTERNAL,
+        // Validated at startup; one that fails later is the server's configuration, not the request.
+        IndexError::TagVocabulary { .. } => INTERNAL,
     }
 }
 

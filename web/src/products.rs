@@ -43,6 +43,10 @@ pub struct ProductBody {
     pub image_errors: Vec<String>,
     /// Unix seconds of the last write.
     pub updated_at: u64,
+    /// Attributes read off the images by zero-shot tagging (the `tags` setting). Filters match them
+    /// like `attributes`, which win: a key given there is never tagged.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub auto_attributes: std::collections::BTreeMap<String, String>,
     /// `PUT` only: images skipped by this write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<String>>,
@@ -78,6 +82,7 @@ impl ProductBody {
             indexed_images: sp.image_vectors as usize,
             image_errors,
             updated_at: sp.updated_at,
+            auto_attributes: sp.auto.auto_attributes.clone(),
             warnings: None,
         }
     }

@@ -40,6 +40,7 @@ impl Dir {
             image_errors: vec![],
             media: vec![],
             updated_at: 0,
+            auto: Default::default(),
         };
         self.store.put(ProductWrite { stored, image_vectors: vec![v[1].clone()], text_vector: Some(v[0].clone()) }).unwrap();
     }
