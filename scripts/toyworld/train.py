@@ -41,6 +41,7 @@ ARCH = dict(
     projection_dim=64,
 )
 NEG_MARGIN = 0.1
+PROBE_WEIGHT = 1.0
 
 
 def make_config():
@@ -129,6 +130,14 @@ def main():
         if p is token_emb.weight:
             continue
         (no_decay if p.ndim < 2 or "embedding" in n or n == "logit_scale" else decay).append(p)
+    # Training-only linear probes on the image embedding (category, colour, pattern), dropped at export:
+    # a dense per-image signal that makes the embedding separate categories within the step budget
+    # (without them, 800 steps reached 93% colour but only 42% category accuracy).
+    n_attr = (len(world.CATEGORIES), len(world.COLOR_NAMES), len(world.PATTERNS))
+    probe = torch.nn.Linear(ARCH["projection_dim"], sum(n_attr))
+    decay += list(probe.parameters())
+    attr_idx = np.array([[world.CATEGORIES.index(p.category), world.COLOR_NAMES.index(p.color),
+                          world.PATTERNS.index(p.pattern)] for p in products])
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-6, foreach=True)
     opt_emb = torch.optim.SparseAdam([token_emb.weight], lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -185,7 +194,10 @@ def main():
         tt = Ct / Ct.sum(0, keepdim=True)
         loss_t2i = -(tt * F.log_softmax(logits[:, :B], 0)).sum(0).mean()
         loss_neg = F.relu(sims[:, B:] - NEG_MARGIN).pow(2).mean() * 10
-        loss = (loss_i2t + loss_t2i) / 2 + loss_neg
+        pl = probe(ie) * 10
+        tgt = torch.from_numpy(attr_idx[idx])
+        loss_probe = sum(F.cross_entropy(part, tgt[:, a]) for a, part in enumerate(pl.split(n_attr, 1))) / 3
+        loss = (loss_i2t + loss_t2i) / 2 + loss_neg + PROBE_WEIGHT * loss_probe
         opt.zero_grad(set_to_none=True)
         opt_emb.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,7 +210,7 @@ def main():
                 neg = (sims[:, :B] * (1 - Ct)).sum() / (1 - Ct).sum()
                 acc = (sims[:, :B].argmax(1).numpy() == np.arange(B)).mean()
             el = time.time() - t_train
-            print(f"step {step:5d}  loss {loss.item():.3f} (neg {loss_neg.item():.3f})  cos pos {pos:.3f} "
+            print(f"step {step:5d}  loss {loss.item():.3f} (neg {loss_neg.item():.3f} probe {loss_probe.item():.3f})  cos pos {pos:.3f} "
                   f"neg {neg:.3f} ood {sims[:, B:].mean():.3f}  scale {scale.item():.1f}  "
                   f"{el:.0f}s ({(step + 1) / el:.2f} step/s)", flush=True)
     train_s = time.time() - t_train
