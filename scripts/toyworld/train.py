@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--negatives", type=int, default=24, help="out-of-world captions per batch")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--probe-weight", type=float, default=PROBE_WEIGHT, help="weight of the attribute-probe loss")
     args = ap.parse_args()
 
     import torch
@@ -197,7 +198,7 @@ def main():
         pl = probe(ie) * 10
         tgt = torch.from_numpy(attr_idx[idx])
         loss_probe = sum(F.cross_entropy(part, tgt[:, a]) for a, part in enumerate(pl.split(n_attr, 1))) / 3
-        loss = (loss_i2t + loss_t2i) / 2 + loss_neg + PROBE_WEIGHT * loss_probe
+        loss = (loss_i2t + loss_t2i) / 2 + loss_neg + args.probe_weight * loss_probe
         opt.zero_grad(set_to_none=True)
         opt_emb.zero_grad(set_to_none=True)
         loss.backward()
@@ -241,7 +242,7 @@ def main():
     meta.update(name=NAME, dim=cfg.projection_dim, max_text_len=mcf.MAX_TEXT_LEN)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     info = {"seed": SEED, "n_train": args.n_train, "steps": args.steps, "batch": args.batch,
-            "negatives": args.negatives, "lr": args.lr, "threads": args.threads, "render_s": round(t_render, 1),
+            "negatives": args.negatives, "lr": args.lr, "probe_weight": args.probe_weight, "threads": args.threads, "render_s": round(t_render, 1),
             "train_s": round(train_s, 1), "total_s": round(time.time() - t0, 1),
             "parameters": sum(p.numel() for p in emodel.parameters())}
     print("training:", json.dumps(info))
