@@ -59,14 +59,22 @@ def catalog_rows(n: int, seed: int, id_prefix: str):
     return rows, products
 
 
-def write_pngs(images, paths, procs=2):
+def _render_write(job):
     from PIL import Image
+    for p, seed, path in job:
+        Image.fromarray(world.render(p, seed)).save(path, compress_level=6)
+    return len(job)
 
-    def save(args):
-        a, path = args
-        Image.fromarray(a).save(path, optimize=False, compress_level=6)
-    for a, path in zip(images, paths):
-        save((a, path))
+
+def render_to_files(products, seeds, paths, procs=2):
+    """Render and PNG-encode in `procs` worker processes (encoding is a third of the per-image time)."""
+    jobs = list(zip(products, seeds, paths))
+    chunks = [jobs[i:i + 500] for i in range(0, len(jobs), 500)]
+    if procs <= 1:
+        return sum(map(_render_write, chunks))
+    import multiprocessing as mp
+    with mp.get_context("fork").Pool(procs) as pool:
+        return sum(pool.imap_unordered(_render_write, chunks))
 
 
 def text_queries(rows, products, rng, max_per_kind):
@@ -144,10 +152,7 @@ def make_catalog(n: int, seed: int, out: Path, queries: bool = False, photo_quer
     out.mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
     rows, products = catalog_rows(n, seed, id_prefix)
-    step = 20_000  # bounded memory: render and write in slices
-    for i in range(0, n, step):
-        imgs = world.render_many(products[i:i + step], range(seed + i, seed + min(n, i + step)), procs=procs)
-        write_pngs(imgs, [out / r["image"] for r in rows[i:i + step]])
+    render_to_files(products, range(seed, seed + n), [out / r["image"] for r in rows], procs)
     with open(out / "catalog.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
