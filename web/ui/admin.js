@@ -141,7 +141,7 @@ function clearDashboard() {
 // Tabs
 // ======================================================================
 
-const TABS = ['overview', 'ingest', 'products', 'playground', 'health'];
+const TABS = ['overview', 'ingest', 'products', 'playground', 'health', 'relevance'];
 let currentTab = null;
 
 function tabFromHash() {
