@@ -77,7 +77,10 @@ pub fn eval(config: &ServeConfig, queries: &Path, k: usize, fusions: &[String], 
 
 fn print_table(runs: &[(String, &EvalReport)]) {
     println!("{} queries, k = {}", runs[0].1.queries, runs[0].1.k);
-    println!("{:<34} {:>9} {:>9} {:>10} {:>7} {:>8} {:>6} {:>8} {:>8}", "setting / channel", "recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "fpr", "p50 ms", "p99 ms");
+    println!(
+        "{:<34} {:>9} {:>9} {:>10} {:>7} {:>8} {:>6} {:>8} {:>8}",
+        "setting / channel", "recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "fpr", "p50 ms", "p99 ms"
+    );
     for (name, r) in runs {
         let row = |label: &str, m: &eval::Metrics, extra: String| {
             println!(
@@ -98,11 +101,19 @@ pub fn tune(config: &ServeConfig, queries: &Path, k: usize, dry_run: bool, json:
     vitrine_searcher::validate_paging(k, 0).map_err(|e| anyhow!("--k: {e}"))?;
     let (service, judged) = open(config, queries)?;
     let folder = folder_of(queries);
-    let (settings, report) =
-        tune::tune(&service, &|| service.admit(), &judged, &ImageSource::Folder(&folder), TuneOptions { k, ..TuneOptions::default() })?;
+    let (settings, report) = tune::tune(
+        &service,
+        &|| service.admit(),
+        &judged,
+        &ImageSource::Folder(&folder),
+        TuneOptions { k, ..TuneOptions::default() },
+    )?;
     if !dry_run {
         let _lock = vitrine_store::lock::WriteLock::acquire(&config.data, "vitrine tune", LOCK_WAIT)?.ok_or_else(|| {
-            anyhow!("another process kept {} busy for {LOCK_WAIT:?}; run `vitrine tune` again when it is done", config.data.display())
+            anyhow!(
+                "another process kept {} busy for {LOCK_WAIT:?}; run `vitrine tune` again when it is done",
+                config.data.display()
+            )
         })?;
         settings.save(&config.data)?;
     }
@@ -119,7 +130,10 @@ pub fn tune(config: &ServeConfig, queries: &Path, k: usize, dry_run: bool, json:
         if dry_run {
             println!("not saved (--dry-run)");
         } else {
-            println!("saved to {}; the service uses them as defaults from its next refresh", config.data.join(vitrine_searcher::relevance::RELEVANCE_FILE).display());
+            println!(
+                "saved to {}; the service uses them as defaults from its next refresh",
+                config.data.join(vitrine_searcher::relevance::RELEVANCE_FILE).display()
+            );
         }
     }
     Ok(())

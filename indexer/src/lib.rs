@@ -31,8 +31,8 @@ pub mod jobs;
 pub mod media;
 pub mod service;
 pub mod snapshot;
-pub mod upload;
 pub mod tagging;
+pub mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

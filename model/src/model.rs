@@ -189,11 +189,11 @@ impl ModelDir {
             })?;
         }
         let name = card.name.clone().unwrap_or_else(|| {
-                path.canonicalize()
-                    .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| "model".into())
-            });
+            path.canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "model".into())
+        });
         Ok(ModelDir { path, name, preprocessor, card })
     }
 

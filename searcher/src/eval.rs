@@ -120,8 +120,7 @@ pub fn parse_judged(text: &str) -> Result<Vec<JudgedQuery>, JudgedError> {
         if out.len() == MAX_QUERIES {
             return Err(JudgedError::TooMany);
         }
-        let q: JudgedQuery =
-            serde_json::from_str(line).map_err(|e| JudgedError::Line { line: i + 1, message: e.to_string() })?;
+        let q: JudgedQuery = serde_json::from_str(line).map_err(|e| JudgedError::Line { line: i + 1, message: e.to_string() })?;
         q.check().map_err(|message| JudgedError::Line { line: i + 1, message })?;
         out.push(q);
     }
@@ -336,9 +335,8 @@ pub fn to_query(q: &JudgedQuery, images: &ImageSource, k: usize, fusion: Option<
         }
         (None, Some(b64), _) => {
             use base64::Engine;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|e| input(format!("image_base64: {e}")))?;
+            let bytes =
+                base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| input(format!("image_base64: {e}")))?;
             Some(ImageInput::Bytes(bytes))
         }
         (None, None, _) => None,

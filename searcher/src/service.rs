@@ -557,13 +557,8 @@ impl QueryService {
         let (images, text_vector) = self.searcher.product_vectors(&g, id)?;
         let image_vector = images.into_iter().next();
         let kind = QueryKind::of(image_vector.is_some(), true);
-        let search = SearchQuery {
-            image_vector,
-            text_vector,
-            text: product.product.title,
-            exclude: Some(id.to_string()),
-            ..base
-        };
+        let search =
+            SearchQuery { image_vector, text_vector, text: product.product.title, exclude: Some(id.to_string()), ..base };
         Ok(Prepared { kind, search, fusion, vision_ms: None, text_ms: None })
     }
 

@@ -175,11 +175,8 @@ pub fn tune(
         }
         let trial = Trial { service, queries: prepared, penalty: opts.false_positive_penalty, k: opts.k };
         let has_image = kind != QueryKind::Text;
-        let mut cur = Fusion {
-            weights: Some(start.weights_for(has_image, kind != QueryKind::Photo)),
-            floor: Some(floors),
-            ..start
-        };
+        let mut cur =
+            Fusion { weights: Some(start.weights_for(has_image, kind != QueryKind::Photo)), floor: Some(floors), ..start };
         let before = trial.objective(&cur)?;
         let mut best = before;
         let consider = |cand: Fusion, cur: &mut Fusion, best: &mut f64| -> Result<(), EvalError> {

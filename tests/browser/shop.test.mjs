@@ -254,6 +254,34 @@ test('sort by price and page numbers', async () => {
   await page.context().close();
 });
 
+test('nothing above the relevance floor: the empty state offers the closest items, said as such', async () => {
+  const page = await newPage(browser);
+  // The served tiny model has no floor, so the first answer is made empty here, as a floored
+  // index answers a query nothing matches; the second request must really lift the floor.
+  let calls = 0;
+  await page.route('**/v1/search/text', async (route) => {
+    calls += 1;
+    if (calls === 1) {
+      await route.fulfill({ status: 200, contentType: 'application/json',
+        body: JSON.stringify({ hits: [], total: 0, offset: 0, k: 20, generation: 1, exact: false, took_ms: 1, facets: { category: [], brand: [], price: [] } }) });
+    } else {
+      await route.continue();
+    }
+  });
+  await page.goto(`${BASE}/`);
+  await textSearch(page, 'xyzzy qwerty');
+  await page.locator('[data-testid="empty-show-closest"]').waitFor({ state: 'visible' });
+  const req = page.waitForRequest((r) => r.url().includes('/v1/search/text'));
+  await page.click('[data-testid="empty-show-closest"]');
+  const body = JSON.parse((await req).postData());
+  assert.deepEqual(body.fusion, { floor: {} }, 'the second request turns the floor off');
+  await resultsSettled(page);
+  assert.ok((await resultIds(page)).length > 0, 'the closest items are shown');
+  assert.match(await page.textContent('#results-meta'), /nearest items/);
+  assertNoPageErrors(page);
+  await page.context().close();
+});
+
 test('no results shows an empty state that offers a way out', async () => {
   const page = await newPage(browser);
   await page.goto(`${BASE}/`);

@@ -17,5 +17,5 @@ mod relevance;
 mod service;
 mod shop;
 mod snapshot;
-mod upload;
 mod tagging;
+mod upload;

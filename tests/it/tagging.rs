@@ -91,16 +91,12 @@ fn a_vocabulary_that_cannot_work_stops_the_command_and_names_the_setting() {
 
 /// Colour accuracy of auto-tagging on the toy world: its demo catalog with the `color` attribute
 /// removed, tagged by the toy-world model with the eleven colour names, against the rendered
-/// colour. Needs `models/toy-world-clip` and `demo/toy-world` (helper toy's branch); until both are
-/// merged it has nothing to measure and says so.
+/// colour (`models/toy-world-clip`, `demo/toy-world`).
 #[test]
 fn toy_world_colours_are_tagged_correctly_at_least_nine_times_in_ten() {
     let model = root().join("models/toy-world-clip");
     let catalog = root().join("demo/toy-world/catalog.jsonl");
-    if !model.join("vision_model.onnx").exists() {
-        eprintln!("SKIPPED: no models/toy-world-clip in this checkout");
-        return;
-    }
+    assert!(model.join("vision_model.onnx").exists(), "models/toy-world-clip is committed; this test needs it");
     assert!(catalog.exists(), "models/toy-world-clip is here, so demo/toy-world/catalog.jsonl must be too");
     let dir = tempfile::tempdir().unwrap();
     let mut truth = BTreeMap::new();

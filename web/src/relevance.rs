@@ -66,8 +66,7 @@ pub fn view(state: &AppState) -> RelevanceView {
     let q = &state.query;
     let tuned = q.searcher().relevance();
     let model = q.embedder();
-    let tuned_applies =
-        matches!((&tuned, &model), (Some(t), Some(m)) if t.model.same_model(m.model_id()));
+    let tuned_applies = matches!((&tuned, &model), (Some(t), Some(m)) if t.model.same_model(m.model_id()));
     let floor_source = if tuned_applies && tuned.as_ref().is_some_and(|t| t.floor.is_some()) {
         FloorSource::Tuned
     } else if model.as_ref().is_some_and(|m| m.relevance_floor().is_some()) {

@@ -29,6 +29,8 @@ const els = {
 
 const state = {
   q: '',
+  // The shopper asked for the closest items although none passed the relevance floor.
+  closest: false,
   photo: null, // File
   photoUrl: null,
   category: new Set(),
@@ -407,6 +409,7 @@ els.sort.addEventListener('change', () => {
 /** A fresh query (new words or photo): filters and page start over. */
 function newSearch({ keep = false, push = true } = {}) {
   state.q = els.q.value.trim();
+  state.closest = false;
   state.similar = null;
   state.facets = { category: [], brand: [] };
   state.priceFacets = [];
@@ -476,10 +479,13 @@ async function request(offset, signal) {
     fd.append('sort', state.sort);
     if (filters) fd.append('filters', JSON.stringify(filters));
     if (state.crop) fd.append('crop', JSON.stringify(state.crop));
+    // `"floor": {}` turns the relevance floor off: the nearest items, however far.
+    if (state.closest) fd.append('fusion', JSON.stringify({ floor: {} }));
     return api('/v1/search/image', { method: 'POST', body: fd, signal });
   }
   const body = { q: state.q, k: PAGE, offset, facets: true, sort: state.sort };
   if (filters) body.filters = filters;
+  if (state.closest) body.fusion = { floor: {} };
   return api('/v1/search/text', { method: 'POST', json: body, signal });
 }
 
@@ -518,7 +524,7 @@ async function runSearch({ keep = false, push = true } = {}) {
     els.results.dataset.query = state.q;
     const took = Number.isFinite(res?.took_ms) ? ` · ${res.took_ms < 10 ? res.took_ms.toFixed(1) : Math.round(res.took_ms)} ms` : '';
     els.meta.textContent = state.total
-      ? `${state.total.toLocaleString()} result${state.total === 1 ? '' : 's'}${took}` : '';
+      ? `${state.closest ? 'Nothing matched closely; the nearest items: ' : ''}${state.total.toLocaleString()} result${state.total === 1 ? '' : 's'}${took}` : '';
     renderPager();
     renderFacets(res?.facets || null);
     if (!hits.length) showEmpty(); else els.empty.hidden = true;
@@ -642,7 +648,10 @@ function showEmpty() {
     h('div', { class: 'suggestions' },
       filtered ? h('button', { type: 'button', class: 'btn', 'data-testid': 'empty-clear-filters', onclick: clearAllFilters }, 'Clear filters') : null,
       state.crop ? h('button', { type: 'button', class: 'btn', onclick: () => setCrop(null, { search: true }) }, 'Search the whole photo') : null,
-      !state.photo ? h('button', { type: 'button', class: 'btn', 'data-testid': 'empty-try-photo', onclick: () => els.photoInput.click() }, icon('camera'), 'Try a photo') : null),
+      !state.photo ? h('button', { type: 'button', class: 'btn', 'data-testid': 'empty-try-photo', onclick: () => els.photoInput.click() }, icon('camera'), 'Try a photo') : null,
+      // Nothing was close enough to count as a match: offer the nearest items, said as such.
+      !filtered && !state.similar && !state.closest ? h('button', { type: 'button', class: 'btn', 'data-testid': 'empty-show-closest',
+        onclick: () => { state.closest = true; runSearch({ push: false }); } }, 'Show the closest items anyway') : null),
   );
   els.empty.hidden = false;
 }
