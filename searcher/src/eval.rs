@@ -344,7 +344,7 @@ pub fn to_query(q: &JudgedQuery, images: &ImageSource, k: usize, fusion: Option<
     Ok(Query {
         text: q.q.clone(),
         image,
-        k: Some(k.max(DEPTH).min(crate::MAX_K)),
+        k: Some(k.clamp(DEPTH, crate::MAX_K)),
         filters: q.filters.clone().unwrap_or_default(),
         fusion: q.fusion.or(fusion),
         channels: true,
