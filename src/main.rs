@@ -94,6 +94,10 @@ enum Command {
         /// Index only, do not serve.
         #[arg(long)]
         no_serve: bool,
+        /// Which demo: `photos` (the photo catalog, the tiny random-weight model) or `toy` (the
+        /// rendered toy world and the model trained on it, where text search has real semantics).
+        #[arg(long, value_enum, default_value_t = DemoWorld::Photos)]
+        world: DemoWorld,
     },
     /// Measure relevance on judged queries (JSONL) through the service's own query path.
     ///
@@ -468,15 +472,33 @@ fn known_keys() -> BTreeSet<String> {
 /// environment says otherwise, and opens the dashboard with a known key. The config file's `data`
 /// and `model` are for the real service: the demo writes the demo catalog's products (over any
 /// with the same ids), so it must not follow a shared file into the shop's data directory.
-fn demo_defaults(r: &mut Resolved<ServeConfig>) -> Result<()> {
+/// The bundled demos: a catalog, the model it is served with, and its own data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DemoWorld {
+    Photos,
+    Toy,
+}
+
+impl DemoWorld {
+    /// (catalog, model, data directory), relative to the repository.
+    fn paths(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            DemoWorld::Photos => ("demo/catalog.jsonl", "models/tiny-clip", "data/demo"),
+            DemoWorld::Toy => ("demo/toy-world/catalog.jsonl", "models/toy-world-clip", "data/demo-toy"),
+        }
+    }
+}
+
+fn demo_defaults(r: &mut Resolved<ServeConfig>, world: DemoWorld) -> Result<()> {
     let root = demo_root()?;
+    let (_, model, data) = world.paths();
     let not_chosen = |s: &Source| matches!(s, Source::Default | Source::File(_));
     if not_chosen(r.source("model")) {
-        r.value.model.model = root.join("models/tiny-clip");
+        r.value.model.model = root.join(model);
         r.set_source("model", Source::DemoDefault);
     }
     if not_chosen(r.source("data")) {
-        r.value.data = root.join("data/demo");
+        r.value.data = root.join(data);
         r.set_source("data", Source::DemoDefault);
     }
     if r.value.admin_key.is_none() {
@@ -496,7 +518,7 @@ fn config_rows(what: &ConfigCommand, m: &ArgMatches, file: Option<&ConfigFile>) 
         ConfigCommand::Serve(_) => resolve::<ServeConfig>(m, file)?.rows(),
         ConfigCommand::Demo(_) => {
             let mut r = resolve::<ServeConfig>(m, file)?;
-            demo_defaults(&mut r)?;
+            demo_defaults(&mut r, DemoWorld::Photos)?;
             r.rows()
         }
         ConfigCommand::Index(_) | ConfigCommand::Reindex(_) => resolve::<IndexSettings>(m, file)?.rows(),
@@ -649,13 +671,13 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             }
             run_server(config, None)
         }
-        Command::Demo { no_serve, .. } => {
+        Command::Demo { no_serve, world, .. } => {
             let mut r = resolve::<ServeConfig>(m, file)?;
-            demo_defaults(&mut r)?;
+            demo_defaults(&mut r, world)?;
             let config = r.value.clone();
             check_data_dir(&config.data)?;
             let embedder: Arc<dyn Embedder> = Arc::new(load_model(&config.model)?);
-            let catalog = demo_root()?.join("demo/catalog.jsonl");
+            let catalog = demo_root()?.join(world.paths().0);
             {
                 let opts = IndexOptions { local_files: LocalFiles::beside(&catalog), ..config.ingest.operator_options() };
                 let ix = Indexer::open(&config.data, embedder.clone(), opts)?;

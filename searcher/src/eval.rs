@@ -32,9 +32,8 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// Judged products of one query, at most.
 pub const MAX_JUDGED: usize = 10_000;
 
-/// One line of a judged-query file.
+/// One line of a judged-query file. Other fields (a `kind` label, notes) are allowed and ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct JudgedQuery {
     pub id: String,
     /// Query text.
@@ -464,14 +463,14 @@ mod tests {
 
     #[test]
     fn judged_files_are_checked_line_by_line() {
-        let ok = "{\"id\": \"q1\", \"q\": \"red mug\", \"relevant\": {\"a\": 2}}\n\n# note\n{\"id\": \"q2\", \"image\": \"p.png\", \"relevant\": {}, \"split\": \"test\"}";
+        let ok = "{\"id\": \"q1\", \"q\": \"red mug\", \"relevant\": {\"a\": 2}, \"kind\": \"colour+category\"}\n\n# note\n{\"id\": \"q2\", \"image\": \"p.png\", \"relevant\": {}, \"split\": \"test\"}";
         let qs = parse_judged(ok).unwrap();
         assert_eq!(qs.len(), 2);
         assert!(!qs[1].is_train());
         for (bad, line) in [
             ("{\"id\": \"q\", \"relevant\": {}}", 1),
             ("{\"id\": \"q\", \"q\": \"a\", \"relevant\": {}, \"split\": \"dev\"}", 1),
-            ("\n{\"id\": \"q\", \"q\": \"a\", \"relevant\": {}, \"extra\": 1}", 2),
+            ("\n{\"id\": \"q\", \"q\": \"a\", \"relevnt\": {}}", 2),
             ("{\"id\": \"q\", \"q\": \"a\", \"relevant\": {\"a\": -1}}", 1),
         ] {
             match parse_judged(bad) {

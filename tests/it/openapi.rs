@@ -122,7 +122,7 @@ fn the_check_catches_a_field_the_document_does_not_name_and_a_null_it_does_not_a
     let doc = document();
     let hit = |extra: Value| {
         let mut h = json!({"id": "a", "score": 1.0, "images": 0, "image_url": null, "thumb_url": null,
-            "explain": {"fused": 1.0}});
+            "explain": {"fused": 1.0}, "highlights": {}});
         h.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         json!({"hits": [h], "total": 1, "took_ms": 1.0, "offset": 0, "k": 1, "generation": 1, "exact": true,
             "timings": {"search_ms": 1.0, "filter_ms": 0.0, "vector_ms": 0.0, "keyword_ms": 0.0, "fuse_ms": 0.0, "hydrate_ms": 0.0}})

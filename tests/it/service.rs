@@ -851,6 +851,13 @@ async fn every_documented_route_answers_its_documented_status_and_body() {
     assert!(v["routes"].as_array().unwrap().iter().any(|r| r["route"] == "/v1/jobs/{id}"), "{v}");
     assert_eq!(v["queue"]["capacity"], 64);
     seen("GET", "/v1/admin/health");
+    let (s, v) = call(&app, TestRequest::get().uri("/v1/relevance").insert_header(admin)).await;
+    assert_eq!((s, v["floor_source"].as_str()), (StatusCode::OK, Some("none")), "the tiny model has no floor: {v}");
+    seen("GET", "/v1/relevance");
+    let judged = json!({"queries": [{"id": "q", "q": "astronaut", "relevant": {"sku-001": 1}}]});
+    let (s, v) = call(&app, TestRequest::post().uri("/v1/eval").insert_header(admin).set_json(judged)).await;
+    assert_eq!((s, v["runs"][0]["queries"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    seen("POST", "/v1/eval");
     let (s, ct, bytes) = call_bytes(&app, TestRequest::get().uri("/metrics")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(ct.starts_with("text/plain"), "{ct}");

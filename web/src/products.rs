@@ -156,6 +156,8 @@ pub struct Stats {
     pub uptime_s: u64,
     pub queue: Queue,
     pub jobs_active: usize,
+    /// The fusion and relevance floor in force, and what `vitrine tune` saved.
+    pub relevance: crate::relevance::RelevanceView,
 }
 
 /// `GET /v1/admin/health`.
@@ -836,6 +838,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
         uptime_s: state.started.elapsed().as_secs(),
         queue: Queue { depth, capacity },
         jobs_active: state.writes.jobs().active(),
+        relevance: crate::relevance::view(&state),
     }))
 }
 
