@@ -254,7 +254,7 @@ const CATALOG_RE = /\.(jsonl|ndjson|json|csv)$/i;
  * `file`, or a folder as multipart: its catalog in `file` and every other file as a part named
  * by its path relative to the catalog's folder (what the catalog's relative image paths use).
  */
-function ingestBody() {
+async function ingestBody() {
   const file = $('ingest-file').files?.[0];
   const folder = Array.from($('ingest-folder').files || []);
   if (file && /\.zip$/i.test(file.name)) return { body: file, type: 'application/zip', label: file.name };
@@ -273,20 +273,40 @@ function ingestBody() {
   if (!catalog) return { error: 'The folder holds no catalog (.jsonl, .ndjson, .json or .csv).' };
   const base = file ? rel(folder[0]).split('/')[0] + '/' : rel(catalog).replace(/[^/]*$/, '');
   fd.append('file', catalog, catalog.name);
+  const wanted = await referencedPaths(catalog);
   let images = 0;
   for (const f of folder) {
     if (f === catalog || CATALOG_RE.test(f.name) || !rel(f).startsWith(base) || f.name.startsWith('.')) continue;
+    // Only what the catalog names: a folder may hold other catalogs' files (demo/ holds the toy world).
+    if (wanted && !wanted.has(rel(f).slice(base.length))) continue;
     fd.append('images', f, rel(f).slice(base.length));
     images += 1;
   }
   return { body: fd, label: `${catalog.name} with ${images} image file${images === 1 ? '' : 's'}` };
 }
 
+/**
+ * The relative image paths a JSON Lines catalog names (`image`, `images`), or null when they cannot
+ * be read here (CSV, a file too large to read in the page): then every file of the folder is sent.
+ */
+async function referencedPaths(catalog) {
+  if (!/\.(jsonl|ndjson)$/i.test(catalog.name) || catalog.size > 64 * 1024 * 1024) return null;
+  const paths = new Set();
+  for (const line of (await catalog.text()).split('\n')) {
+    let row;
+    try { row = JSON.parse(line); } catch { continue; }
+    for (const v of [row?.image, ...(Array.isArray(row?.images) ? row.images : [])]) {
+      if (typeof v === 'string' && !/^[a-z]+:\/\//i.test(v)) paths.add(v.replace(/^\.\//, ''));
+    }
+  }
+  return paths;
+}
+
 $('ingest-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   const fileInput = $('ingest-file');
   const msg = $('ingest-message');
-  const sending = ingestBody();
+  const sending = await ingestBody();
   if (!sending || sending.error) {
     showMessage(msg, 'error', sending?.error || 'Choose a catalog file, a .zip, or a folder first.');
     fileInput.focus();
