@@ -7,6 +7,7 @@
 //! OUT/generations/gen-N/   the live generation
 //! OUT/<store>/             the store, copied record by record into a fresh sled database
 //! OUT/media/               content-addressed media, when the directory has some
+//! OUT/relevance.json        the tuned relevance defaults, when `vitrine tune` saved some
 //! ```
 //!
 //! Consistency: only the holder of the data directory's writer takes a snapshot. It first makes
@@ -38,6 +39,8 @@ pub const MEDIA_DIR: &str = "media";
 /// Small files of a snapshot are read only up to these sizes: a snapshot may come from anywhere.
 const MAX_SMALL_FILE: u64 = 64 << 10;
 const MAX_MANIFEST: u64 = 4 << 20;
+/// The relevance settings file, at most (the searcher refuses larger ones too).
+const MAX_RELEVANCE_FILE: u64 = 1 << 20;
 
 /// What a snapshot holds.
 ///
@@ -176,6 +179,11 @@ fn write_snapshot(ix: &Indexer, gen_dir: &Path, manifest: &Manifest, staging: &P
     if media {
         bytes += generation::copy_tree(&data.join(MEDIA_DIR), &staging.join(MEDIA_DIR), false)?;
     }
+    // The tuned relevance defaults, as they are (the searcher validates them when it reads them).
+    let relevance = data.join(generation::RELEVANCE_FILE);
+    if relevance.is_file() {
+        bytes += std::fs::copy(&relevance, staging.join(generation::RELEVANCE_FILE)).map_err(|e| io(&relevance, e))?;
+    }
     let info = SnapshotInfo {
         created_at: generation::now_secs(),
         format,
@@ -286,6 +294,9 @@ pub fn restore(snapshot: &Path, data: &Path, force: bool, wait: Duration) -> Res
         }
     };
 
+    // Read before anything changes: a bad file must refuse the restore, not break it halfway.
+    let relevance_path = snapshot.join(generation::RELEVANCE_FILE);
+    let relevance = if relevance_path.is_file() { Some(read_small(&relevance_path, MAX_RELEVANCE_FILE)?) } else { None };
     // From here on the target changes; a crash leaves the marker, and writers refuse to open.
     generation::atomic_write(&data.join(RESTORING_FILE), b"")?;
     let current = data.join(generation::CURRENT_FILE);
@@ -308,6 +319,9 @@ pub fn restore(snapshot: &Path, data: &Path, force: bool, wait: Duration) -> Res
     }
     let version = read_small(&snapshot.join(vitrine_migrations::VERSION_FILE), MAX_SMALL_FILE)?;
     generation::atomic_write(&data.join(vitrine_migrations::VERSION_FILE), &version)?;
+    if let Some(bytes) = &relevance {
+        generation::atomic_write(&data.join(generation::RELEVANCE_FILE), bytes)?;
+    }
     if number != manifest.generation {
         // Segment names carry the generation that wrote them, and readers share loaded segments
         // by name: give the restored ones names the target never used.

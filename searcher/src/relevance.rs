@@ -19,9 +19,9 @@ use vitrine_store::generation::atomic_write;
 use crate::{Fusion, Result, SearchError};
 
 /// The file, in the data directory.
-pub const RELEVANCE_FILE: &str = "relevance.json";
+pub use vitrine_store::generation::RELEVANCE_FILE;
 /// A larger file is not ours: refuse it rather than read it.
-const MAX_FILE_BYTES: u64 = 1 << 20;
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// What a query holds, which decides its default fusion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -39,6 +39,8 @@ fn a_restored_copy_answers_every_query_like_the_original() {
     index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
     std::fs::create_dir_all(data.join("media/ab")).unwrap();
     std::fs::write(data.join("media/ab/abcdef"), b"image bytes").unwrap();
+    // What `vitrine tune` saved travels with the copy (its content is the searcher's to check).
+    std::fs::write(data.join("relevance.json"), b"{\"tuned\": true}").unwrap();
     let out = dir.path().join("snap");
     let (ok, stdout, err) = vitrine(&["snapshot", "create", "--data", s(&data), s(&out)]);
     assert!(ok, "{err}");
@@ -55,6 +57,7 @@ fn a_restored_copy_answers_every_query_like_the_original() {
         assert_eq!(a, b, "{q}");
     }
     assert_eq!(std::fs::read(restored.join("media/ab/abcdef")).unwrap(), b"image bytes");
+    assert_eq!(std::fs::read(restored.join("relevance.json")).unwrap(), b"{\"tuned\": true}");
     // The restored directory is a working data directory: the next write goes on from it.
     let more = index_json(&root().join("demo/catalog.jsonl"), &restored, &[]);
     assert_eq!(more["unchanged"], 34, "{more}");

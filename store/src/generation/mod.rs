@@ -47,6 +47,9 @@ pub use builder::{build_next, publish, BuildOptions, BuildReport};
 pub use reader::{doc_product, stored_in_keyword, Generation, SegmentCache};
 
 pub const CURRENT_FILE: &str = "CURRENT";
+/// The relevance defaults `vitrine tune` saved (read and written by `vitrine_searcher::relevance`;
+/// named here, with the rest of the data directory's layout, so snapshots can copy it).
+pub const RELEVANCE_FILE: &str = "relevance.json";
 pub const GENERATIONS_DIR: &str = "generations";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The store folder of a data directory that was never reindexed.
