@@ -70,7 +70,8 @@ pub enum JudgedError {
 }
 
 impl JudgedQuery {
-    fn check(&self) -> Result<(), String> {
+    /// The checks every judged query passes, from a file or over HTTP.
+    pub fn check(&self) -> Result<(), String> {
         if self.q.as_deref().map(str::trim).unwrap_or("").is_empty() && self.image.is_none() && self.image_base64.is_none() {
             return Err("a query needs q, image or both".into());
         }

@@ -55,15 +55,18 @@ pub struct TuneReport {
 
 struct Trial<'a> {
     service: &'a QueryService,
-    queries: Vec<(&'a JudgedQuery, Prepared)>,
+    /// The kind's train queries, and each one prepared (same order).
+    judged: Vec<JudgedQuery>,
+    prepared: Vec<Prepared>,
     penalty: f64,
     k: usize,
 }
 
 impl Trial<'_> {
     fn outcomes(&self, f: &Fusion) -> Result<Vec<Outcome>, EvalError> {
-        self.queries
+        self.judged
             .iter()
+            .zip(&self.prepared)
             .map(|(q, p)| {
                 let r = self.service.run(p, Some(*f)).map_err(|source| EvalError::Query { id: q.id.clone(), source })?;
                 Ok(Outcome::from_result(&r, 0.0))
@@ -72,8 +75,7 @@ impl Trial<'_> {
     }
 
     fn objective(&self, f: &Fusion) -> Result<f64, EvalError> {
-        let judged: Vec<JudgedQuery> = self.queries.iter().map(|(q, _)| (*q).clone()).collect();
-        let r = eval::report(&judged, &self.outcomes(f)?, self.k, None);
+        let r = eval::report(&self.judged, &self.outcomes(f)?, self.k, None);
         Ok(r.fused.ndcg_10 - self.penalty * r.false_positive_rate)
     }
 
@@ -82,7 +84,7 @@ impl Trial<'_> {
     fn channel_scores(&self, f: &Fusion, channel: VectorChannel) -> Result<(Vec<f32>, Option<f32>), EvalError> {
         let off = Fusion { floor: Some(Floors::default()), ..*f };
         let (mut relevant, mut negative_top) = (vec![], None::<f32>);
-        for (q, p) in &self.queries {
+        for (q, p) in self.judged.iter().zip(&self.prepared) {
             let r = self.service.run(p, Some(off)).map_err(|source| EvalError::Query { id: q.id.clone(), source })?;
             let ch = r.channels.unwrap_or_default();
             let list = match channel {
@@ -161,19 +163,20 @@ pub fn tune(
     };
     let mut train_objective = std::collections::BTreeMap::new();
     for kind in QueryKind::ALL {
+        let judged: Vec<JudgedQuery> = train.iter().filter(|q| q.kind() == kind).map(|q| (*q).clone()).collect();
         let mut prepared = vec![];
-        for q in train.iter().filter(|q| q.kind() == kind) {
+        for q in &judged {
             let query = eval::to_query(q, images, opts.k, None)?;
             let err = |source| EvalError::Query { id: q.id.clone(), source };
             let _admission = admit().map_err(err)?;
-            prepared.push((*q, service.prepare(query, Towers::All).map_err(err)?));
+            prepared.push(service.prepare(query, Towers::All).map_err(err)?);
         }
         let start = Fusion { floor: None, ..service.resolve_fusion(kind, None) };
         if prepared.is_empty() {
             settings.set_kind(kind, Some(start));
             continue;
         }
-        let trial = Trial { service, queries: prepared, penalty: opts.false_positive_penalty, k: opts.k };
+        let trial = Trial { service, judged, prepared, penalty: opts.false_positive_penalty, k: opts.k };
         let has_image = kind != QueryKind::Text;
         let mut cur =
             Fusion { weights: Some(start.weights_for(has_image, kind != QueryKind::Photo)), floor: Some(floors), ..start };

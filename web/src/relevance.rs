@@ -144,9 +144,10 @@ pub async fn run(req: HttpRequest, state: web::Data<AppState>, body: web::Json<E
     if body.fusions.len() > MAX_EVAL_SETTINGS {
         return Err(ApiError::BadRequest(format!("compare at most {MAX_EVAL_SETTINGS} settings at once")));
     }
-    let text: String = body.queries.iter().map(|q| serde_json::to_string(q).expect("serializes") + "\n").collect();
-    // The same line checks as a judged file.
-    eval::parse_judged(&text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // The same checks as a judged file's lines.
+    for q in &body.queries {
+        q.check().map_err(|m| ApiError::BadRequest(format!("query {}: {m}", q.id)))?;
+    }
     let k = body.k.unwrap_or(10);
     vitrine_searcher::validate_paging(k, 0)?;
     let settings = if body.fusions.is_empty() { vec![None] } else { body.fusions };
