@@ -1,7 +1,7 @@
 //! The model stage: the model-directory contract ([`model`]), image decoding and preprocessing
 //! ([`preprocess`]), the text tokenizer ([`tokenize`]), ONNX Runtime ([`runtime`]) and the CLIP
 //! embedder on top of them ([`embed`]), plus batched image embedding for the command line
-//! ([`pipeline`]).
+//! ([`pipeline`]) and micro-batching of concurrent queries ([`batch`]).
 //!
 //! Invariants:
 //! - every embedding that leaves this crate is L2-normalized, so cosine similarity is a dot product;
@@ -11,6 +11,7 @@
 //! Threading: preprocessing is pure and meant for rayon; each ONNX session sits behind a mutex
 //! (see [`embed`]).
 
+pub mod batch;
 pub mod embed;
 pub mod model;
 pub mod pipeline;

@@ -26,6 +26,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 use vitrine_core::{CoreError, ModelId};
 use vitrine_fetch::{FetchError, FetchOptions, Fetcher};
+use vitrine_model::batch::{BatchPolicy, BatchStats, MicroBatcher};
 use vitrine_model::{Embedder, ImageLimits, ModelSlot};
 
 use crate::relevance::QueryKind;
@@ -60,6 +61,8 @@ pub struct QueryConfig {
     pub fetch_timeout: std::time::Duration,
     /// Text-query embeddings kept (LRU).
     pub text_cache_entries: usize,
+    /// How concurrent queries are batched into model calls.
+    pub batch: BatchPolicy,
 }
 
 /// Text-query embeddings the service keeps by default: 4,096 × (≤ 1,000 bytes of text + one
@@ -77,6 +80,7 @@ impl QueryConfig {
             image_limits: ImageLimits { max_bytes: max_upload as u64, ..ImageLimits::default() },
             fetch_timeout: std::time::Duration::from_secs(10),
             text_cache_entries: DEFAULT_TEXT_CACHE_ENTRIES,
+            batch: BatchPolicy::new(32, std::time::Duration::ZERO),
         }
     }
 }
@@ -280,6 +284,34 @@ pub struct QueryService {
     fetcher: Option<Fetcher>,
     config: QueryConfig,
     text_cache: TextCache,
+    /// The query towers' micro-batchers, started with the model (see [`Batchers`]).
+    batchers: std::sync::OnceLock<Batchers>,
+}
+
+/// One micro-batcher per tower: concurrent queries share model calls (see
+/// [`vitrine_model::batch`]). They hold the embedder, which never changes once set.
+struct Batchers {
+    text: MicroBatcher<String, Vec<f32>>,
+    /// Inputs are preprocessed pixel tensors of one image each.
+    vision: MicroBatcher<Arc<Vec<f32>>, Vec<f32>>,
+}
+
+impl Batchers {
+    fn new(embedder: Arc<dyn Embedder>, policy: BatchPolicy) -> Self {
+        let e = embedder.clone();
+        let text = MicroBatcher::spawn("text", policy, move |texts: Vec<String>| {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            e.embed_texts(&refs)
+        });
+        let vision = MicroBatcher::spawn("vision", policy, move |images: Vec<Arc<Vec<f32>>>| {
+            if let [one] = &images[..] {
+                return embedder.embed_pixels(one, 1);
+            }
+            let pixels: Vec<f32> = images.iter().flat_map(|p| p.iter().copied()).collect();
+            embedder.embed_pixels(&pixels, images.len())
+        });
+        Batchers { text, vision }
+    }
 }
 
 /// Text-query embeddings, most recently used first, keyed by model and text. Bounded by entry
@@ -308,7 +340,12 @@ impl TextCache {
         }
     }
 
-    fn get_or_embed(&self, e: &dyn Embedder, text: &str) -> Result<Vec<f32>, CoreError> {
+    fn get_or_embed(
+        &self,
+        e: &dyn Embedder,
+        text: &str,
+        embed: impl FnOnce(&str) -> Result<Vec<f32>, CoreError>,
+    ) -> Result<Vec<f32>, CoreError> {
         let key = (e.model_id().content_hash.clone(), text.to_string());
         if let Some(v) = self.entries.lock().get(&key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -317,7 +354,7 @@ impl TextCache {
         self.misses.fetch_add(1, Ordering::Relaxed);
         // Embedded outside the lock: two misses on one text both run the tower, which is cheaper
         // than holding every other query behind one inference.
-        let v = e.embed_texts(&[text])?.remove(0);
+        let v = embed(text)?;
         self.entries.lock().put(key, v.clone());
         Ok(v)
     }
@@ -356,6 +393,7 @@ impl QueryService {
             decodes: Permits { free: Mutex::new(config.decode_concurrency.max(1)), freed: Condvar::new() },
             fetcher,
             text_cache: TextCache::new(config.text_cache_entries),
+            batchers: std::sync::OnceLock::new(),
             config,
         }
     }
@@ -428,6 +466,21 @@ impl QueryService {
     /// The loaded model, if it is loaded.
     pub fn embedder(&self) -> Option<Arc<dyn Embedder>> {
         self.model.get().cloned()
+    }
+
+    /// The towers' batchers, started on first use once the model is loaded.
+    fn batchers(&self) -> Option<&Batchers> {
+        if let Some(b) = self.batchers.get() {
+            return Some(b);
+        }
+        let embedder = self.embedder()?;
+        Some(self.batchers.get_or_init(|| Batchers::new(embedder, self.config.batch)))
+    }
+
+    /// Model calls and queries answered by the text and the vision batcher (the mean batch size
+    /// is inputs / calls), for `/metrics`.
+    pub fn batch_stats(&self) -> (BatchStats, BatchStats) {
+        self.batchers.get().map(|b| (b.text.stats(), b.vision.stats())).unwrap_or_default()
     }
 
     /// Install the loaded, warmed model; refuses one the live index was not built with.
@@ -514,7 +567,7 @@ impl QueryService {
                     Ok(pre.run(&image::imageops::crop_imm(&img, x, y, w, h).to_image()))
                 })?;
                 drop(bytes);
-                let v = embedder.embed_pixels(&pixels, 1)?.remove(0);
+                let v = self.batchers().ok_or(QueryError::NotReady)?.vision.call(Arc::new(pixels))?;
                 vision_ms = Some(ms(t));
                 Some(v)
             }
@@ -527,7 +580,8 @@ impl QueryService {
             Some(t) if towers == Towers::All || w.image > 0.0 || w.text > 0.0 => {
                 let embedder = self.embedder().ok_or(QueryError::NotReady)?;
                 let start = Instant::now();
-                let v = self.text_cache.get_or_embed(&*embedder, t)?;
+                let batchers = self.batchers().ok_or(QueryError::NotReady)?;
+                let v = self.text_cache.get_or_embed(&*embedder, t, |t| batchers.text.call(t.to_string()))?;
                 text_ms = Some(ms(start));
                 Some(v)
             }

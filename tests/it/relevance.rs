@@ -130,6 +130,11 @@ async fn the_text_cache_counts_hits_in_metrics() {
     assert_eq!(metric(&text, "misses"), 1, "{text}");
     assert_eq!(metric(&text, "hits"), 2, "{text}");
     assert_eq!(metric(&text, "capacity"), vitrine_searcher::service::DEFAULT_TEXT_CACHE_ENTRIES as i64);
+    // The one miss went through the text tower's micro-batcher: one call, one query.
+    for what in ["calls", "queries"] {
+        let line = format!("vitrine_query_batch{{tower=\"text\",what=\"{what}\"}} 1");
+        assert!(text.lines().any(|l| l == line), "no `{line}` in {text}");
+    }
 }
 
 fn judged_demo(dir: &std::path::Path) -> std::path::PathBuf {

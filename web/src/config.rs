@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 use vitrine_indexer::{FetchOptions, IndexOptions, TagVocabulary};
+use vitrine_model::batch::BatchPolicy;
 use vitrine_model::{Device, RuntimeOptions};
 use vitrine_store::vectors::HnswParams;
 
@@ -173,6 +174,13 @@ pub struct ServeConfig {
     #[arg(id = "queue", long = "queue", env = "VITRINE_QUEUE", value_name = "N", default_value_t = 64)]
     #[serde(rename = "queue")]
     pub queue_capacity: usize,
+    /// Most concurrent queries embedded in one model call (micro-batching; 1 turns it off).
+    #[arg(long, env = "VITRINE_QUERY_BATCH", value_name = "N", default_value_t = 32)]
+    pub query_batch: usize,
+    /// Milliseconds a query may wait for batch-mates (0: only queries that queued while the
+    /// previous call ran are batched, so a lone query never waits; a GPU wants 1–2).
+    #[arg(long, env = "VITRINE_QUERY_BATCH_WAIT_MS", value_name = "MS", default_value_t = 0)]
+    pub query_batch_wait_ms: u64,
     /// HNSW search breadth (higher: better recall, slower).
     #[arg(long, env = "VITRINE_EF_SEARCH", default_value_t = HnswParams::default().ef_search)]
     pub ef_search: usize,
@@ -224,6 +232,16 @@ impl ServeConfig {
         at_least_one("max_upload", self.max_upload as u64)?;
         at_least_one("max_catalog", self.max_catalog as u64)?;
         at_least_one("ef_search", self.ef_search as u64)?;
+        at_least_one("query_batch", self.query_batch as u64)?;
+        if self.query_batch > BatchPolicy::MAX_BATCH {
+            return Err(InvalidSetting { key: "query_batch", problem: format!("at most {}", BatchPolicy::MAX_BATCH) });
+        }
+        if self.query_batch_wait_ms > BatchPolicy::MAX_WAIT.as_millis() as u64 {
+            return Err(InvalidSetting {
+                key: "query_batch_wait_ms",
+                problem: format!("at most {} ms", BatchPolicy::MAX_WAIT.as_millis()),
+            });
+        }
         match self.bind.to_socket_addrs().map(|mut a| a.next().is_some()) {
             Ok(true) => {}
             Ok(false) => return Err(InvalidSetting { key: "bind", problem: format!("{:?} resolves to no address", self.bind) }),
@@ -316,6 +334,9 @@ mod tests {
         assert_eq!(bad(|c| c.queue_capacity = 0).key, "queue");
         assert_eq!(bad(|c| c.max_upload = 0).key, "max_upload");
         assert_eq!(bad(|c| c.ingest.batch = 0).key, "batch");
+        assert_eq!(bad(|c| c.query_batch = 0).key, "query_batch");
+        assert_eq!(bad(|c| c.query_batch = usize::MAX).key, "query_batch");
+        assert_eq!(bad(|c| c.query_batch_wait_ms = u64::MAX).key, "query_batch_wait_ms");
         let e = bad(|c| {
             let mut v = TagVocabulary::default();
             v.0.insert("colour".into(), serde_json::from_str(r#"{"labels": ["red"]}"#).unwrap());

@@ -34,6 +34,7 @@ use actix_web::middleware::{from_fn, Condition, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use vitrine_indexer::service::{WriteConfig, WriteService};
 use vitrine_indexer::{IndexOptions, LocalFiles};
+use vitrine_model::batch::BatchPolicy;
 use vitrine_model::{Embedder, ModelSlot};
 use vitrine_searcher::service::{ImageUrls, QueryConfig, QueryService};
 use vitrine_searcher::Searcher;
@@ -75,7 +76,8 @@ pub fn query_service(config: &ServeConfig, model: ModelSlot) -> Result<Arc<Query
         (true, false) => ImageUrls::PublicOnly,
         (true, true) => ImageUrls::Any,
     };
-    let query_config = QueryConfig::new(config.max_upload, config.queue_capacity, urls);
+    let mut query_config = QueryConfig::new(config.max_upload, config.queue_capacity, urls);
+    query_config.batch = BatchPolicy::new(config.query_batch, Duration::from_millis(config.query_batch_wait_ms));
     Ok(QueryService::start(searcher, model, query_config, REFRESH_EVERY))
 }
 
@@ -138,6 +140,7 @@ async fn metrics_text(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
         state.metrics.set_index(&g.manifest);
     }
     state.metrics.set_text_cache(state.query.text_cache_stats());
+    state.metrics.set_query_batches(state.query.batch_stats());
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render()))
 }
 

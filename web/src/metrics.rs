@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use serde::Serialize;
+use vitrine_model::batch::BatchStats;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -23,6 +24,7 @@ pub struct Metrics {
     pub index: IntGaugeVec,
     /// Text-query embedding cache: `hits`, `misses`, `entries`, `capacity` (read at scrape time).
     pub text_cache: IntGaugeVec,
+    pub query_batches: IntGaugeVec,
     /// Error responses by API error code.
     pub errors: IntCounterVec,
     /// Search time per stage (model towers, channels, fusion).
@@ -126,6 +128,14 @@ impl Metrics {
             &["what"],
         )
         .expect("valid");
+        let query_batches = IntGaugeVec::new(
+            Opts::new(
+                "vitrine_query_batch",
+                "Query micro-batching by tower: model calls and queries since start (mean batch = queries / calls)",
+            ),
+            &["tower", "what"],
+        )
+        .expect("valid");
         let errors = IntCounterVec::new(Opts::new("vitrine_http_errors_total", "Error responses by API error code"), &["code"])
             .expect("valid metric");
         let stages = HistogramVec::new(
@@ -140,6 +150,7 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(index.clone()),
             Box::new(text_cache.clone()),
+            Box::new(query_batches.clone()),
             Box::new(errors.clone()),
             Box::new(stages.clone()),
         ] {
@@ -152,6 +163,7 @@ impl Metrics {
             queue_depth,
             index,
             text_cache,
+            query_batches,
             errors,
             stages,
             recent: Mutex::new(HashMap::new()),
@@ -164,6 +176,14 @@ impl Metrics {
     pub fn set_text_cache(&self, c: vitrine_searcher::service::CacheStats) {
         for (k, v) in [("hits", c.hits), ("misses", c.misses), ("entries", c.entries as u64), ("capacity", c.capacity as u64)] {
             self.text_cache.with_label_values(&[k]).set(v as i64);
+        }
+    }
+
+    /// The query batchers' counters (text, vision), read at scrape time.
+    pub fn set_query_batches(&self, (text, vision): (BatchStats, BatchStats)) {
+        for (tower, s) in [("text", text), ("vision", vision)] {
+            self.query_batches.with_label_values(&[tower, "calls"]).set(s.calls as i64);
+            self.query_batches.with_label_values(&[tower, "queries"]).set(s.inputs as i64);
         }
     }
 
