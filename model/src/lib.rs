@@ -16,6 +16,7 @@ pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod runtime;
+pub mod siglip;
 pub mod tokenize;
 
 pub use embed::{ClipOnnx, Embedder, FakeEmbedder, ModelSlot};

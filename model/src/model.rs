@@ -99,11 +99,24 @@ fn default_std() -> [f32; 3] {
 
 impl PreprocessorConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CoreError::ModelLoad { path: path.to_path_buf(), message: format!("cannot read: {e}") })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| CoreError::ModelLoad {
+        Self::load_for(path, ModelFamily::Clip)
+    }
+
+    /// Read a `preprocessor_config.json` with the defaults of the family's image processor
+    /// (`CLIPImageProcessor`, or `SiglipImageProcessor`: see [`crate::siglip::preprocessor_json`]).
+    pub fn load_for(path: &Path, family: ModelFamily) -> Result<Self> {
+        let bytes = crate::siglip::read_small_file(path)?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CoreError::ModelLoad {
             path: path.to_path_buf(),
-            message: format!("not a valid CLIPImageProcessor config: {e}"),
+            message: format!("not a valid image processor config: {e}"),
+        })?;
+        let value = match family {
+            ModelFamily::Clip => value,
+            ModelFamily::Siglip | ModelFamily::Siglip2 => crate::siglip::preprocessor_json(value, path)?,
+        };
+        let cfg: Self = serde_json::from_value(value).map_err(|e| CoreError::ModelLoad {
+            path: path.to_path_buf(),
+            message: format!("not a valid {} config: {e}", family.image_processor()),
         })?;
         cfg.validate(path)?;
         Ok(cfg)
@@ -115,6 +128,21 @@ impl PreprocessorConfig {
             return Err(CoreError::ModelLoad {
                 path: path.to_path_buf(),
                 message: format!("output size {w}x{h} is out of range"),
+            });
+        }
+        // PIL's resampling filters are 0..=5; anything else is a broken or hostile file, not bicubic.
+        if self.resample > 5 {
+            return Err(CoreError::ModelLoad {
+                path: path.to_path_buf(),
+                message: format!("resample {} is not a PIL filter (0 nearest .. 5 hamming)", self.resample),
+            });
+        }
+        if !(self.rescale_factor.is_finite() && self.rescale_factor > 0.0)
+            || self.image_mean.iter().chain(&self.image_std).any(|v| !v.is_finite())
+        {
+            return Err(CoreError::ModelLoad {
+                path: path.to_path_buf(),
+                message: "rescale_factor, image_mean and image_std must be finite (and the factor positive)".into(),
             });
         }
         if self.image_std.iter().any(|s| *s <= 0.0) {
@@ -136,6 +164,55 @@ impl PreprocessorConfig {
     }
 }
 
+/// The optional Hugging Face `config.json` (its `model_type` says which family a model is).
+pub const CONFIG_FILE: &str = "config.json";
+/// The optional `tokenizer_config.json` (text length, padding side, lower-casing of SigLIP models).
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+
+/// Which kind of two-tower model a directory holds; it decides the image processor's defaults,
+/// how text is tokenized and padded, and which inputs the text tower takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFamily {
+    /// CLIP (and anything without a `config.json`, or with another `model_type`): the hub's CLIP ONNX layout.
+    #[default]
+    Clip,
+    /// `model_type` `siglip`: SigLIP, and SigLIP 2 at a fixed resolution (google/siglip2-*-224 say `siglip`).
+    Siglip,
+    /// `model_type` `siglip2`: only fixed-resolution exports are supported (see docs/MODELS.md).
+    Siglip2,
+}
+
+impl ModelFamily {
+    /// The family named by `config.json`'s `model_type`; a directory without the file is CLIP.
+    pub fn detect(dir: &Path) -> Result<Self> {
+        let path = dir.join(CONFIG_FILE);
+        if !path.is_file() {
+            return Ok(ModelFamily::Clip);
+        }
+        let bytes = crate::siglip::read_small_file(&path)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| CoreError::ModelLoad { path: path.clone(), message: format!("not valid JSON: {e}") })?;
+        Ok(match v.get("model_type").and_then(|t| t.as_str()) {
+            Some("siglip") => ModelFamily::Siglip,
+            Some("siglip2") => ModelFamily::Siglip2,
+            _ => ModelFamily::Clip,
+        })
+    }
+
+    pub fn is_siglip(self) -> bool {
+        matches!(self, ModelFamily::Siglip | ModelFamily::Siglip2)
+    }
+
+    fn image_processor(self) -> &'static str {
+        if self.is_siglip() {
+            "SiglipImageProcessor"
+        } else {
+            "CLIPImageProcessor"
+        }
+    }
+}
+
 /// A validated model directory: every file is present and the configs parse.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
@@ -143,6 +220,7 @@ pub struct ModelDir {
     pub name: String,
     pub preprocessor: PreprocessorConfig,
     pub card: ModelCard,
+    pub family: ModelFamily,
 }
 
 /// The optional `vitrine-model.json` beside the ONNX files: what Vitrine knows about a model that
@@ -174,7 +252,8 @@ impl ModelDir {
                 return Err(CoreError::ModelLoad { path: path.clone(), message: format!("missing {f}") });
             }
         }
-        let preprocessor = PreprocessorConfig::load(&path.join(PREPROCESSOR_FILE))?;
+        let family = ModelFamily::detect(&path)?;
+        let preprocessor = PreprocessorConfig::load_for(&path.join(PREPROCESSOR_FILE), family)?;
         let card = match std::fs::read(path.join(CARD_FILE)) {
             Ok(bytes) => serde_json::from_slice::<ModelCard>(&bytes).map_err(|e| CoreError::ModelLoad {
                 path: path.clone(),
@@ -194,7 +273,7 @@ impl ModelDir {
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "model".into())
         });
-        Ok(ModelDir { path, name, preprocessor, card })
+        Ok(ModelDir { path, name, preprocessor, card, family })
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -202,9 +281,13 @@ impl ModelDir {
     }
 
     /// blake3 over the model files, so that an index notices a swapped model even under the same name.
+    /// A SigLIP model's `config.json` and `tokenizer_config.json` change how it runs, so they count
+    /// too; a CLIP model's hash is over [`MODEL_FILES`] only, as it always was.
     pub fn content_hash(&self) -> Result<String> {
         let mut h = blake3::Hasher::new();
-        for f in MODEL_FILES {
+        let extra: &[&str] = if self.family.is_siglip() { &[CONFIG_FILE, TOKENIZER_CONFIG_FILE] } else { &[] };
+        let present_extra = extra.iter().copied().filter(|f| self.file(f).is_file());
+        for f in MODEL_FILES.into_iter().chain(present_extra) {
             let p = self.file(f);
             let file = std::fs::File::open(&p).map_err(|e| CoreError::io(format!("reading {}", p.display()), e))?;
             h.update(f.as_bytes());
