@@ -375,6 +375,48 @@ mod tests {
     }
 
     #[test]
+    fn the_family_comes_from_config_json() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(ModelFamily::detect(dir.path()).unwrap(), ModelFamily::Clip, "no config.json: the CLIP layout");
+        for (cfg, want) in [
+            (r#"{"model_type": "clip"}"#, ModelFamily::Clip),
+            (r#"{"model_type": "siglip"}"#, ModelFamily::Siglip),
+            (r#"{"model_type": "siglip2"}"#, ModelFamily::Siglip2),
+            (r#"{"model_type": "SIGLIP"}"#, ModelFamily::Clip),
+            (r#"{"model_type": 7}"#, ModelFamily::Clip),
+            (r#"{}"#, ModelFamily::Clip),
+        ] {
+            std::fs::write(dir.path().join(CONFIG_FILE), cfg).unwrap();
+            assert_eq!(ModelFamily::detect(dir.path()).unwrap(), want, "{cfg}");
+        }
+        std::fs::write(dir.path().join(CONFIG_FILE), "{").unwrap();
+        assert!(ModelFamily::detect(dir.path()).is_err(), "a broken config.json is refused, not read as CLIP");
+    }
+
+    #[test]
+    fn hostile_preprocessor_values_are_refused_for_every_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(PREPROCESSOR_FILE);
+        for bad in [
+            r#"{"resample": 6}"#,
+            r#"{"resample": 4294967295}"#,
+            r#"{"resample": -1}"#,
+            r#"{"rescale_factor": 0}"#,
+            r#"{"image_std": [0.5, 0.0, 0.5]}"#,
+            r#"{"crop_size": 0}"#,
+            r#"{"crop_size": {"height": 5000, "width": 224}}"#,
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            assert!(PreprocessorConfig::load_for(&p, ModelFamily::Clip).is_err(), "clip {bad}");
+            assert!(PreprocessorConfig::load_for(&p, ModelFamily::Siglip).is_err() || bad.contains("crop"), "siglip {bad}");
+        }
+        // SigLIP has no crop, so its (unused) crop_size cannot make the output size wrong.
+        std::fs::write(&p, r#"{"crop_size": 0, "size": {"height": 160, "width": 192}}"#).unwrap();
+        let cfg = PreprocessorConfig::load_for(&p, ModelFamily::Siglip).unwrap();
+        assert_eq!((cfg.output_size(), cfg.do_center_crop, cfg.resample, cfg.image_mean), ((160, 192), false, 3, [0.5; 3]));
+    }
+
+    #[test]
     fn missing_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let err = ModelDir::open(dir.path()).unwrap_err().to_string();
