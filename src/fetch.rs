@@ -173,7 +173,10 @@ mod tests {
             assert_eq!(resolve(short).unwrap(), (short, repo.to_string()), "{short}");
         }
         // A repository given in full lands in a folder named after its last part.
-        assert_eq!(resolve("Xenova/siglip-base-patch16-224").unwrap(), ("siglip-base-patch16-224", "Xenova/siglip-base-patch16-224".into()));
+        assert_eq!(
+            resolve("Xenova/siglip-base-patch16-224").unwrap(),
+            ("siglip-base-patch16-224", "Xenova/siglip-base-patch16-224".into())
+        );
         let err = resolve("siglip").unwrap_err().to_string();
         assert!(err.contains("siglip-b16-224") && err.contains("clip-vit-b32"), "{err}");
         let names: std::collections::HashSet<_> = KNOWN.iter().map(|k| k.name).collect();

@@ -176,10 +176,7 @@ fn embedding_output_name<'a>(names: &[&'a str], tower: Tower) -> std::result::Re
     }
 }
 
-fn embedding_output<'s>(
-    outputs: &'s ort::session::SessionOutputs<'_>,
-    tower: Tower,
-) -> Result<&'s ort::value::DynValue> {
+fn embedding_output<'s>(outputs: &'s ort::session::SessionOutputs<'_>, tower: Tower) -> Result<&'s ort::value::DynValue> {
     let names: Vec<&str> = outputs.keys().collect();
     let name = embedding_output_name(&names, tower).map_err(infer_err)?;
     outputs.get(name).ok_or_else(|| infer_err(format!("no output {name}")))

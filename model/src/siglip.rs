@@ -54,7 +54,8 @@ pub fn preprocessor_json(mut v: Value, path: &Path) -> Result<Value> {
         }
     }
     obj.entry("size").or_insert_with(|| serde_json::json!({"height": 224, "width": 224}));
-    let size_ok = obj["size"].get("height").and_then(Value::as_u64).is_some() && obj["size"].get("width").and_then(Value::as_u64).is_some();
+    let size_ok =
+        obj["size"].get("height").and_then(Value::as_u64).is_some() && obj["size"].get("width").and_then(Value::as_u64).is_some();
     if !size_ok {
         return Err(err(format!("SiglipImageProcessor needs size {{\"height\": H, \"width\": W}}, not {}", obj["size"])));
     }

@@ -74,6 +74,27 @@ fn check_images(kind: &str, model: &ClipOnnx) {
         }
     });
     assert_eq!(seen, images.len());
+    // The tensors themselves: each channel's mean within half a grey level, and the red channel's
+    // first 16 top-row values within three (a wrong filter or a crop moves these well past that).
+    let level = 1.0 / 255.0 / 0.5;
+    for r in images {
+        let file = r["file"].as_str().unwrap();
+        let bytes = std::fs::read(fixture(&format!("clip/images/{file}"))).unwrap();
+        let t = model.preprocessor().load(&bytes, file, &ImageLimits::default()).unwrap();
+        let plane = t.len() / 3;
+        let means = floats(&r["pixel_stats"]["mean"]);
+        for (c, want) in means.iter().enumerate() {
+            let got = t[c * plane..(c + 1) * plane].iter().map(|v| f64::from(*v)).sum::<f64>() / plane as f64;
+            if (got - want).abs() > 0.5 * level {
+                failures.push(format!("{file}: channel {c} mean {got:.5} != {want:.5}"));
+            }
+        }
+        let corner = floats(&r["pixel_corner"]);
+        let worst = corner.iter().zip(&t).map(|(w, g)| (w - f64::from(*g)).abs()).fold(0f64, f64::max);
+        if worst > 3.0 * level {
+            failures.push(format!("{file}: top-left row off by {:.2} grey levels", worst / level));
+        }
+    }
     assert!(failures.is_empty(), "{kind}: {failures:#?}");
 }
 
