@@ -417,6 +417,24 @@ mod tests {
     }
 
     #[test]
+    fn a_siglip_hash_covers_its_configs_and_a_clip_hash_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in MODEL_FILES {
+            std::fs::write(dir.path().join(f), if f == PREPROCESSOR_FILE { "{}" } else { f }).unwrap();
+        }
+        let hash = || ModelDir::open(dir.path()).unwrap().content_hash().unwrap();
+        let clip = hash();
+        std::fs::write(dir.path().join(CONFIG_FILE), r#"{"model_type": "clip"}"#).unwrap();
+        std::fs::write(dir.path().join(TOKENIZER_CONFIG_FILE), "{}").unwrap();
+        assert_eq!(hash(), clip, "a CLIP model's hash is over the four files, as indexes recorded it");
+        std::fs::write(dir.path().join(CONFIG_FILE), r#"{"model_type": "siglip"}"#).unwrap();
+        let siglip = hash();
+        assert_ne!(siglip, clip);
+        std::fs::write(dir.path().join(TOKENIZER_CONFIG_FILE), r#"{"padding_side": "left"}"#).unwrap();
+        assert_ne!(hash(), siglip, "tokenizer_config.json changes how a SigLIP model runs");
+    }
+
+    #[test]
     fn missing_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let err = ModelDir::open(dir.path()).unwrap_err().to_string();

@@ -45,13 +45,14 @@ pub fn read_small_file(path: &Path) -> Result<Vec<u8>> {
 pub fn preprocessor_json(mut v: Value, path: &Path) -> Result<Value> {
     let err = |message: String| CoreError::ModelLoad { path: path.to_path_buf(), message };
     let obj = v.as_object_mut().ok_or_else(|| err("the image processor config is not a JSON object".into()))?;
-    if let Some(kind) = obj.get("image_processor_type").and_then(Value::as_str) {
-        if kind.starts_with("Siglip2ImageProcessor") {
-            return Err(err(format!(
-                "{kind} (SigLIP 2 NaFlex, variable resolution) is not supported; use a fixed-resolution export \
-                 such as siglip2-base-patch16-224 (SiglipImageProcessor)"
-            )));
-        }
+    // NaFlex is told by its processor's name, or by its patch budget when the name is missing.
+    let kind = obj.get("image_processor_type").and_then(Value::as_str).unwrap_or("");
+    if kind.starts_with("Siglip2ImageProcessor") || obj.contains_key("max_num_patches") {
+        let kind = if kind.is_empty() { "a max_num_patches config" } else { kind };
+        return Err(err(format!(
+            "{kind} (SigLIP 2 NaFlex, variable resolution) is not supported; use a fixed-resolution export \
+             such as siglip2-base-patch16-224 (SiglipImageProcessor)"
+        )));
     }
     obj.entry("size").or_insert_with(|| serde_json::json!({"height": 224, "width": 224}));
     let size_ok =
@@ -246,6 +247,8 @@ mod tests {
         assert_eq!((v["do_center_crop"].clone(), v["resample"].clone()), (json("false"), json("2")));
         for bad in [
             r#"{"image_processor_type": "Siglip2ImageProcessorFast", "max_num_patches": 256}"#,
+            r#"{"image_processor_type": "Siglip2ImageProcessor"}"#,
+            r#"{"max_num_patches": 256, "patch_size": 16}"#,
             r#"{"size": {"shortest_edge": 224}}"#,
             r#"{"size": 224}"#,
             r#"{"size": {"height": -1, "width": 224}}"#,

@@ -134,6 +134,14 @@ fn siglip_with(dir: &Path, file: &str, contents: &str) -> PathBuf {
     p
 }
 
+/// The tiny SigLIP's tokenizer.json with a fixed-length padding block.
+fn fixed_padding(len: u64) -> String {
+    let mut t = read_json(&model_dir("siglip").join("tokenizer.json"));
+    t["padding"] = serde_json::json!({"strategy": {"Fixed": len}, "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 1, "pad_type_id": 0, "pad_token": "</s>"});
+    t.to_string()
+}
+
 #[test]
 fn hostile_siglip_files_are_refused_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,6 +160,8 @@ fn hostile_siglip_files_are_refused_with_the_file_named() {
         ("preprocessor_config.json", pre.replace("\"height\": 192", "\"height\": 100000"), "out of range"),
         ("preprocessor_config.json", pre.replace("SiglipImageProcessor", "Siglip2ImageProcessor"), "NaFlex"),
         ("config.json", "{".into(), "not valid JSON"),
+        ("config.json", r#"{"model_type": "siglip", "text_config": {"max_position_embeddings": -1}}"#.into(), "positive"),
+        ("tokenizer.json", fixed_padding(1_000_000_000), "out of range"),
     ];
     for (file, contents, want) in cases {
         let p = siglip_with(dir.path(), file, &contents);
@@ -161,6 +171,10 @@ fn hostile_siglip_files_are_refused_with_the_file_named() {
         };
         assert!(err.contains(want), "{file} {:.80}: {err}", contents);
     }
+    // A fixed padding in tokenizer.json is the length (here shorter than the position embeddings).
+    let p = siglip_with(dir.path(), "tokenizer.json", &fixed_padding(16));
+    let m = ClipOnnx::open(&p, &opts()).unwrap();
+    assert_eq!(m.tokenizer().batch(&["red leather handbag"]).unwrap().len, 16);
     // transformers' "no limit" sentinel is not a length: config.json's position count (64) is used.
     let p = siglip_with(dir.path(), "tokenizer_config.json", r#"{"model_max_length": 1000000000000000019884624838656}"#);
     assert_eq!(ClipOnnx::open(&p, &opts()).unwrap().tokenizer().max_len(), 64);
