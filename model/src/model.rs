@@ -105,7 +105,7 @@ impl PreprocessorConfig {
     /// Read a `preprocessor_config.json` with the defaults of the family's image processor
     /// (`CLIPImageProcessor`, or `SiglipImageProcessor`: see [`crate::siglip::preprocessor_json`]).
     pub fn load_for(path: &Path, family: ModelFamily) -> Result<Self> {
-        let bytes = crate::siglip::read_small_file(path)?;
+        let bytes = read_bounded(path, MAX_CONFIG_BYTES)?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CoreError::ModelLoad {
             path: path.to_path_buf(),
             message: format!("not a valid image processor config: {e}"),
@@ -164,6 +164,22 @@ impl PreprocessorConfig {
     }
 }
 
+/// The largest JSON config read (`config.json`, `tokenizer_config.json`, `preprocessor_config.json`):
+/// real ones are a few KiB, Gemma's `tokenizer_config.json` about 1 MiB; a bigger file is not a config.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// The largest `tokenizer.json` read (a 256k-token Gemma vocabulary is about 33 MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 512 << 20;
+
+/// Read a model file whole, refusing one over `limit` bytes before reading it.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let err = |message: String| CoreError::ModelLoad { path: path.to_path_buf(), message };
+    let len = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?.len();
+    if len > limit {
+        return Err(err(format!("{len} bytes is more than this file may hold ({limit})")));
+    }
+    std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))
+}
+
 /// The optional Hugging Face `config.json` (its `model_type` says which family a model is).
 pub const CONFIG_FILE: &str = "config.json";
 /// The optional `tokenizer_config.json` (text length, padding side, lower-casing of SigLIP models).
@@ -190,7 +206,7 @@ impl ModelFamily {
         if !path.is_file() {
             return Ok(ModelFamily::Clip);
         }
-        let bytes = crate::siglip::read_small_file(&path)?;
+        let bytes = read_bounded(&path, MAX_CONFIG_BYTES)?;
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| CoreError::ModelLoad { path: path.clone(), message: format!("not valid JSON: {e}") })?;
         Ok(match v.get("model_type").and_then(|t| t.as_str()) {
@@ -254,12 +270,15 @@ impl ModelDir {
         }
         let family = ModelFamily::detect(&path)?;
         let preprocessor = PreprocessorConfig::load_for(&path.join(PREPROCESSOR_FILE), family)?;
-        let card = match std::fs::read(path.join(CARD_FILE)) {
-            Ok(bytes) => serde_json::from_slice::<ModelCard>(&bytes).map_err(|e| CoreError::ModelLoad {
+        let card_path = path.join(CARD_FILE);
+        let card = if card_path.is_file() {
+            let bytes = read_bounded(&card_path, MAX_CONFIG_BYTES)?;
+            serde_json::from_slice::<ModelCard>(&bytes).map_err(|e| CoreError::ModelLoad {
                 path: path.clone(),
                 message: format!("{CARD_FILE}: {e}; fix the file or remove it"),
-            })?,
-            Err(_) => ModelCard::default(),
+            })?
+        } else {
+            ModelCard::default()
         };
         if let Some(f) = &card.relevance_floor {
             f.validate().map_err(|e| CoreError::ModelLoad {

@@ -19,26 +19,13 @@ use std::path::Path;
 use serde_json::Value;
 use tokenizers::{ModelWrapper, Tokenizer};
 
-use crate::model::{ModelFamily, CONFIG_FILE, TOKENIZER_CONFIG_FILE};
+use crate::model::{read_bounded, ModelFamily, CONFIG_FILE, MAX_CONFIG_BYTES, TOKENIZER_CONFIG_FILE};
 use vitrine_core::error::{CoreError, Result};
 
-/// The largest JSON config read (`config.json`, `tokenizer_config.json`, `preprocessor_config.json`):
-/// real ones are a few KiB; a bigger file is not a config.
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// The longest fixed text length accepted from a model's files (released SigLIP models use 64).
 pub const MAX_TEXT_LEN: usize = 1024;
 /// The released SigLIP models' text length, used when no file says otherwise.
 pub const DEFAULT_TEXT_LEN: usize = 64;
-
-/// Read a small config file, refusing one over [`MAX_CONFIG_BYTES`] before reading it.
-pub fn read_small_file(path: &Path) -> Result<Vec<u8>> {
-    let err = |message: String| CoreError::ModelLoad { path: path.to_path_buf(), message };
-    let len = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?.len();
-    if len > MAX_CONFIG_BYTES {
-        return Err(err(format!("{len} bytes is too large for a config file (at most {MAX_CONFIG_BYTES})")));
-    }
-    std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))
-}
 
 /// A SigLIP `preprocessor_config.json` with `SiglipImageProcessor`'s defaults filled in and its
 /// rules applied: no center crop, and `size` given as height and width.
@@ -131,7 +118,7 @@ fn read_json_opt(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let bytes = read_small_file(path)?;
+    let bytes = read_bounded(path, MAX_CONFIG_BYTES)?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| CoreError::ModelLoad { path: path.to_path_buf(), message: format!("not valid JSON: {e}") })

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::model::ModelFamily;
+use crate::model::{read_bounded, ModelFamily, MAX_TOKENIZER_BYTES};
 use crate::siglip::{Canonicalize, TextSpec};
 use vitrine_core::error::{CoreError, Result};
 
@@ -35,7 +35,8 @@ pub struct TokenBatch {
 impl TextTokenizer {
     /// `fixed_len` is the model's static sequence length, if any; `max_len` the longest it accepts.
     pub fn load(path: &Path, max_len: usize, fixed_len: Option<usize>) -> Result<Self> {
-        let inner = Tokenizer::from_file(path)
+        let bytes = read_bounded(path, MAX_TOKENIZER_BYTES)?;
+        let inner = Tokenizer::from_bytes(&bytes)
             .map_err(|e| CoreError::ModelLoad { path: path.to_path_buf(), message: format!("tokenizer: {e}") })?;
         // CLIP pads with its end token in Hugging Face exports; fall back to an explicit pad token, then 0.
         let pad_id = inner
@@ -51,7 +52,7 @@ impl TextTokenizer {
     /// tower's fixed sequence length, if its graph has one (it must then agree with the files).
     pub fn load_siglip(path: &Path, family: ModelFamily, graph_len: Option<usize>) -> Result<Self> {
         let err = |message: String| CoreError::ModelLoad { path: path.to_path_buf(), message };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let bytes = read_bounded(path, MAX_TOKENIZER_BYTES)?;
         let inner = Tokenizer::from_bytes(&bytes).map_err(|e| err(format!("tokenizer: {e}")))?;
         let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| err(format!("tokenizer: {e}")))?;
         let dir = path.parent().unwrap_or(Path::new("."));

@@ -157,7 +157,7 @@ fn hostile_siglip_files_are_refused_with_the_file_named() {
         ("tokenizer_config.json", r#"{"padding_side": "middle"}"#.into(), "padding_side"),
         ("tokenizer_config.json", r#"{"pad_token": "<nope>"}"#.into(), "not in tokenizer.json"),
         ("tokenizer_config.json", r#"{"do_lower_case": "yes"}"#.into(), "do_lower_case"),
-        ("tokenizer_config.json", " ".repeat(2 << 20), "too large"),
+        ("tokenizer_config.json", " ".repeat((16 << 20) + 1), "more than this file may hold"),
         ("preprocessor_config.json", pre.replace("\"resample\": 2", "\"resample\": 9"), "not a PIL filter"),
         ("preprocessor_config.json", pre.replace("\"height\": 192", "\"height\": 0"), "out of range"),
         ("preprocessor_config.json", pre.replace("\"height\": 192", "\"height\": 100000"), "out of range"),
