@@ -139,7 +139,9 @@ impl TextSpec {
     ///   `1..=MAX_TEXT_LEN` and not past the position embeddings.
     /// - pad token: `tokenizer_config.json`'s `pad_token`, else `</s>` (SigLIP) or `<pad>` (SigLIP 2);
     ///   it must be in the vocabulary.
-    /// - side: `tokenizer_config.json`'s `padding_side` (`right` or `left`), else right.
+    /// - side: `tokenizer_config.json`'s `padding_side` (`right` or `left`), else the tokenizer
+    ///   class's default in transformers: left for `GemmaTokenizer*` and `Siglip2Tokenizer*` (and,
+    ///   without a class, for `model_type` `siglip2`), right otherwise.
     /// - canonicalization: a SentencePiece (Unigram) vocabulary is `SiglipTokenizer`'s rules with
     ///   `do_lower_case` (default true); any other (SigLIP 2's Gemma BPE) is lower-cased unless
     ///   `do_lower_case` is false.
@@ -181,8 +183,16 @@ impl TextSpec {
         let pad_id = tokenizer
             .token_to_id(pad_name)
             .ok_or_else(|| err(&tc_path, format!("the pad token {pad_name:?} is not in tokenizer.json's vocabulary")))?;
+        // Without a `padding_side`, transformers pads as the tokenizer class does: Gemma's (the
+        // SigLIP 2 vocabulary) and `Siglip2Tokenizer` pad on the left, SiglipTokenizer on the right.
+        let class = tc.get("tokenizer_class").and_then(Value::as_str);
+        let class_pads_left = match class {
+            Some(c) => c.starts_with("Gemma") || c.starts_with("Siglip2"),
+            None => family == ModelFamily::Siglip2,
+        };
         let pad_left = match tc.get("padding_side").map(|v| v.as_str()) {
-            None | Some(Some("right")) => false,
+            None => class_pads_left,
+            Some(Some("right")) => false,
             Some(Some("left")) => true,
             Some(other) => return Err(err(&tc_path, format!("padding_side must be \"left\" or \"right\", not {other:?}"))),
         };

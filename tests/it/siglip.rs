@@ -178,6 +178,16 @@ fn hostile_siglip_files_are_refused_with_the_file_named() {
     let p = siglip_with(dir.path(), "tokenizer.json", &fixed_padding(16));
     let m = ClipOnnx::open(&p, &opts()).unwrap();
     assert_eq!(m.tokenizer().batch(&["red leather handbag"]).unwrap().len, 16);
+    // Without padding_side, a Gemma tokenizer pads on the left as transformers' class does, a
+    // SentencePiece SigLIP one on the right.
+    let p2 = dir.path().join("siglip2-no-side");
+    copy_dir(&model_dir("siglip2"), &p2);
+    let tc = std::fs::read_to_string(p2.join("tokenizer_config.json")).unwrap().replace("\"padding_side\": \"left\",", "");
+    assert!(!tc.contains("padding_side"));
+    std::fs::write(p2.join("tokenizer_config.json"), &tc).unwrap();
+    assert_eq!(ClipOnnx::open(&p2, &opts()).unwrap().tokenizer().batch(&["x"]).unwrap().input_ids[0], 0, "left");
+    std::fs::write(p2.join("tokenizer_config.json"), tc.replace("GemmaTokenizer", "SiglipTokenizer")).unwrap();
+    assert_ne!(ClipOnnx::open(&p2, &opts()).unwrap().tokenizer().batch(&["x"]).unwrap().input_ids[0], 0, "right");
     // transformers' "no limit" sentinel is not a length: config.json's position count (64) is used.
     let p = siglip_with(dir.path(), "tokenizer_config.json", r#"{"model_max_length": 1000000000000000019884624838656}"#);
     assert_eq!(ClipOnnx::open(&p, &opts()).unwrap().tokenizer().max_len(), 64);
