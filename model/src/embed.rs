@@ -170,9 +170,13 @@ fn embedding_output_name<'a>(names: &[&'a str], tower: Tower) -> std::result::Re
             return Ok(n);
         }
     }
+    let tower = match tower {
+        Tower::Image => "vision",
+        Tower::Text => "text",
+    };
     match names {
         [only] => Ok(only),
-        _ => Err(format!("the {tower:?} graph has no {preferred} or pooler_output output (it has {names:?})").to_lowercase()),
+        _ => Err(format!("the {tower} graph has no {preferred} or pooler_output output (it has {names:?})")),
     }
 }
 
@@ -243,21 +247,24 @@ impl Embedder for ClipOnnx {
         }
         let b = self.tokenizer.batch(texts)?;
         let ids = TensorRef::from_array_view(([b.n, b.len], &b.input_ids[..])).map_err(infer_err)?;
-        let ones;
+        let ones: Vec<i64>;
         let mask_values = match self.text_mask {
-            TextMask::Tokens => &b.attention_mask[..],
-            TextMask::AllOnes | TextMask::Absent => {
-                ones = vec![1i64; b.input_ids.len()];
-                &ones[..]
+            TextMask::Absent => None,
+            TextMask::Tokens => Some(&b.attention_mask[..]),
+            TextMask::AllOnes => {
+                ones = vec![1; b.input_ids.len()];
+                Some(&ones[..])
             }
         };
-        let mask = TensorRef::from_array_view(([b.n, b.len], mask_values)).map_err(infer_err)?;
         let mut session = self.text.lock();
-        let outputs = if self.text_mask == TextMask::Absent {
-            session.run(ort::inputs!["input_ids" => ids]).map_err(infer_err)?
-        } else {
-            session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask]).map_err(infer_err)?
-        };
+        let outputs = match mask_values {
+            None => session.run(ort::inputs!["input_ids" => ids]),
+            Some(values) => {
+                let mask = TensorRef::from_array_view(([b.n, b.len], values)).map_err(infer_err)?;
+                session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            }
+        }
+        .map_err(infer_err)?;
         let out = embedding_output(&outputs, Tower::Text)?;
         let (_, data) = out.try_extract_tensor::<f32>().map_err(infer_err)?;
         normalized_rows(data, b.n)
