@@ -232,3 +232,31 @@ fn an_index_built_with_siglip_searches_end_to_end() {
     let hits = s.search(&SearchQuery { text_vector: Some(t), k: 5, ..Default::default() }).unwrap().hits;
     assert!(!hits.is_empty());
 }
+
+/// `vitrine model fetch` from a hub that serves the tiny SigLIP as the transformers.js exports lay
+/// it out: the optional config files come along, so the fetched folder is a SigLIP model.
+#[test]
+fn a_fetched_siglip_is_recognised_and_embeds() {
+    let endpoint = http_server(|path| match path.strip_prefix("/acme/tiny-siglip/resolve/main/") {
+        Some(f) => match std::fs::read(model_dir("siglip").join(f.trim_start_matches("onnx/"))) {
+            Ok(bytes) => Reply::Ok(bytes),
+            Err(_) => Reply::Status(404),
+        },
+        None => Reply::Status(404),
+    });
+    let dest = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(vitrine_bin())
+        .args(["model", "fetch", "acme/tiny-siglip", "--endpoint", &endpoint, "--dir"])
+        .arg(dest.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fetched = dest.path().join("tiny-siglip");
+    for f in ["config.json", "tokenizer_config.json"] {
+        assert_eq!(std::fs::read(fetched.join(f)).unwrap(), std::fs::read(model_dir("siglip").join(f)).unwrap(), "{f}");
+    }
+    let m = ClipOnnx::open(&fetched, &opts()).unwrap();
+    assert_eq!(m.family(), ModelFamily::Siglip);
+    let want = load("siglip").embed_texts(&["red leather handbag"]).unwrap();
+    assert_eq!(m.embed_texts(&["red leather handbag"]).unwrap(), want);
+}
