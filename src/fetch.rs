@@ -1,4 +1,4 @@
-//! `vitrine model fetch`: download a CLIP ONNX export from a Hugging Face-compatible hub.
+//! `vitrine model fetch`: download a CLIP or SigLIP ONNX export from a Hugging Face-compatible hub.
 //!
 //! Files are streamed to `NAME.part` and renamed into place only when complete, so an interrupted
 //! fetch never leaves a half-written model that looks whole. The endpoint is configurable
@@ -22,6 +22,16 @@ pub const KNOWN: &[KnownModel] = &[
     KnownModel { name: "clip-vit-b32", repo: "Xenova/clip-vit-base-patch32", about: "OpenAI CLIP ViT-B/32, 512 dims (default)" },
     KnownModel { name: "clip-vit-b16", repo: "Xenova/clip-vit-base-patch16", about: "OpenAI CLIP ViT-B/16, 512 dims" },
     KnownModel { name: "clip-vit-l14", repo: "Xenova/clip-vit-large-patch14", about: "OpenAI CLIP ViT-L/14, 768 dims" },
+    // SigLIP exports of transformers.js (SiglipVisionModel / SiglipTextModel: pooler_output). The
+    // repositories' file lists were not checked from here (no network): see docs/MODELS.md.
+    KnownModel { name: "siglip-b16-224", repo: "Xenova/siglip-base-patch16-224", about: "Google SigLIP B/16 224 px, 768 dims" },
+    KnownModel { name: "siglip-b16-256", repo: "Xenova/siglip-base-patch16-256", about: "Google SigLIP B/16 256 px, 768 dims" },
+    KnownModel { name: "siglip-l16-384", repo: "Xenova/siglip-large-patch16-384", about: "Google SigLIP L/16 384 px, 1024 dims" },
+    KnownModel {
+        name: "siglip2-b16-224",
+        repo: "onnx-community/siglip2-base-patch16-224-ONNX",
+        about: "Google SigLIP 2 B/16 224 px (fixed resolution), 768 dims",
+    },
 ];
 
 /// (file in the model directory, path in the hub repository)
@@ -31,6 +41,10 @@ const FILES: [(&str, &str); 4] = [
     ("tokenizer.json", "tokenizer.json"),
     ("preprocessor_config.json", "preprocessor_config.json"),
 ];
+
+/// Files fetched when the repository has them (a 404 skips them): `config.json` names the model
+/// family (`model_type` `siglip` needs it), `tokenizer_config.json` a SigLIP text length and padding.
+const OPTIONAL_FILES: [&str; 2] = ["config.json", "tokenizer_config.json"];
 
 pub struct FetchOptions {
     pub name: String,
@@ -70,6 +84,18 @@ pub fn fetch(opts: &FetchOptions) -> Result<PathBuf> {
         }
         let url = format!("{endpoint}/{repo}/resolve/{}/{remote}", opts.revision);
         download(&agent, &url, &target).with_context(|| format!("downloading {url}"))?;
+    }
+    for file in OPTIONAL_FILES {
+        let target = dest.join(file);
+        if target.is_file() && !opts.force {
+            continue;
+        }
+        let url = format!("{endpoint}/{repo}/resolve/{}/{file}", opts.revision);
+        match download(&agent, &url, &target) {
+            Ok(()) => {}
+            Err(e) if e.downcast_ref::<ureq::Error>().is_some_and(|e| matches!(e, ureq::Error::Status(404, _))) => {}
+            Err(e) => return Err(e.context(format!("downloading {url}"))),
+        }
     }
     let meta = serde_json::json!({ "name": short, "source": format!("{endpoint}/{repo}@{}", opts.revision) });
     std::fs::write(dest.join("vitrine-model.json"), serde_json::to_vec_pretty(&meta)?)?;
@@ -129,4 +155,31 @@ fn try_download(agent: &ureq::Agent, url: &str, target: &Path) -> Result<()> {
     std::fs::rename(&part, target)?;
     eprintln!("{}: {written} bytes", target.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_map_to_their_hub_repositories() {
+        for (short, repo) in [
+            ("clip-vit-b32", "Xenova/clip-vit-base-patch32"),
+            ("siglip-b16-224", "Xenova/siglip-base-patch16-224"),
+            ("siglip-b16-256", "Xenova/siglip-base-patch16-256"),
+            ("siglip-l16-384", "Xenova/siglip-large-patch16-384"),
+            ("siglip2-b16-224", "onnx-community/siglip2-base-patch16-224-ONNX"),
+        ] {
+            assert_eq!(resolve(short).unwrap(), (short, repo.to_string()), "{short}");
+        }
+        // A repository given in full lands in a folder named after its last part.
+        assert_eq!(
+            resolve("Xenova/siglip-base-patch16-224").unwrap(),
+            ("siglip-base-patch16-224", "Xenova/siglip-base-patch16-224".into())
+        );
+        let err = resolve("siglip").unwrap_err().to_string();
+        assert!(err.contains("siglip-b16-224") && err.contains("clip-vit-b32"), "{err}");
+        let names: std::collections::HashSet<_> = KNOWN.iter().map(|k| k.name).collect();
+        assert_eq!(names.len(), KNOWN.len(), "short names are unique");
+    }
 }

@@ -717,7 +717,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
         Command::Model { what: ModelCommand::List } => {
             for k in fetch::KNOWN {
-                println!("{:<14} {:<32} {}", k.name, k.repo, k.about);
+                println!("{:<16} {:<46} {}", k.name, k.repo, k.about);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -14,7 +14,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use parking_lot::Mutex;
 
-use crate::model::{ModelDir, TEXT_FILE, TOKENIZER_FILE, VISION_FILE};
+use crate::model::{ModelDir, ModelFamily, TEXT_FILE, TOKENIZER_FILE, VISION_FILE};
 use crate::preprocess::Preprocessor;
 use crate::runtime::{self, Device, RuntimeOptions};
 use crate::tokenize::TextTokenizer;
@@ -48,7 +48,9 @@ pub trait Embedder: Send + Sync {
 /// `/healthz`) before that, and both the query and the write side read it from here.
 pub type ModelSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn Embedder>>>;
 
-/// CLIP's two towers exported to ONNX (the model directory contract in [`crate::model`]).
+/// CLIP's two towers exported to ONNX (the model directory contract in [`crate::model`]), and
+/// SigLIP's, which differ in the text input (`input_ids` only, padded to a fixed length) and the
+/// preprocessing (see [`crate::siglip`]).
 pub struct ClipOnnx {
     id: ModelId,
     device: Device,
@@ -57,6 +59,20 @@ pub struct ClipOnnx {
     vision: Mutex<Session>,
     text: Mutex<Session>,
     floor: Option<Floors>,
+    /// What the text graph's `attention_mask` input gets, if it has one.
+    text_mask: TextMask,
+    family: ModelFamily,
+}
+
+/// The text tower's attention mask input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextMask {
+    /// No such input (SigLIP exports).
+    Absent,
+    /// 1 on tokens, 0 on padding (CLIP).
+    Tokens,
+    /// All ones: a SigLIP graph that still takes a mask attends to its padding, as it was trained.
+    AllOnes,
 }
 
 impl ClipOnnx {
@@ -69,15 +85,30 @@ impl ClipOnnx {
 
         let text_len_dim = input_dim(&text, "input_ids", 1);
         let fixed_len = text_len_dim.filter(|d| *d > 0).map(|d| d as usize);
-        let max_len = dir.card.max_text_len.unwrap_or(77);
-        let tokenizer = TextTokenizer::load(&dir.file(TOKENIZER_FILE), max_len, fixed_len)?;
-        for (s, name) in [(&vision, "pixel_values"), (&text, "input_ids"), (&text, "attention_mask")] {
-            if !s.inputs().iter().any(|i| i.name() == name) {
+        let has_mask = text.inputs().iter().any(|i| i.name() == "attention_mask");
+        let (tokenizer, text_mask) = if dir.family.is_siglip() {
+            let t = TextTokenizer::load_siglip(&dir.file(TOKENIZER_FILE), dir.family, fixed_len)?;
+            (t, if has_mask { TextMask::AllOnes } else { TextMask::Absent })
+        } else {
+            let max_len = dir.card.max_text_len.unwrap_or(77);
+            (TextTokenizer::load(&dir.file(TOKENIZER_FILE), max_len, fixed_len)?, TextMask::Tokens)
+        };
+        let required: &[(&Session, &str)] = if dir.family.is_siglip() {
+            &[(&vision, "pixel_values"), (&text, "input_ids")]
+        } else {
+            &[(&vision, "pixel_values"), (&text, "input_ids"), (&text, "attention_mask")]
+        };
+        for (s, name) in required {
+            if !s.inputs().iter().any(|i| i.name() == *name) {
                 return Err(CoreError::ModelLoad {
                     path: dir.path.clone(),
                     message: format!("an ONNX graph lacks the input {name}"),
                 });
             }
+        }
+        for (s, kind) in [(&vision, Tower::Image), (&text, Tower::Text)] {
+            let names: Vec<&str> = s.outputs().iter().map(|o| o.name()).collect();
+            embedding_output_name(&names, kind).map_err(|message| CoreError::ModelLoad { path: dir.path.clone(), message })?;
         }
         let mut me = ClipOnnx {
             id: ModelId { name: dir.name.clone(), content_hash: dir.content_hash()?, dim: 0 },
@@ -87,6 +118,8 @@ impl ClipOnnx {
             vision: Mutex::new(vision),
             text: Mutex::new(text),
             floor: dir.card.relevance_floor,
+            text_mask,
+            family: dir.family,
         };
         // Read the dimension off a real run: this also warms both sessions up.
         let img_dim = me.embed_pixels(&vec![0.0; me.preprocessor.tensor_len()], 1)?[0].len();
@@ -98,7 +131,7 @@ impl ClipOnnx {
             });
         }
         me.id.dim = img_dim;
-        tracing::info!(model = %me.id.name, dim = img_dim, device = %device, ms = started.elapsed().as_millis() as u64, "model loaded");
+        tracing::info!(model = %me.id.name, family = ?me.family, dim = img_dim, device = %device, ms = started.elapsed().as_millis() as u64, "model loaded");
         Ok(me)
     }
 
@@ -106,6 +139,51 @@ impl ClipOnnx {
     pub fn open(path: &Path, opts: &RuntimeOptions) -> Result<Self> {
         Self::load(&ModelDir::open(path)?, opts)
     }
+
+    /// The text tokenizer, as configured for this model (padding, length, canonicalization).
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The model family its directory declared.
+    pub fn family(&self) -> ModelFamily {
+        self.family
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tower {
+    Image,
+    Text,
+}
+
+/// The one rule for which graph output is the embedding: `image_embeds`/`text_embeds` (CLIP
+/// exports, and SigLIP exports of the whole model) when present, else `pooler_output` (exports of
+/// `SiglipVisionModel`/`SiglipTextModel`), else the graph's only output.
+fn embedding_output_name<'a>(names: &[&'a str], tower: Tower) -> std::result::Result<&'a str, String> {
+    let preferred = match tower {
+        Tower::Image => "image_embeds",
+        Tower::Text => "text_embeds",
+    };
+    for want in [preferred, "pooler_output"] {
+        if let Some(n) = names.iter().find(|n| **n == want) {
+            return Ok(n);
+        }
+    }
+    let tower = match tower {
+        Tower::Image => "vision",
+        Tower::Text => "text",
+    };
+    match names {
+        [only] => Ok(only),
+        _ => Err(format!("the {tower} graph has no {preferred} or pooler_output output (it has {names:?})")),
+    }
+}
+
+fn embedding_output<'s>(outputs: &'s ort::session::SessionOutputs<'_>, tower: Tower) -> Result<&'s ort::value::DynValue> {
+    let names: Vec<&str> = outputs.keys().collect();
+    let name = embedding_output_name(&names, tower).map_err(infer_err)?;
+    outputs.get(name).ok_or_else(|| infer_err(format!("no output {name}")))
 }
 
 fn input_dim(s: &Session, name: &str, axis: usize) -> Option<i64> {
@@ -158,7 +236,7 @@ impl Embedder for ClipOnnx {
         let input = TensorRef::from_array_view(([n, 3, h as usize, w as usize], pixels)).map_err(infer_err)?;
         let mut session = self.vision.lock();
         let outputs = session.run(ort::inputs!["pixel_values" => input]).map_err(infer_err)?;
-        let out = outputs.get("image_embeds").unwrap_or(&outputs[0]);
+        let out = embedding_output(&outputs, Tower::Image)?;
         let (_, data) = out.try_extract_tensor::<f32>().map_err(infer_err)?;
         normalized_rows(data, n)
     }
@@ -169,10 +247,25 @@ impl Embedder for ClipOnnx {
         }
         let b = self.tokenizer.batch(texts)?;
         let ids = TensorRef::from_array_view(([b.n, b.len], &b.input_ids[..])).map_err(infer_err)?;
-        let mask = TensorRef::from_array_view(([b.n, b.len], &b.attention_mask[..])).map_err(infer_err)?;
+        let ones: Vec<i64>;
+        let mask_values = match self.text_mask {
+            TextMask::Absent => None,
+            TextMask::Tokens => Some(&b.attention_mask[..]),
+            TextMask::AllOnes => {
+                ones = vec![1; b.input_ids.len()];
+                Some(&ones[..])
+            }
+        };
         let mut session = self.text.lock();
-        let outputs = session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask]).map_err(infer_err)?;
-        let out = outputs.get("text_embeds").unwrap_or(&outputs[0]);
+        let outputs = match mask_values {
+            None => session.run(ort::inputs!["input_ids" => ids]),
+            Some(values) => {
+                let mask = TensorRef::from_array_view(([b.n, b.len], values)).map_err(infer_err)?;
+                session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            }
+        }
+        .map_err(infer_err)?;
+        let out = embedding_output(&outputs, Tower::Text)?;
         let (_, data) = out.try_extract_tensor::<f32>().map_err(infer_err)?;
         normalized_rows(data, b.n)
     }
@@ -272,6 +365,17 @@ mod tests {
         assert!((dot(&v[0], &v[1]) - 1.0).abs() < 1e-6);
         assert!(dot(&v[0], &v[2]) < 0.9);
         assert!((dot(&v[0], &v[0]) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn the_embedding_output_is_chosen_by_one_rule() {
+        let pick = |names: &[&'static str], t| embedding_output_name(names, t);
+        assert_eq!(pick(&["last_hidden_state", "image_embeds"], Tower::Image), Ok("image_embeds"));
+        assert_eq!(pick(&["last_hidden_state", "pooler_output"], Tower::Image), Ok("pooler_output"));
+        assert_eq!(pick(&["pooler_output", "text_embeds"], Tower::Text), Ok("text_embeds"));
+        assert_eq!(pick(&["image_embeds", "pooler_output"], Tower::Text), Ok("pooler_output"), "not the other tower's name");
+        assert_eq!(pick(&["embedding"], Tower::Text), Ok("embedding"));
+        assert!(pick(&["last_hidden_state", "logits"], Tower::Image).unwrap_err().contains("last_hidden_state"));
     }
 
     #[test]

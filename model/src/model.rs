@@ -99,11 +99,24 @@ fn default_std() -> [f32; 3] {
 
 impl PreprocessorConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CoreError::ModelLoad { path: path.to_path_buf(), message: format!("cannot read: {e}") })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| CoreError::ModelLoad {
+        Self::load_for(path, ModelFamily::Clip)
+    }
+
+    /// Read a `preprocessor_config.json` with the defaults of the family's image processor
+    /// (`CLIPImageProcessor`, or `SiglipImageProcessor`: see [`crate::siglip::preprocessor_json`]).
+    pub fn load_for(path: &Path, family: ModelFamily) -> Result<Self> {
+        let bytes = read_bounded(path, MAX_CONFIG_BYTES)?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CoreError::ModelLoad {
             path: path.to_path_buf(),
-            message: format!("not a valid CLIPImageProcessor config: {e}"),
+            message: format!("not a valid image processor config: {e}"),
+        })?;
+        let value = match family {
+            ModelFamily::Clip => value,
+            ModelFamily::Siglip | ModelFamily::Siglip2 => crate::siglip::preprocessor_json(value, path)?,
+        };
+        let cfg: Self = serde_json::from_value(value).map_err(|e| CoreError::ModelLoad {
+            path: path.to_path_buf(),
+            message: format!("not a valid {} config: {e}", family.image_processor()),
         })?;
         cfg.validate(path)?;
         Ok(cfg)
@@ -115,6 +128,21 @@ impl PreprocessorConfig {
             return Err(CoreError::ModelLoad {
                 path: path.to_path_buf(),
                 message: format!("output size {w}x{h} is out of range"),
+            });
+        }
+        // PIL's resampling filters are 0..=5; anything else is a broken or hostile file, not bicubic.
+        if self.resample > 5 {
+            return Err(CoreError::ModelLoad {
+                path: path.to_path_buf(),
+                message: format!("resample {} is not a PIL filter (0 nearest .. 5 hamming)", self.resample),
+            });
+        }
+        if !(self.rescale_factor.is_finite() && self.rescale_factor > 0.0)
+            || self.image_mean.iter().chain(&self.image_std).any(|v| !v.is_finite())
+        {
+            return Err(CoreError::ModelLoad {
+                path: path.to_path_buf(),
+                message: "rescale_factor, image_mean and image_std must be finite (and the factor positive)".into(),
             });
         }
         if self.image_std.iter().any(|s| *s <= 0.0) {
@@ -136,6 +164,71 @@ impl PreprocessorConfig {
     }
 }
 
+/// The largest JSON config read (`config.json`, `tokenizer_config.json`, `preprocessor_config.json`):
+/// real ones are a few KiB, Gemma's `tokenizer_config.json` about 1 MiB; a bigger file is not a config.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// The largest `tokenizer.json` read (a 256k-token Gemma vocabulary is about 33 MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 512 << 20;
+
+/// Read a model file whole, refusing one over `limit` bytes before reading it.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let err = |message: String| CoreError::ModelLoad { path: path.to_path_buf(), message };
+    let len = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?.len();
+    if len > limit {
+        return Err(err(format!("{len} bytes is more than this file may hold ({limit})")));
+    }
+    std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))
+}
+
+/// The optional Hugging Face `config.json` (its `model_type` says which family a model is).
+pub const CONFIG_FILE: &str = "config.json";
+/// The optional `tokenizer_config.json` (text length, padding side, lower-casing of SigLIP models).
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+
+/// Which kind of two-tower model a directory holds; it decides the image processor's defaults,
+/// how text is tokenized and padded, and which inputs the text tower takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFamily {
+    /// CLIP (and anything without a `config.json`, or with another `model_type`): the hub's CLIP ONNX layout.
+    #[default]
+    Clip,
+    /// `model_type` `siglip`: SigLIP, and SigLIP 2 at a fixed resolution (google/siglip2-*-224 say `siglip`).
+    Siglip,
+    /// `model_type` `siglip2`: only fixed-resolution exports are supported (see docs/MODELS.md).
+    Siglip2,
+}
+
+impl ModelFamily {
+    /// The family named by `config.json`'s `model_type`; a directory without the file is CLIP.
+    pub fn detect(dir: &Path) -> Result<Self> {
+        let path = dir.join(CONFIG_FILE);
+        if !path.is_file() {
+            return Ok(ModelFamily::Clip);
+        }
+        let bytes = read_bounded(&path, MAX_CONFIG_BYTES)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| CoreError::ModelLoad { path: path.clone(), message: format!("not valid JSON: {e}") })?;
+        Ok(match v.get("model_type").and_then(|t| t.as_str()) {
+            Some("siglip") => ModelFamily::Siglip,
+            Some("siglip2") => ModelFamily::Siglip2,
+            _ => ModelFamily::Clip,
+        })
+    }
+
+    pub fn is_siglip(self) -> bool {
+        matches!(self, ModelFamily::Siglip | ModelFamily::Siglip2)
+    }
+
+    fn image_processor(self) -> &'static str {
+        if self.is_siglip() {
+            "SiglipImageProcessor"
+        } else {
+            "CLIPImageProcessor"
+        }
+    }
+}
+
 /// A validated model directory: every file is present and the configs parse.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
@@ -143,6 +236,7 @@ pub struct ModelDir {
     pub name: String,
     pub preprocessor: PreprocessorConfig,
     pub card: ModelCard,
+    pub family: ModelFamily,
 }
 
 /// The optional `vitrine-model.json` beside the ONNX files: what Vitrine knows about a model that
@@ -174,13 +268,17 @@ impl ModelDir {
                 return Err(CoreError::ModelLoad { path: path.clone(), message: format!("missing {f}") });
             }
         }
-        let preprocessor = PreprocessorConfig::load(&path.join(PREPROCESSOR_FILE))?;
-        let card = match std::fs::read(path.join(CARD_FILE)) {
-            Ok(bytes) => serde_json::from_slice::<ModelCard>(&bytes).map_err(|e| CoreError::ModelLoad {
+        let family = ModelFamily::detect(&path)?;
+        let preprocessor = PreprocessorConfig::load_for(&path.join(PREPROCESSOR_FILE), family)?;
+        let card_path = path.join(CARD_FILE);
+        let card = if card_path.is_file() {
+            let bytes = read_bounded(&card_path, MAX_CONFIG_BYTES)?;
+            serde_json::from_slice::<ModelCard>(&bytes).map_err(|e| CoreError::ModelLoad {
                 path: path.clone(),
                 message: format!("{CARD_FILE}: {e}; fix the file or remove it"),
-            })?,
-            Err(_) => ModelCard::default(),
+            })?
+        } else {
+            ModelCard::default()
         };
         if let Some(f) = &card.relevance_floor {
             f.validate().map_err(|e| CoreError::ModelLoad {
@@ -194,7 +292,7 @@ impl ModelDir {
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "model".into())
         });
-        Ok(ModelDir { path, name, preprocessor, card })
+        Ok(ModelDir { path, name, preprocessor, card, family })
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -202,9 +300,13 @@ impl ModelDir {
     }
 
     /// blake3 over the model files, so that an index notices a swapped model even under the same name.
+    /// A SigLIP model's `config.json` and `tokenizer_config.json` change how it runs, so they count
+    /// too; a CLIP model's hash is over [`MODEL_FILES`] only, as it always was.
     pub fn content_hash(&self) -> Result<String> {
         let mut h = blake3::Hasher::new();
-        for f in MODEL_FILES {
+        let extra: &[&str] = if self.family.is_siglip() { &[CONFIG_FILE, TOKENIZER_CONFIG_FILE] } else { &[] };
+        let present_extra = extra.iter().copied().filter(|f| self.file(f).is_file());
+        for f in MODEL_FILES.into_iter().chain(present_extra) {
             let p = self.file(f);
             let file = std::fs::File::open(&p).map_err(|e| CoreError::io(format!("reading {}", p.display()), e))?;
             h.update(f.as_bytes());
@@ -289,6 +391,66 @@ mod tests {
         for n in ["toy-world-clip", "clip-vit-b32", "randomized", "tiny-clip"] {
             assert!(!has_random_weights(n), "{n}");
         }
+    }
+
+    #[test]
+    fn the_family_comes_from_config_json() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(ModelFamily::detect(dir.path()).unwrap(), ModelFamily::Clip, "no config.json: the CLIP layout");
+        for (cfg, want) in [
+            (r#"{"model_type": "clip"}"#, ModelFamily::Clip),
+            (r#"{"model_type": "siglip"}"#, ModelFamily::Siglip),
+            (r#"{"model_type": "siglip2"}"#, ModelFamily::Siglip2),
+            (r#"{"model_type": "SIGLIP"}"#, ModelFamily::Clip),
+            (r#"{"model_type": 7}"#, ModelFamily::Clip),
+            (r#"{}"#, ModelFamily::Clip),
+        ] {
+            std::fs::write(dir.path().join(CONFIG_FILE), cfg).unwrap();
+            assert_eq!(ModelFamily::detect(dir.path()).unwrap(), want, "{cfg}");
+        }
+        std::fs::write(dir.path().join(CONFIG_FILE), "{").unwrap();
+        assert!(ModelFamily::detect(dir.path()).is_err(), "a broken config.json is refused, not read as CLIP");
+    }
+
+    #[test]
+    fn hostile_preprocessor_values_are_refused_for_every_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(PREPROCESSOR_FILE);
+        for bad in [
+            r#"{"resample": 6}"#,
+            r#"{"resample": 4294967295}"#,
+            r#"{"resample": -1}"#,
+            r#"{"rescale_factor": 0}"#,
+            r#"{"image_std": [0.5, 0.0, 0.5]}"#,
+            r#"{"crop_size": 0}"#,
+            r#"{"crop_size": {"height": 5000, "width": 224}}"#,
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            assert!(PreprocessorConfig::load_for(&p, ModelFamily::Clip).is_err(), "clip {bad}");
+            assert!(PreprocessorConfig::load_for(&p, ModelFamily::Siglip).is_err() || bad.contains("crop"), "siglip {bad}");
+        }
+        // SigLIP has no crop, so its (unused) crop_size cannot make the output size wrong.
+        std::fs::write(&p, r#"{"crop_size": 0, "size": {"height": 160, "width": 192}}"#).unwrap();
+        let cfg = PreprocessorConfig::load_for(&p, ModelFamily::Siglip).unwrap();
+        assert_eq!((cfg.output_size(), cfg.do_center_crop, cfg.resample, cfg.image_mean), ((160, 192), false, 3, [0.5; 3]));
+    }
+
+    #[test]
+    fn a_siglip_hash_covers_its_configs_and_a_clip_hash_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in MODEL_FILES {
+            std::fs::write(dir.path().join(f), if f == PREPROCESSOR_FILE { "{}" } else { f }).unwrap();
+        }
+        let hash = || ModelDir::open(dir.path()).unwrap().content_hash().unwrap();
+        let clip = hash();
+        std::fs::write(dir.path().join(CONFIG_FILE), r#"{"model_type": "clip"}"#).unwrap();
+        std::fs::write(dir.path().join(TOKENIZER_CONFIG_FILE), "{}").unwrap();
+        assert_eq!(hash(), clip, "a CLIP model's hash is over the four files, as indexes recorded it");
+        std::fs::write(dir.path().join(CONFIG_FILE), r#"{"model_type": "siglip"}"#).unwrap();
+        let siglip = hash();
+        assert_ne!(siglip, clip);
+        std::fs::write(dir.path().join(TOKENIZER_CONFIG_FILE), r#"{"padding_side": "left"}"#).unwrap();
+        assert_ne!(hash(), siglip, "tokenizer_config.json changes how a SigLIP model runs");
     }
 
     #[test]

@@ -126,7 +126,11 @@ fn model_list_prints_each_known_model_with_its_repository() {
         [
             ("clip-vit-b32", "Xenova/clip-vit-base-patch32"),
             ("clip-vit-b16", "Xenova/clip-vit-base-patch16"),
-            ("clip-vit-l14", "Xenova/clip-vit-large-patch14")
+            ("clip-vit-l14", "Xenova/clip-vit-large-patch14"),
+            ("siglip-b16-224", "Xenova/siglip-base-patch16-224"),
+            ("siglip-b16-256", "Xenova/siglip-base-patch16-256"),
+            ("siglip-l16-384", "Xenova/siglip-large-patch16-384"),
+            ("siglip2-b16-224", "onnx-community/siglip2-base-patch16-224-ONNX")
         ]
     );
     assert!(stdout.lines().next().unwrap().contains("(default)"), "{stdout}");
@@ -139,7 +143,10 @@ fn model_fetch_takes_a_revision_and_force_downloads_again() {
     let endpoint = http_server(move |path| {
         seen.lock().unwrap().push(path.to_string());
         match path.strip_prefix("/acme/tiny-clip/resolve/v2/") {
-            Some(f) => Reply::Ok(std::fs::read(tiny_model_dir().join(f.trim_start_matches("onnx/"))).unwrap()),
+            Some(f) => match std::fs::read(tiny_model_dir().join(f.trim_start_matches("onnx/"))) {
+                Ok(bytes) => Reply::Ok(bytes),
+                Err(_) => Reply::Status(404),
+            },
             None => Reply::Status(404),
         }
     });
@@ -158,20 +165,27 @@ fn model_fetch_takes_a_revision_and_force_downloads_again() {
     let out = fetch(&["--revision", "v2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = take();
-    assert_eq!(got.len(), 4, "{got:?}");
+    // The four model files, then the optional config.json (this hub has it) and
+    // tokenizer_config.json (a 404, skipped).
+    assert_eq!(got.len(), 6, "{got:?}");
     assert!(got.iter().all(|p| p.starts_with("/acme/tiny-clip/resolve/v2/")), "{got:?}");
     let model = dest.path().join("tiny-clip");
+    assert!(model.join("config.json").is_file() && !model.join("tokenizer_config.json").exists());
     assert!(read_json(&model.join("vitrine-model.json"))["source"].as_str().unwrap().ends_with("acme/tiny-clip@v2"));
     // Present files are not fetched again ...
     std::fs::write(model.join("tokenizer.json"), b"{}").unwrap();
     let out = fetch(&["--revision", "v2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(take().is_empty(), "nothing is downloaded when every file is present");
+    assert_eq!(
+        take(),
+        ["/acme/tiny-clip/resolve/v2/tokenizer_config.json"],
+        "nothing is downloaded when every file is present; only the optional file the hub lacks is asked for again"
+    );
     assert_eq!(std::fs::read(model.join("tokenizer.json")).unwrap(), b"{}", "a present file is kept as it is");
     // ... unless --force says so.
     let out = fetch(&["--revision", "v2", "--force"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(take().len(), 4);
+    assert_eq!(take().len(), 6);
     assert_eq!(
         std::fs::read(model.join("tokenizer.json")).unwrap(),
         std::fs::read(tiny_model_dir().join("tokenizer.json")).unwrap()

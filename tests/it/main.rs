@@ -16,6 +16,7 @@ mod parity;
 mod relevance;
 mod service;
 mod shop;
+mod siglip;
 mod snapshot;
 mod tagging;
 mod upload;
