@@ -19,3 +19,4 @@ mod shop;
 mod snapshot;
 mod tagging;
 mod upload;
+mod variants;
