@@ -2,6 +2,7 @@
 //! errors to an exit code (1 for failures, 2 for usage errors via clap).
 
 mod fetch;
+mod model_bench;
 mod progress;
 mod relevance;
 mod settings;
@@ -302,6 +303,27 @@ enum ModelCommand {
     },
     /// List the known model names.
     List,
+    /// Measure the model on this machine: model-only and end-to-end images/s, text and photo query
+    /// latency. Prints one JSON object (scripts/gpu-check.sh runs this on a GPU).
+    Bench {
+        /// A folder of images (.jpg, .png, .webp); cycled to reach --n.
+        #[arg(long)]
+        images: PathBuf,
+        /// Images per measurement.
+        #[arg(long, default_value_t = 256)]
+        n: usize,
+        /// Images per model call.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Rounds of each throughput measurement (the best is reported, each is listed).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Text and photo queries timed.
+        #[arg(long, default_value_t = 50)]
+        queries: usize,
+        #[command(flatten)]
+        settings: ModelSettings,
+    },
 }
 
 /// Load the model to read or extend the index in `data`: `--variant auto` takes the variant the
@@ -725,6 +747,13 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Tune { queries, k, dry_run, json, .. } => {
             let config: ServeConfig = resolve(m, file)?.value;
             relevance::tune(&config, &queries, k, dry_run, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model { what: ModelCommand::Bench { images, n, batch, rounds, queries, .. } } => {
+            let s: ModelSettings = resolve(m, file)?.value;
+            let model = load_model(&s)?;
+            let out = model_bench::run(&model, &model_bench::BenchOptions { images, n, batch, rounds, queries })?;
+            println!("{out}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Model { what: ModelCommand::List } => {

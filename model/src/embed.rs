@@ -119,8 +119,8 @@ struct PinnedIo {
 
 impl PinnedIo {
     fn new(session: &Session) -> Result<Self> {
-        let mem = MemoryInfo::new(AllocationDevice::CUDA_PINNED, 0, AllocatorType::Device, MemoryType::CPUInput)
-            .map_err(infer_err)?;
+        let mem =
+            MemoryInfo::new(AllocationDevice::CUDA_PINNED, 0, AllocatorType::Device, MemoryType::CPUInput).map_err(infer_err)?;
         Ok(PinnedIo {
             binding: session.create_binding().map_err(infer_err)?,
             pinned: Allocator::new(session, mem).map_err(infer_err)?,
@@ -129,7 +129,15 @@ impl PinnedIo {
     }
 
     /// Run `session` on `pixels` (shape `shape`) as `ty`, returning the embedding output as f32.
-    fn run(&mut self, session: &mut Session, input: &str, output: &str, shape: [usize; 4], pixels: &[f32], ty: TensorElementType) -> Result<Vec<f32>> {
+    fn run(
+        &mut self,
+        session: &mut Session,
+        input: &str,
+        output: &str,
+        shape: [usize; 4],
+        pixels: &[f32],
+        ty: TensorElementType,
+    ) -> Result<Vec<f32>> {
         let n = shape[0];
         if self.input.as_ref().is_none_or(|(have, _)| *have != n) {
             let t = match ty {
@@ -147,8 +155,8 @@ impl PinnedIo {
             _ => tensor.try_extract_tensor_mut::<f32>().map_err(infer_err)?.1.copy_from_slice(pixels),
         }
         self.binding.bind_input(input, &*tensor).map_err(infer_err)?;
-        let out_mem = MemoryInfo::new(AllocationDevice::CUDA_PINNED, 0, AllocatorType::Device, MemoryType::CPUOutput)
-            .map_err(infer_err)?;
+        let out_mem =
+            MemoryInfo::new(AllocationDevice::CUDA_PINNED, 0, AllocatorType::Device, MemoryType::CPUOutput).map_err(infer_err)?;
         self.binding.bind_output_to_device(output, &out_mem).map_err(infer_err)?;
         let outputs = session.run_binding(&self.binding).map_err(infer_err)?;
         self.binding.synchronize_outputs().map_err(infer_err)?;
@@ -399,6 +407,20 @@ mod tests {
         assert!((dot(&v[0], &v[1]) - 1.0).abs() < 1e-6);
         assert!(dot(&v[0], &v[2]) < 0.9);
         assert!((dot(&v[0], &v[0]) - 1.0).abs() < 1e-5);
+    }
+
+    /// fp16 graphs may give half floats: they read as f32, like f32 outputs do.
+    #[test]
+    fn half_and_single_float_outputs_read_as_f32() {
+        crate::runtime::environment(None).expect("ONNX Runtime (scripts/setup.sh)");
+        let h = Tensor::from_array(([3usize], vec![f16::from_f32(0.5), f16::from_f32(-2.0), f16::from_f32(1.0 / 3.0)])).unwrap();
+        let got = floats(&h.into_dyn()).unwrap();
+        assert_eq!(&got[..2], &[0.5, -2.0]);
+        assert!((got[2] - 1.0 / 3.0).abs() < 1e-3, "{got:?}");
+        let f = Tensor::from_array(([2usize], vec![0.25f32, 4.0])).unwrap();
+        assert_eq!(floats(&f.into_dyn()).unwrap(), [0.25, 4.0]);
+        let i = Tensor::from_array(([1usize], vec![7i64])).unwrap();
+        assert!(floats(&i.into_dyn()).is_err(), "integers are no embedding");
     }
 
     #[test]

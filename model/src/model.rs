@@ -311,8 +311,7 @@ impl ModelDir {
 
     /// Why `variant` cannot load from this directory, with the ways to get it.
     pub fn missing_variant(&self, variant: Variant) -> CoreError {
-        let missing: Vec<String> =
-            TOWERS.iter().map(|t| variant.onnx_file(t)).filter(|f| !self.file(f).is_file()).collect();
+        let missing: Vec<String> = TOWERS.iter().map(|t| variant.onnx_file(t)).filter(|f| !self.file(f).is_file()).collect();
         let make = match variant {
             Variant::Quantized => format!(
                 "make it with `scripts/quantize_model.py {}`, or download the hub's with `vitrine model fetch NAME --variant quantized`",
@@ -458,7 +457,9 @@ mod tests {
 
     #[test]
     fn variant_choices_parse_and_serialize_by_name() {
-        for (s, v) in [("auto", VariantChoice::Auto), ("fp32", VariantChoice::Exact(Fp32)), ("QUANTIZED", VariantChoice::Exact(Quantized))] {
+        for (s, v) in
+            [("auto", VariantChoice::Auto), ("fp32", VariantChoice::Exact(Fp32)), ("QUANTIZED", VariantChoice::Exact(Quantized))]
+        {
             assert_eq!(s.parse::<VariantChoice>(), Ok(v));
             assert_eq!(serde_json::to_value(v).unwrap(), s.to_ascii_lowercase());
             assert_eq!(serde_json::from_value::<VariantChoice>(serde_json::json!(s)).unwrap(), v);

@@ -198,7 +198,9 @@ pub fn session_for<T>(opts: &RuntimeOptions, choose: impl Fn(Device) -> Result<(
                 Ok(s) => Ok((s, Device::Cuda, t)),
                 Err(e) => {
                     static ONCE: std::sync::Once = std::sync::Once::new();
-                    ONCE.call_once(|| tracing::info!("device auto: CUDA unavailable ({}), using CPU", first_line(&e.to_string())));
+                    ONCE.call_once(|| {
+                        tracing::info!("device auto: CUDA unavailable ({}), using CPU", first_line(&e.to_string()))
+                    });
                     let (path, t) = choose(Device::Cpu)?;
                     Ok((build_session(&path, opts, false).map_err(|e| load_err(&path, e))?, Device::Cpu, t))
                 }

@@ -27,8 +27,9 @@ pub fn quantized_tiny_model_dir() -> PathBuf {
         copy_dir(&tiny_model_dir(), &d);
         for t in ["vision_model", "text_model"] {
             let f = format!("{t}_quantized.onnx");
-            std::fs::copy(fixture(&format!("tiny-clip-quantized/{f}")), d.join(&f))
-                .unwrap_or_else(|e| panic!("{f}: {e}: run scripts/quantize_model.py models/tiny-clip --out tests/fixtures/tiny-clip-quantized"));
+            std::fs::copy(fixture(&format!("tiny-clip-quantized/{f}")), d.join(&f)).unwrap_or_else(|e| {
+                panic!("{f}: {e}: run scripts/quantize_model.py models/tiny-clip --out tests/fixtures/tiny-clip-quantized")
+            });
         }
         d
     })

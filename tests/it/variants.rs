@@ -199,3 +199,67 @@ fn a_bad_variant_name_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fp32, fp16, quantized or auto"));
 }
+
+/// `vitrine model bench` prints one JSON object with the numbers scripts/gpu-check.sh reads.
+#[test]
+fn model_bench_measures_throughput_and_query_latency() {
+    let q = quantized_tiny_model_dir();
+    let images = fixture("clip/images");
+    let args = ["model", "bench", "--device", "cpu", "--model", q.to_str().unwrap(), "--images", images.to_str().unwrap()];
+    let (ok, out, err) = vitrine(&[&args[..], &["--n", "10", "--batch", "4", "--rounds", "1", "--queries", "5"]].concat());
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((v["variant"].as_str(), v["device"].as_str(), v["images"].as_u64()), (Some("quantized"), Some("cpu"), Some(10)));
+    for k in ["model_only_images_per_s", "e2e_images_per_s", "decode_preprocess_images_per_s"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {v}");
+    }
+    for k in ["text_query", "photo_query"] {
+        assert_eq!(v[k]["n"], 5, "{v}");
+        assert!(v[k]["p50_ms"].as_f64().unwrap() <= v[k]["p95_ms"].as_f64().unwrap(), "{v}");
+    }
+    let (ok, _, err) = vitrine(&[&args[..], &["--batch", "0"]].concat());
+    assert!(!ok && err.contains("at least 1"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, _, err) = vitrine(&["model", "bench", "--model", q.to_str().unwrap(), "--images", empty.path().to_str().unwrap()]);
+    assert!(!ok && err.contains("holds no .jpg"), "{err}");
+}
+
+/// The GPU check's dry run: every step of scripts/gpu-check.sh on the CPU, on the tiny model,
+/// ending in one valid JSON object with the fields a GPU run reports.
+#[test]
+fn gpu_check_runs_complete_as_a_cpu_dry_run() {
+    let out = std::process::Command::new("bash")
+        .arg(root().join("scripts/gpu-check.sh"))
+        .args(["--device", "cpu", "--model"])
+        .arg(quantized_tiny_model_dir())
+        .arg("--images")
+        .arg(fixture("clip/images"))
+        .args(["--n", "12", "--batch", "4", "--cpu-n", "4", "--bin"])
+        .arg(crate::common::vitrine_bin())
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!((v["dry_run"].as_bool(), v["device"].as_str()), (Some(true), Some("cpu")), "{v}");
+    // CPU against CPU, fp32 on both: the same numbers.
+    assert!(v["parity"]["fp32_min_cosine"].as_f64().unwrap() > 0.99999, "{v}");
+    assert_eq!(v["parity"]["images"].as_u64(), Some(12), "{v}");
+    // auto on the CPU took the int8 towers, and they stay close to fp32.
+    assert_eq!(v["parity"]["auto_variant"], "quantized", "{v}");
+    assert!(v["parity"]["auto_variant_min_cosine_vs_cpu_fp32"].as_f64().unwrap() > 0.99, "{v}");
+    assert_eq!((v["gpu"]["variant"].as_str(), v["gpu_fp32"]["variant"].as_str()), (Some("quantized"), Some("fp32")));
+    assert_eq!(v["gpu"]["batch"], 4);
+    for k in ["model_only_images_per_s", "e2e_images_per_s"] {
+        assert!(v["gpu"][k].as_f64().is_some_and(|x| x > 0.0), "{k}: {v}");
+    }
+    assert!(v["gpu"]["text_query"]["p50_ms"].as_f64().is_some(), "{v}");
+    assert_eq!(v["met"]["parity"], true, "{v}");
+    assert!(v["targets"]["model_only_images_per_s"].as_f64().is_some());
+    // A mistake is named, not a stack of shell errors.
+    let out =
+        std::process::Command::new("bash").arg(root().join("scripts/gpu-check.sh")).args(["--device", "tpu"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--device is cuda or cpu"));
+}
