@@ -76,9 +76,9 @@ run() { # out-file, then vitrine arguments
 run "$tmp/parity_cpu.jsonl" embed image "${parity[@]}" --model "$model" --device cpu --variant fp32 --batch 16 "${cpu_lib[@]}"
 run "$tmp/parity_dev.jsonl" embed image "${parity[@]}" --model "$model" --device "$device" --variant fp32 --batch 16 "${dev_lib[@]}"
 run "$tmp/parity_dev_auto.jsonl" embed image "${parity[@]}" --model "$model" --device "$device" --variant auto --batch 16 "${dev_lib[@]}"
-bench=(model bench --model "$model" --images "$images" --queries 100)
-run "$tmp/gpu.json" "${bench[@]}" --device "$device" --variant auto --n "$n" --batch "$batch" --rounds 3 "${dev_lib[@]}"
-run "$tmp/gpu_fp32.json" "${bench[@]}" --device "$device" --variant fp32 --n "$n" --batch "$batch" --rounds 2 "${dev_lib[@]}"
+bench=(model bench --model "$model" --images "$images")
+run "$tmp/gpu.json" "${bench[@]}" --device "$device" --variant auto --n "$n" --batch "$batch" --rounds 3 --queries 100 "${dev_lib[@]}"
+run "$tmp/gpu_fp32.json" "${bench[@]}" --device "$device" --variant fp32 --n "$n" --batch "$batch" --rounds 2 --queries 100 "${dev_lib[@]}"
 run "$tmp/cpu.json" "${bench[@]}" --device cpu --variant auto --n "$cpu_n" --batch 32 --rounds 1 --queries 20 "${cpu_lib[@]}"
 
 python3 - "$tmp" "$device" "$n" "$batch" <<'EOF'
