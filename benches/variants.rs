@@ -59,9 +59,9 @@ fn main() {
     let batch = common::env_usize("BATCH", 32, 32);
     let k = 10;
     let model_dir = common::model_path("models/clip-vit-b32-random");
-    let variant = match common::variant_choice("VITRINE_BENCH_VARIANT") {
-        VariantChoice::Auto => Variant::Quantized,
-        VariantChoice::Exact(v) => v,
+    let variant = match common::env_str("VITRINE_BENCH_VARIANT").map(|_| common::variant_choice("VITRINE_BENCH_VARIANT")) {
+        None | Some(VariantChoice::Auto) => Variant::Quantized,
+        Some(VariantChoice::Exact(v)) => v,
     };
     let catalog_dir = common::bench_data().join("ingest");
     common::require(&catalog_dir.join("catalog.jsonl"), "scripts/make_bench_data.py --ingest N makes the bench catalog");
