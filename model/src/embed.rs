@@ -77,7 +77,7 @@ struct Tower {
 }
 
 impl Tower {
-    fn new(session: Session, float_input: &str, embeds: &str, device: Device) -> Result<Self> {
+    fn new(session: Session, float_input: &str, embeds: &str, device: Device, cuda_device_id: i32) -> Result<Self> {
         let float_input = session
             .inputs()
             .iter()
@@ -87,7 +87,8 @@ impl Tower {
         let output = embedding_output(session.outputs().iter().map(|o| o.name()), embeds)
             .ok_or_else(|| infer_err("the ONNX graph has no outputs"))?
             .to_string();
-        let io = if device == Device::Cuda && io_binding_enabled() { Some(PinnedIo::new(&session)?) } else { None };
+        let io =
+            if device == Device::Cuda && io_binding_enabled() { Some(PinnedIo::new(&session, cuda_device_id)?) } else { None };
         Ok(Tower { session, float_input, output, io })
     }
 }
@@ -115,16 +116,18 @@ struct PinnedIo {
     pinned: Allocator,
     /// (images, pinned tensor) of the last batch.
     input: Option<(usize, DynValue)>,
+    device_id: i32,
 }
 
 impl PinnedIo {
-    fn new(session: &Session) -> Result<Self> {
-        let mem =
-            MemoryInfo::new(AllocationDevice::CUDA_PINNED, 0, AllocatorType::Device, MemoryType::CPUInput).map_err(infer_err)?;
+    fn new(session: &Session, device_id: i32) -> Result<Self> {
+        let mem = MemoryInfo::new(AllocationDevice::CUDA_PINNED, device_id, AllocatorType::Device, MemoryType::CPUInput)
+            .map_err(infer_err)?;
         Ok(PinnedIo {
             binding: session.create_binding().map_err(infer_err)?,
             pinned: Allocator::new(session, mem).map_err(infer_err)?,
             input: None,
+            device_id,
         })
     }
 
@@ -156,7 +159,8 @@ impl PinnedIo {
         }
         self.binding.bind_input(input, &*tensor).map_err(infer_err)?;
         let out_mem =
-            MemoryInfo::new(AllocationDevice::CUDA_PINNED, 0, AllocatorType::Device, MemoryType::CPUOutput).map_err(infer_err)?;
+            MemoryInfo::new(AllocationDevice::CUDA_PINNED, self.device_id, AllocatorType::Device, MemoryType::CPUOutput)
+                .map_err(infer_err)?;
         self.binding.bind_output_to_device(output, &out_mem).map_err(infer_err)?;
         let outputs = session.run_binding(&self.binding).map_err(infer_err)?;
         self.binding.synchronize_outputs().map_err(infer_err)?;
@@ -210,8 +214,8 @@ impl ClipOnnx {
             device,
             preprocessor: Preprocessor::new(dir.preprocessor.clone()),
             tokenizer,
-            vision: Mutex::new(Tower::new(vision, "pixel_values", "image_embeds", device)?),
-            text: Mutex::new(Tower::new(text, "input_ids", "text_embeds", device)?),
+            vision: Mutex::new(Tower::new(vision, "pixel_values", "image_embeds", device, opts.cuda_device_id)?),
+            text: Mutex::new(Tower::new(text, "input_ids", "text_embeds", device, opts.cuda_device_id)?),
             floor: dir.card.relevance_floor,
         };
         // Read the dimension off a real run: this also warms both sessions up.
