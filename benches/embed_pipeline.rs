@@ -6,6 +6,9 @@
 //! `scripts/bench_python_pipeline.py` on the same files and model (transformers CLIPImageProcessor +
 //! onnxruntime), and the speedup over it. Targets: e2e ≥ 95% of model-only; ≥ 1.4× Python.
 //!
+//! The Rust side loads `VITRINE_BENCH_VARIANT` (default fp32; `quantized` for the int8 towers);
+//! the Python side always runs the fp32 `vision_model.onnx`, the baseline.
+//!
 //! Env: `VITRINE_BENCH_MODEL` (models/clip-vit-b32-random), `N` (256 images of
 //! target/bench-data/photos), `BATCH` (32), `VITRINE_BENCH_ROUNDS` (2), `VITRINE_BENCH_PYTHON`
 //! (.venv-fixtures/bin/python; set it to `none` to skip the Python side).
@@ -108,6 +111,7 @@ fn main() {
         json!({
             "model": model_dir.display().to_string(),
             "model_dim": model.dim(),
+            "variant": model.model_id().variant,
             "device": model.device().to_string(),
             "model_load_ms": common::round3(load_ms),
             "images": n,

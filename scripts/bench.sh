@@ -8,6 +8,9 @@
 #                                    hnsw_recall http_load soak
 #   scripts/bench.sh soak            the soak (64 clients for 5 minutes of mixed search, writes and
 #                                    ingest; zero 5xx): only when named, never in the default run
+#   scripts/bench.sh variants        int8 vs fp32 on the full-size model: cosine, top-10 agreement,
+#                                    images/s (only when named; makes the int8 towers with
+#                                    scripts/quantize_model.py when the model folder lacks them)
 #   scripts/bench.sh crossmodal      text->image recall on the toy-world model's vectors (only when
 #                                    named; makes target/crossmodal with scripts/crossmodal_vectors.py
 #                                    when models/toy-world-clip exists, else a synthetic stand-in)
@@ -26,14 +29,14 @@ ONLY=()
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) echo "unknown option $a" >&2; exit 2 ;;
     *) ONLY+=("$a") ;;
   esac
 done
 ALL=(preprocess embed_pipeline text_query ingest ingest_full hnsw_recall http_load)
 # Benches that run only when named (long).
-EXTRA=(soak crossmodal)
+EXTRA=(soak crossmodal variants)
 [ ${#ONLY[@]} -eq 0 ] && ONLY=("${ALL[@]}")
 for b in "${ONLY[@]}"; do
   [[ " ${ALL[*]} ${EXTRA[*]} " == *" $b "* ]] || { echo "unknown bench $b (one of: ${ALL[*]} ${EXTRA[*]})" >&2; exit 2; }
@@ -77,7 +80,7 @@ fi
 "$PY" scripts/make_bench_data.py --photos "$PHOTOS" --ingest "$MAX_INGEST"
 
 echo "== build (release)" >&2
-cargo bench -p vitrine --no-run $(printf -- '--bench %s ' preprocess embed_pipeline text_query ingest hnsw_recall http_load soak crossmodal) >&2
+cargo bench -p vitrine --no-run $(printf -- '--bench %s ' preprocess embed_pipeline text_query ingest hnsw_recall http_load soak crossmodal variants) >&2
 
 FAILED=()
 run() { # label bench [VAR=value...]
@@ -124,6 +127,9 @@ for b in "${ONLY[@]}"; do
       run crossmodal crossmodal N="$HNSW_N" ;;
     http_load) run http_load http_load VITRINE_BENCH_MODEL="$FULL" N="$HTTP_N" ;;
     soak) run soak soak VITRINE_BENCH_MODEL="$FULL" N="$SOAK_N" ;;
+    variants)
+      [ -f "$FULL/vision_model_quantized.onnx" ] || "$PY" scripts/quantize_model.py "$FULL" >&2
+      run variants variants VITRINE_BENCH_MODEL="$FULL" N="$((INGEST_N < 1000 ? INGEST_N : 1000))" ;;
   esac
 done
 

@@ -9,6 +9,21 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 VITRINE_SKIP_BUILD=1 scripts/setup.sh
 
+# The tiny model's int8 towers (tests/it/variants.rs) are committed; on a checkout without them,
+# make them with onnxruntime's quantizer from PyPI (deterministic for a given onnxruntime).
+fixture=tests/fixtures/tiny-clip-quantized
+if [ ! -f $fixture/vision_model_quantized.onnx ] || [ ! -f $fixture/text_model_quantized.onnx ]; then
+  py=${PY:-.venv-fixtures/bin/python}
+  if ! "$py" -c "import onnxruntime.quantization, onnx" 2>/dev/null; then
+    python3 -m venv .venv-quantize && .venv-quantize/bin/pip install -q onnxruntime==1.32.0 onnx==1.23.2
+    py=.venv-quantize/bin/python
+  fi
+  tmp=$(mktemp -d)
+  "$py" scripts/quantize_model.py models/tiny-clip --out "$tmp" >/dev/null
+  mkdir -p $fixture && cp "$tmp"/vision_model_quantized.onnx "$tmp"/text_model_quantized.onnx $fixture/
+  rm -rf "$tmp"
+fi
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

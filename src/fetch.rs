@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use vitrine_model::model::{Variant, PREPROCESSOR_FILE, TOKENIZER_FILE, TOWERS};
 
 /// A known model: where its files are in a hub repository.
 pub struct KnownModel {
@@ -34,13 +35,24 @@ pub const KNOWN: &[KnownModel] = &[
     },
 ];
 
-/// (file in the model directory, path in the hub repository)
-const FILES: [(&str, &str); 4] = [
-    ("vision_model.onnx", "onnx/vision_model.onnx"),
-    ("text_model.onnx", "onnx/text_model.onnx"),
-    ("tokenizer.json", "tokenizer.json"),
-    ("preprocessor_config.json", "preprocessor_config.json"),
-];
+/// (file in the model directory, path in the hub repository) for the fp32 model and the towers of
+/// each of `variants`: the hub's exports keep every ONNX file under `onnx/`, named as the model
+/// directory names them (`onnx/vision_model_quantized.onnx`).
+pub fn files(variants: &[Variant]) -> Vec<(String, String)> {
+    let mut towers: Vec<Variant> = vec![Variant::Fp32];
+    for v in variants {
+        if !towers.contains(v) {
+            towers.push(*v);
+        }
+    }
+    let mut out: Vec<(String, String)> = towers
+        .iter()
+        .flat_map(|v| TOWERS.iter().map(move |t| v.onnx_file(t)))
+        .map(|f| (f.clone(), format!("onnx/{f}")))
+        .collect();
+    out.extend([TOKENIZER_FILE, PREPROCESSOR_FILE].map(|f| (f.to_string(), f.to_string())));
+    out
+}
 
 /// Files fetched when the repository has them (a 404 skips them): `config.json` names the model
 /// family (`model_type` `siglip` needs it), `tokenizer_config.json` a SigLIP text length and padding.
@@ -52,6 +64,8 @@ pub struct FetchOptions {
     pub revision: String,
     pub dest_root: PathBuf,
     pub force: bool,
+    /// Variants to fetch beside the fp32 files.
+    pub variants: Vec<Variant>,
 }
 
 /// Resolve a name to a hub repository: a known short name, or `owner/repo` as is.
@@ -76,7 +90,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<PathBuf> {
         .user_agent(concat!("vitrine/", env!("CARGO_PKG_VERSION")))
         .build();
     let endpoint = opts.endpoint.trim_end_matches('/');
-    for (local, remote) in FILES {
+    for (local, remote) in files(&opts.variants) {
         let target = dest.join(local);
         if target.is_file() && !opts.force {
             eprintln!("{}: already present", target.display());
@@ -181,5 +195,34 @@ mod tests {
         assert!(err.contains("siglip-b16-224") && err.contains("clip-vit-b32"), "{err}");
         let names: std::collections::HashSet<_> = KNOWN.iter().map(|k| k.name).collect();
         assert_eq!(names.len(), KNOWN.len(), "short names are unique");
+    }
+
+    #[test]
+    fn variants_map_to_the_hubs_onnx_files() {
+        let names = |v: &[Variant]| files(v).into_iter().map(|(l, r)| format!("{l}={r}")).collect::<Vec<_>>();
+        let base = [
+            "vision_model.onnx=onnx/vision_model.onnx",
+            "text_model.onnx=onnx/text_model.onnx",
+            "tokenizer.json=tokenizer.json",
+            "preprocessor_config.json=preprocessor_config.json",
+        ];
+        assert_eq!(names(&[]), base);
+        assert_eq!(names(&[Variant::Fp32]), base, "fp32 is always fetched, once");
+        let q = names(&[Variant::Quantized, Variant::Fp16, Variant::Quantized]);
+        for want in [
+            "vision_model_quantized.onnx=onnx/vision_model_quantized.onnx",
+            "text_model_quantized.onnx=onnx/text_model_quantized.onnx",
+            "vision_model_fp16.onnx=onnx/vision_model_fp16.onnx",
+            "text_model_fp16.onnx=onnx/text_model_fp16.onnx",
+        ] {
+            assert!(q.contains(&want.to_string()), "{want} in {q:?}");
+        }
+        assert_eq!(q.len(), 8);
+        // What the model directory will look for is what gets fetched.
+        for v in Variant::ALL {
+            for t in TOWERS {
+                assert!(files(&[v]).iter().any(|(l, _)| *l == v.onnx_file(t)));
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! errors to an exit code (1 for failures, 2 for usage errors via clap).
 
 mod fetch;
+mod model_bench;
 mod progress;
 mod relevance;
 mod settings;
@@ -296,9 +297,42 @@ enum ModelCommand {
         /// Download again even if files are present.
         #[arg(long)]
         force: bool,
+        /// Also download this variant's towers (`fp16`, `quantized`) beside the fp32 files; repeatable.
+        #[arg(long)]
+        variant: Vec<vitrine_model::model::Variant>,
     },
     /// List the known model names.
     List,
+    /// Measure the model on this machine: model-only and end-to-end images/s, text and photo query
+    /// latency. Prints one JSON object (scripts/gpu-check.sh runs this on a GPU).
+    Bench {
+        /// A folder of images (.jpg, .png, .webp); cycled to reach --n.
+        #[arg(long)]
+        images: PathBuf,
+        /// Images per measurement.
+        #[arg(long, default_value_t = 256)]
+        n: usize,
+        /// Images per model call.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Rounds of each throughput measurement (the best is reported, each is listed).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Text and photo queries timed.
+        #[arg(long, default_value_t = 50)]
+        queries: usize,
+        #[command(flatten)]
+        settings: ModelSettings,
+    },
+}
+
+/// Load the model to read or extend the index in `data`: `--variant auto` takes the variant the
+/// index was built with, and any other variant is refused before the model loads (vectors of two
+/// variants never mix). A directory without an index resolves `auto` by device.
+fn load_model_for(s: &ModelSettings, data: &Path) -> Result<ClipOnnx> {
+    let indexed = vitrine_indexer::indexed_model(data)?;
+    let variant = s.variant.pinned_by(indexed.map(|m| m.variant)).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+    load_model(&ModelSettings { variant, ..s.clone() })
 }
 
 /// Load the model, saying once what is wrong and what to do, and warn where its weights are random.
@@ -596,8 +630,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Model { what: ModelCommand::Fetch { name, endpoint, revision, dir, force } } => {
-            let dest = fetch::fetch(&fetch::FetchOptions { name, endpoint, revision, dest_root: dir, force })?;
+        Command::Model { what: ModelCommand::Fetch { name, endpoint, revision, dir, force, variant } } => {
+            let dest = fetch::fetch(&fetch::FetchOptions { name, endpoint, revision, dest_root: dir, force, variants: variant })?;
             println!("{}", dest.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -605,7 +639,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             let s: IndexSettings = resolve(m, file)?.value;
             check_catalog(&catalog)?;
             check_data_dir(&s.data.data)?;
-            let embedder: Arc<dyn Embedder> = Arc::new(load_model(&s.model)?);
+            let embedder: Arc<dyn Embedder> = Arc::new(load_model_for(&s.model, &s.data.data)?);
             // The operator's catalog: local paths resolve beside it, and any address may be fetched.
             let opts = IndexOptions { local_files: LocalFiles::beside(&catalog), ..s.ingest.operator_options() };
             let ix = Indexer::open(&s.data.data, embedder, opts)?;
@@ -676,7 +710,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             demo_defaults(&mut r, world)?;
             let config = r.value.clone();
             check_data_dir(&config.data)?;
-            let embedder: Arc<dyn Embedder> = Arc::new(load_model(&config.model)?);
+            let embedder: Arc<dyn Embedder> = Arc::new(load_model_for(&config.model, &config.data)?);
             let catalog = demo_root()?.join(world.paths().0);
             {
                 let opts = IndexOptions { local_files: LocalFiles::beside(&catalog), ..config.ingest.operator_options() };
@@ -713,6 +747,13 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Tune { queries, k, dry_run, json, .. } => {
             let config: ServeConfig = resolve(m, file)?.value;
             relevance::tune(&config, &queries, k, dry_run, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model { what: ModelCommand::Bench { images, n, batch, rounds, queries, .. } } => {
+            let s: ModelSettings = resolve(m, file)?.value;
+            let model = load_model(&s)?;
+            let out = model_bench::run(&model, &model_bench::BenchOptions { images, n, batch, rounds, queries })?;
+            println!("{out}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Model { what: ModelCommand::List } => {
@@ -760,13 +801,14 @@ fn demo_root() -> Result<PathBuf> {
 fn run_server(config: ServeConfig, embedder: Option<Arc<dyn Embedder>>) -> Result<ExitCode> {
     let bind = config.bind.clone();
     let model = config.model.clone();
+    let data = config.data.clone();
     let state = vitrine_web::build_state(config)?;
     match embedder {
         Some(e) => state.set_model(e)?,
         None => {
             let st = state.clone();
             std::thread::spawn(move || {
-                let loaded = load_model(&model)
+                let loaded = load_model_for(&model, &data)
                     .map_err(|e| format!("{e:#}"))
                     .and_then(|m| st.set_model(Arc::new(m)).map_err(|e| e.to_string()));
                 if let Err(e) = loaded {

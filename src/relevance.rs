@@ -28,7 +28,7 @@ fn open(config: &ServeConfig, queries: &Path) -> Result<(Arc<QueryService>, Vec<
     if service.searcher().snapshot().is_none() {
         bail!("{} holds no index yet; build one with `vitrine index CATALOG --data {0}`", config.data.display());
     }
-    let model: Arc<dyn Embedder> = Arc::new(crate::load_model(&config.model)?);
+    let model: Arc<dyn Embedder> = Arc::new(crate::load_model_for(&config.model, &config.data)?);
     service.set_model(model)?;
     Ok((service, judged))
 }

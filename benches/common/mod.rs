@@ -5,6 +5,8 @@
 //! - `VITRINE_BENCH_MODEL`   model directory (relative paths are taken from the repository root)
 //! - `VITRINE_BENCH_DATA`    generated inputs (default `target/bench-data`, see `scripts/make_bench_data.py`)
 //! - `VITRINE_BENCH_DEVICE`  cpu (default), cuda or auto
+//! - `VITRINE_BENCH_VARIANT` fp32 (default, so numbers stay comparable when a model folder gains
+//!   variants), fp16, quantized or auto
 //! - `VITRINE_BENCH_THREADS` ONNX Runtime intra-op threads (0 = one per core, the default)
 //! - `VITRINE_BENCH_QUICK=1` smaller defaults (smoke test); `VITRINE_BENCH_RUN_ID` tags the output line
 #![allow(dead_code)]
@@ -83,7 +85,18 @@ pub fn runtime_options() -> RuntimeOptions {
         .unwrap_or_else(|| "cpu".into())
         .parse()
         .unwrap_or_else(|e: vitrine_model::runtime::UnknownDevice| panic!("{e}"));
-    RuntimeOptions { device, intra_threads: env_usize("VITRINE_BENCH_THREADS", 0, 0), ort_lib: None, cuda_device_id: 0 }
+    RuntimeOptions {
+        device,
+        intra_threads: env_usize("VITRINE_BENCH_THREADS", 0, 0),
+        variant: variant_choice("VITRINE_BENCH_VARIANT"),
+        ..Default::default()
+    }
+}
+
+/// `--variant` from the environment variable `name` (default fp32).
+pub fn variant_choice(name: &str) -> vitrine_model::model::VariantChoice {
+    use vitrine_model::model::{Variant, VariantChoice};
+    env_str(name).map_or(VariantChoice::Exact(Variant::Fp32), |v| v.parse().unwrap_or_else(|e| panic!("{name}: {e}")))
 }
 
 pub fn load_model(path: &Path) -> ClipOnnx {

@@ -14,4 +14,4 @@ pub mod relevance;
 pub mod vector;
 
 pub use error::{CoreError, ImageErrorKind, Result};
-pub use model_id::ModelId;
+pub use model_id::{ModelId, Variant};

@@ -61,9 +61,9 @@ pub const MEDIA_REF_PREFIX: &str = "media:";
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error(
-        "{data} was indexed with model {} ({} dims, hash {}), but the model given is {} ({} dims, hash {}). \
-         Use the same model, or re-embed everything with `vitrine reindex --model DIR --data {data}`",
-        have.name, have.dim, short(&have.content_hash), want.name, want.dim, short(&want.content_hash)
+        "{data} was indexed with model {} ({}, {} dims, hash {}), but the model given is {} ({}, {} dims, hash {}): {}",
+        have.name, have.variant, have.dim, short(&have.content_hash), want.name, want.variant, want.dim,
+        short(&want.content_hash), have.mismatch_fix(want, data)
     )]
     ModelMismatch { data: String, have: Box<ModelId>, want: Box<ModelId> },
     /// Another writer holds the data directory (the service maps this to 409).

@@ -10,7 +10,9 @@
 //!   (manifest.json, tantivy `keyword/`, vector `segments/` whose graphs are hnsw_rs dumps or,
 //!   since the flat search loop, `graph.bin`: both load, no version step was needed),
 //!   `CURRENT`, `reports/`, `jobs/` (the service's ingest jobs, JSON with their catalogs), and
-//!   `cache/thumbs/` (derived, safe to delete).
+//!   `cache/thumbs/` (derived, safe to delete). The model id's `variant` (2026-11-30) was added
+//!   without a step: an id without it reads as `fp32`, the weights every older index was built
+//!   with, and its content hash covers the same files.
 //!
 //! Add a step by appending to [`MIGRATIONS`] in a module of its own (`v1_to_v2.rs`), bumping
 //! [`CURRENT_FORMAT`], and committing a data directory of the old format under

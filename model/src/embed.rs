@@ -6,15 +6,21 @@
 //!
 //! Threading: `ort::Session::run` takes `&mut self`, so each tower is one session behind a mutex
 //! whose intra-op pool uses every core. Callers batch; concurrent callers queue on the mutex.
+//!
+//! Variants: the towers load the weights [`RuntimeOptions::variant`] resolves to on the device the
+//! session gets; fp16 graphs that take or give half floats are fed and read through conversions, so
+//! callers always see f32. On CUDA the vision tower runs through an IO binding (see [`PinnedIo`]).
 
 use std::path::Path;
 use std::time::Instant;
 
-use ort::session::Session;
-use ort::value::TensorRef;
+use half::f16;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{DynValue, Tensor, TensorElementType, TensorRef};
 use parking_lot::Mutex;
 
-use crate::model::{ModelDir, ModelFamily, TEXT_FILE, TOKENIZER_FILE, VISION_FILE};
+use crate::model::{ModelDir, ModelFamily, Variant, TOKENIZER_FILE, TOWERS};
 use crate::preprocess::Preprocessor;
 use crate::runtime::{self, Device, RuntimeOptions};
 use crate::tokenize::TextTokenizer;
@@ -56,8 +62,8 @@ pub struct ClipOnnx {
     device: Device,
     preprocessor: Preprocessor,
     tokenizer: TextTokenizer,
-    vision: Mutex<Session>,
-    text: Mutex<Session>,
+    vision: Mutex<Tower>,
+    text: Mutex<Tower>,
     floor: Option<Floors>,
     /// What the text graph's `attention_mask` input gets, if it has one.
     text_mask: TextMask,
@@ -75,13 +81,127 @@ enum TextMask {
     AllOnes,
 }
 
+/// One tower's session and what its graph takes and gives.
+struct Tower {
+    session: Session,
+    /// The element type of the float input (`pixel_values`): f32, or f16 in some fp16 exports.
+    float_input: TensorElementType,
+    /// The output holding the embedding.
+    output: String,
+    /// On CUDA: inputs from pinned host memory, outputs written back to pinned memory.
+    io: Option<PinnedIo>,
+}
+
+impl Tower {
+    /// `output` is the graph's embedding output, chosen by [`embedding_output_name`].
+    fn new(session: Session, float_input: &str, output: String, device: Device, cuda_device_id: i32) -> Result<Self> {
+        let float_input = session
+            .inputs()
+            .iter()
+            .find(|i| i.name() == float_input)
+            .and_then(|i| i.dtype().tensor_type())
+            .unwrap_or(TensorElementType::Float32);
+        let io =
+            if device == Device::Cuda && io_binding_enabled() { Some(PinnedIo::new(&session, cuda_device_id)?) } else { None };
+        Ok(Tower { session, float_input, output, io })
+    }
+}
+
+/// `VITRINE_IO_BINDING=0` turns the CUDA IO binding off (to measure what it is worth).
+fn io_binding_enabled() -> bool {
+    std::env::var("VITRINE_IO_BINDING").map_or(true, |v| v != "0")
+}
+
+/// The CUDA path's buffers: the batch is written once into pinned (page-locked) host memory, from
+/// which ONNX Runtime copies it to the device asynchronously; the output is bound to pinned memory
+/// too, so the result comes back without a pageable staging copy, and everything in between (the
+/// weights, the activations) stays on the device. The pinned input is kept between calls and
+/// reallocated only when the batch size changes.
+struct PinnedIo {
+    binding: IoBinding,
+    pinned: Allocator,
+    /// (images, pinned tensor) of the last batch.
+    input: Option<(usize, DynValue)>,
+    device_id: i32,
+}
+
+impl PinnedIo {
+    fn new(session: &Session, device_id: i32) -> Result<Self> {
+        let mem = MemoryInfo::new(AllocationDevice::CUDA_PINNED, device_id, AllocatorType::Device, MemoryType::CPUInput)
+            .map_err(infer_err)?;
+        Ok(PinnedIo {
+            binding: session.create_binding().map_err(infer_err)?,
+            pinned: Allocator::new(session, mem).map_err(infer_err)?,
+            input: None,
+            device_id,
+        })
+    }
+
+    /// Run `session` on `pixels` (shape `shape`) as `ty`, returning the embedding output as f32.
+    fn run(
+        &mut self,
+        session: &mut Session,
+        input: &str,
+        output: &str,
+        shape: [usize; 4],
+        pixels: &[f32],
+        ty: TensorElementType,
+    ) -> Result<Vec<f32>> {
+        let n = shape[0];
+        if self.input.as_ref().is_none_or(|(have, _)| *have != n) {
+            let t = match ty {
+                TensorElementType::Float16 => Tensor::<f16>::new(&self.pinned, shape).map_err(infer_err)?.upcast().into_dyn(),
+                _ => Tensor::<f32>::new(&self.pinned, shape).map_err(infer_err)?.upcast().into_dyn(),
+            };
+            self.input = Some((n, t));
+        }
+        let (_, tensor) = self.input.as_mut().expect("allocated above");
+        match ty {
+            TensorElementType::Float16 => {
+                let (_, dst) = tensor.try_extract_tensor_mut::<f16>().map_err(infer_err)?;
+                dst.iter_mut().zip(pixels).for_each(|(d, s)| *d = f16::from_f32(*s));
+            }
+            _ => tensor.try_extract_tensor_mut::<f32>().map_err(infer_err)?.1.copy_from_slice(pixels),
+        }
+        self.binding.bind_input(input, &*tensor).map_err(infer_err)?;
+        let out_mem =
+            MemoryInfo::new(AllocationDevice::CUDA_PINNED, self.device_id, AllocatorType::Device, MemoryType::CPUOutput)
+                .map_err(infer_err)?;
+        self.binding.bind_output_to_device(output, &out_mem).map_err(infer_err)?;
+        let outputs = session.run_binding(&self.binding).map_err(infer_err)?;
+        self.binding.synchronize_outputs().map_err(infer_err)?;
+        let out = outputs.get(output).ok_or_else(|| infer_err(format!("no output {output}")))?;
+        floats(out)
+    }
+}
+
+/// A float output as f32, whether the graph gives f32 or f16.
+fn floats(v: &DynValue) -> Result<Vec<f32>> {
+    match v.try_extract_tensor::<f32>() {
+        Ok((_, data)) => Ok(data.to_vec()),
+        Err(_) => {
+            let (_, data) = v.try_extract_tensor::<f16>().map_err(infer_err)?;
+            Ok(data.iter().map(|x| x.to_f32()).collect())
+        }
+    }
+}
+
 impl ClipOnnx {
     pub fn load(dir: &ModelDir, opts: &RuntimeOptions) -> Result<Self> {
         let started = Instant::now();
-        let (vision, device) = runtime::session(&dir.file(VISION_FILE), opts)?;
-        // The text tower follows the vision tower's device, so `auto` never splits them.
+        let available = dir.variants();
+        // The variant follows the device the vision session really gets (auto: CUDA, else CPU).
+        let pick = |device: Device| -> Result<(std::path::PathBuf, Variant)> {
+            let v = opts.variant.resolve(device, &available).ok_or_else(|| match opts.variant {
+                crate::model::VariantChoice::Exact(v) => dir.missing_variant(v),
+                crate::model::VariantChoice::Auto => unreachable!("auto always resolves"),
+            })?;
+            Ok((dir.tower_file(TOWERS[0], v), v))
+        };
+        let (vision, device, variant) = runtime::session_for(opts, pick)?;
+        // The text tower follows the vision tower's device and variant, so `auto` never splits them.
         let text_opts = RuntimeOptions { device, ..opts.clone() };
-        let (text, _) = runtime::session(&dir.file(TEXT_FILE), &text_opts)?;
+        let (text, _) = runtime::session(&dir.tower_file(TOWERS[1], variant), &text_opts)?;
 
         let text_len_dim = input_dim(&text, "input_ids", 1);
         let fixed_len = text_len_dim.filter(|d| *d > 0).map(|d| d as usize);
@@ -106,17 +226,20 @@ impl ClipOnnx {
                 });
             }
         }
-        for (s, kind) in [(&vision, Tower::Image), (&text, Tower::Text)] {
+        let output_of = |s: &Session, kind: TowerKind| -> Result<String> {
             let names: Vec<&str> = s.outputs().iter().map(|o| o.name()).collect();
-            embedding_output_name(&names, kind).map_err(|message| CoreError::ModelLoad { path: dir.path.clone(), message })?;
-        }
+            embedding_output_name(&names, kind)
+                .map(str::to_string)
+                .map_err(|message| CoreError::ModelLoad { path: dir.path.clone(), message })
+        };
+        let (vision_out, text_out) = (output_of(&vision, TowerKind::Image)?, output_of(&text, TowerKind::Text)?);
         let mut me = ClipOnnx {
-            id: ModelId { name: dir.name.clone(), content_hash: dir.content_hash()?, dim: 0 },
+            id: ModelId { name: dir.name.clone(), content_hash: dir.content_hash(variant)?, dim: 0, variant },
             device,
             preprocessor: Preprocessor::new(dir.preprocessor.clone()),
             tokenizer,
-            vision: Mutex::new(vision),
-            text: Mutex::new(text),
+            vision: Mutex::new(Tower::new(vision, "pixel_values", vision_out, device, opts.cuda_device_id)?),
+            text: Mutex::new(Tower::new(text, "input_ids", text_out, device, opts.cuda_device_id)?),
             floor: dir.card.relevance_floor,
             text_mask,
             family: dir.family,
@@ -131,7 +254,7 @@ impl ClipOnnx {
             });
         }
         me.id.dim = img_dim;
-        tracing::info!(model = %me.id.name, family = ?me.family, dim = img_dim, device = %device, ms = started.elapsed().as_millis() as u64, "model loaded");
+        tracing::info!(model = %me.id.name, family = ?me.family, dim = img_dim, device = %device, variant = %variant, ms = started.elapsed().as_millis() as u64, "model loaded");
         Ok(me)
     }
 
@@ -151,8 +274,9 @@ impl ClipOnnx {
     }
 }
 
+/// Which tower a graph is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tower {
+enum TowerKind {
     Image,
     Text,
 }
@@ -160,10 +284,10 @@ enum Tower {
 /// The one rule for which graph output is the embedding: `image_embeds`/`text_embeds` (CLIP
 /// exports, and SigLIP exports of the whole model) when present, else `pooler_output` (exports of
 /// `SiglipVisionModel`/`SiglipTextModel`), else the graph's only output.
-fn embedding_output_name<'a>(names: &[&'a str], tower: Tower) -> std::result::Result<&'a str, String> {
+fn embedding_output_name<'a>(names: &[&'a str], tower: TowerKind) -> std::result::Result<&'a str, String> {
     let preferred = match tower {
-        Tower::Image => "image_embeds",
-        Tower::Text => "text_embeds",
+        TowerKind::Image => "image_embeds",
+        TowerKind::Text => "text_embeds",
     };
     for want in [preferred, "pooler_output"] {
         if let Some(n) = names.iter().find(|n| **n == want) {
@@ -171,19 +295,13 @@ fn embedding_output_name<'a>(names: &[&'a str], tower: Tower) -> std::result::Re
         }
     }
     let tower = match tower {
-        Tower::Image => "vision",
-        Tower::Text => "text",
+        TowerKind::Image => "vision",
+        TowerKind::Text => "text",
     };
     match names {
         [only] => Ok(only),
         _ => Err(format!("the {tower} graph has no {preferred} or pooler_output output (it has {names:?})")),
     }
-}
-
-fn embedding_output<'s>(outputs: &'s ort::session::SessionOutputs<'_>, tower: Tower) -> Result<&'s ort::value::DynValue> {
-    let names: Vec<&str> = outputs.keys().collect();
-    let name = embedding_output_name(&names, tower).map_err(infer_err)?;
-    outputs.get(name).ok_or_else(|| infer_err(format!("no output {name}")))
 }
 
 fn input_dim(s: &Session, name: &str, axis: usize) -> Option<i64> {
@@ -233,12 +351,22 @@ impl Embedder for ClipOnnx {
         if pixels.len() != n * self.preprocessor.tensor_len() {
             return Err(infer_err(format!("{} pixel values for {n} images", pixels.len())));
         }
-        let input = TensorRef::from_array_view(([n, 3, h as usize, w as usize], pixels)).map_err(infer_err)?;
-        let mut session = self.vision.lock();
-        let outputs = session.run(ort::inputs!["pixel_values" => input]).map_err(infer_err)?;
-        let out = embedding_output(&outputs, Tower::Image)?;
-        let (_, data) = out.try_extract_tensor::<f32>().map_err(infer_err)?;
-        normalized_rows(data, n)
+        let shape = [n, 3, h as usize, w as usize];
+        let mut guard = self.vision.lock();
+        let tower = &mut *guard;
+        let data = if let Some(io) = tower.io.as_mut() {
+            io.run(&mut tower.session, "pixel_values", &tower.output, shape, pixels, tower.float_input)?
+        } else if tower.float_input == TensorElementType::Float16 {
+            let half: Vec<f16> = pixels.iter().map(|v| f16::from_f32(*v)).collect();
+            let input = TensorRef::from_array_view((shape, &half[..])).map_err(infer_err)?;
+            let outputs = tower.session.run(ort::inputs!["pixel_values" => input]).map_err(infer_err)?;
+            floats(&outputs[tower.output.as_str()])?
+        } else {
+            let input = TensorRef::from_array_view((shape, pixels)).map_err(infer_err)?;
+            let outputs = tower.session.run(ort::inputs!["pixel_values" => input]).map_err(infer_err)?;
+            floats(&outputs[tower.output.as_str()])?
+        };
+        normalized_rows(&data, n)
     }
 
     fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
@@ -256,18 +384,17 @@ impl Embedder for ClipOnnx {
                 Some(&ones[..])
             }
         };
-        let mut session = self.text.lock();
+        let mut tower = self.text.lock();
+        let tower = &mut *tower;
         let outputs = match mask_values {
-            None => session.run(ort::inputs!["input_ids" => ids]),
+            None => tower.session.run(ort::inputs!["input_ids" => ids]),
             Some(values) => {
                 let mask = TensorRef::from_array_view(([b.n, b.len], values)).map_err(infer_err)?;
-                session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+                tower.session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
             }
         }
         .map_err(infer_err)?;
-        let out = embedding_output(&outputs, Tower::Text)?;
-        let (_, data) = out.try_extract_tensor::<f32>().map_err(infer_err)?;
-        normalized_rows(data, b.n)
+        normalized_rows(&floats(&outputs[tower.output.as_str()])?, b.n)
     }
 
     fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
@@ -291,7 +418,7 @@ impl FakeEmbedder {
         cfg.size = crate::model::SizeSpec::ShortestEdge { shortest_edge: 32 };
         cfg.crop_size = crate::model::CropSpec::HeightWidth { height: 32, width: 32 };
         FakeEmbedder {
-            id: ModelId { name: "fake".into(), content_hash: format!("fake-{dim}"), dim },
+            id: ModelId { name: "fake".into(), content_hash: format!("fake-{dim}"), dim, variant: Variant::Fp32 },
             preprocessor: Preprocessor::new(cfg),
         }
     }
@@ -367,15 +494,29 @@ mod tests {
         assert!((dot(&v[0], &v[0]) - 1.0).abs() < 1e-5);
     }
 
+    /// fp16 graphs may give half floats: they read as f32, like f32 outputs do.
+    #[test]
+    fn half_and_single_float_outputs_read_as_f32() {
+        crate::runtime::environment(None).expect("ONNX Runtime (scripts/setup.sh)");
+        let h = Tensor::from_array(([3usize], vec![f16::from_f32(0.5), f16::from_f32(-2.0), f16::from_f32(1.0 / 3.0)])).unwrap();
+        let got = floats(&h.into_dyn()).unwrap();
+        assert_eq!(&got[..2], &[0.5, -2.0]);
+        assert!((got[2] - 1.0 / 3.0).abs() < 1e-3, "{got:?}");
+        let f = Tensor::from_array(([2usize], vec![0.25f32, 4.0])).unwrap();
+        assert_eq!(floats(&f.into_dyn()).unwrap(), [0.25, 4.0]);
+        let i = Tensor::from_array(([1usize], vec![7i64])).unwrap();
+        assert!(floats(&i.into_dyn()).is_err(), "integers are no embedding");
+    }
+
     #[test]
     fn the_embedding_output_is_chosen_by_one_rule() {
         let pick = |names: &[&'static str], t| embedding_output_name(names, t);
-        assert_eq!(pick(&["last_hidden_state", "image_embeds"], Tower::Image), Ok("image_embeds"));
-        assert_eq!(pick(&["last_hidden_state", "pooler_output"], Tower::Image), Ok("pooler_output"));
-        assert_eq!(pick(&["pooler_output", "text_embeds"], Tower::Text), Ok("text_embeds"));
-        assert_eq!(pick(&["image_embeds", "pooler_output"], Tower::Text), Ok("pooler_output"), "not the other tower's name");
-        assert_eq!(pick(&["embedding"], Tower::Text), Ok("embedding"));
-        assert!(pick(&["last_hidden_state", "logits"], Tower::Image).unwrap_err().contains("last_hidden_state"));
+        assert_eq!(pick(&["last_hidden_state", "image_embeds"], TowerKind::Image), Ok("image_embeds"));
+        assert_eq!(pick(&["last_hidden_state", "pooler_output"], TowerKind::Image), Ok("pooler_output"));
+        assert_eq!(pick(&["pooler_output", "text_embeds"], TowerKind::Text), Ok("text_embeds"));
+        assert_eq!(pick(&["image_embeds", "pooler_output"], TowerKind::Text), Ok("pooler_output"), "not the other tower's name");
+        assert_eq!(pick(&["embedding"], TowerKind::Text), Ok("embedding"));
+        assert!(pick(&["last_hidden_state", "logits"], TowerKind::Image).unwrap_err().contains("last_hidden_state"));
     }
 
     #[test]

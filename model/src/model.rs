@@ -4,6 +4,10 @@
 //! `preprocessor_config.json`: the layout of the CLIP ONNX exports on the Hugging Face Hub. Nothing
 //! about the model is a constant in code: image size, mean, std and crop all come from the config,
 //! and the embedding dimension and text length come from the ONNX graphs themselves.
+//!
+//! Beside the fp32 towers a directory may hold the hub's variants of them
+//! (`vision_model_quantized.onnx`, `text_model_fp16.onnx`, ...); [`VariantChoice`] decides which
+//! one a run loads.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use vitrine_core::error::{CoreError, Result};
 use vitrine_core::relevance::Floors;
+pub use vitrine_core::Variant;
+
+use crate::runtime::Device;
 
 pub const VISION_FILE: &str = "vision_model.onnx";
 pub const TEXT_FILE: &str = "text_model.onnx";
@@ -18,6 +25,97 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
 /// The files a model directory must hold, in the order their bytes enter the content hash.
 pub const MODEL_FILES: [&str; 4] = [VISION_FILE, TEXT_FILE, TOKENIZER_FILE, PREPROCESSOR_FILE];
+/// The towers, by the stem of their ONNX file names (`vision_model.onnx`, `vision_model_fp16.onnx`).
+pub const TOWERS: [&str; 2] = ["vision_model", "text_model"];
+
+/// `--variant`: which weights to load. `auto` takes the device's variant where the directory has
+/// it: `quantized` on the CPU, `fp16` on CUDA, else `fp32`. The one owner of that decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum VariantChoice {
+    #[default]
+    Auto,
+    Exact(Variant),
+}
+
+impl VariantChoice {
+    /// The variant to load on `device` (the device the session really gets, never `Auto`) from a
+    /// directory holding `available`. `None` when an exact choice is not in the directory (the
+    /// caller names the missing file and the fix).
+    pub fn resolve(self, device: Device, available: &[Variant]) -> Option<Variant> {
+        match self {
+            VariantChoice::Exact(v) => available.contains(&v).then_some(v),
+            VariantChoice::Auto => {
+                let preferred = match device {
+                    Device::Cpu => Some(Variant::Quantized),
+                    Device::Cuda => Some(Variant::Fp16),
+                    Device::Auto => None,
+                };
+                Some(preferred.filter(|v| available.contains(v)).unwrap_or(Variant::Fp32))
+            }
+        }
+    }
+
+    /// The choice for reading or extending an index whose vectors were made by `indexed`: `auto`
+    /// follows the index; an exact choice must be the index's own (Err names it). Vectors of two
+    /// variants never mix in one index.
+    pub fn pinned_by(self, indexed: Option<Variant>) -> std::result::Result<VariantChoice, VariantMismatch> {
+        match (self, indexed) {
+            (_, None) => Ok(self),
+            (VariantChoice::Auto, Some(v)) => Ok(VariantChoice::Exact(v)),
+            (VariantChoice::Exact(want), Some(have)) if want == have => Ok(self),
+            (VariantChoice::Exact(want), Some(have)) => Err(VariantMismatch { have, want }),
+        }
+    }
+}
+
+/// An exact `--variant` other than the one an index was built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the index was built with the {have} variant, but --variant {want} was given: pass --variant {have} (or auto, \
+     which follows the index), or re-embed everything with `vitrine reindex --variant {want}`"
+)]
+pub struct VariantMismatch {
+    pub have: Variant,
+    pub want: Variant,
+}
+
+impl std::fmt::Display for VariantChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VariantChoice::Auto => f.write_str("auto"),
+            VariantChoice::Exact(v) => v.fmt(f),
+        }
+    }
+}
+
+/// A `--variant` other than fp32, fp16, quantized and auto.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown model variant {0:?}: use fp32, fp16, quantized or auto")]
+pub struct UnknownVariantChoice(pub String);
+
+impl std::str::FromStr for VariantChoice {
+    type Err = UnknownVariantChoice;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(VariantChoice::Auto);
+        }
+        s.parse().map(VariantChoice::Exact).map_err(|_| UnknownVariantChoice(s.to_string()))
+    }
+}
+
+impl From<VariantChoice> for String {
+    fn from(v: VariantChoice) -> String {
+        v.to_string()
+    }
+}
+
+impl TryFrom<String> for VariantChoice {
+    type Error = UnknownVariantChoice;
+    fn try_from(s: String) -> std::result::Result<Self, Self::Error> {
+        s.parse()
+    }
+}
 
 /// Hugging Face `CLIPImageProcessor` settings. Fields missing from the file take the processor's defaults.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -299,14 +397,50 @@ impl ModelDir {
         self.path.join(name)
     }
 
-    /// blake3 over the model files, so that an index notices a swapped model even under the same name.
-    /// A SigLIP model's `config.json` and `tokenizer_config.json` change how it runs, so they count
-    /// too; a CLIP model's hash is over [`MODEL_FILES`] only, as it always was.
-    pub fn content_hash(&self) -> Result<String> {
+    /// The variants whose two towers are both in the directory (`fp32` always is).
+    pub fn variants(&self) -> Vec<Variant> {
+        Variant::ALL.into_iter().filter(|v| TOWERS.iter().all(|t| self.file(&v.onnx_file(t)).is_file())).collect()
+    }
+
+    /// The ONNX file of `tower` (one of [`TOWERS`]) in `variant`.
+    pub fn tower_file(&self, tower: &str, variant: Variant) -> PathBuf {
+        self.file(&variant.onnx_file(tower))
+    }
+
+    /// Why `variant` cannot load from this directory, with the ways to get it.
+    pub fn missing_variant(&self, variant: Variant) -> CoreError {
+        let missing: Vec<String> = TOWERS.iter().map(|t| variant.onnx_file(t)).filter(|f| !self.file(f).is_file()).collect();
+        let make = match variant {
+            Variant::Quantized => format!(
+                "make it with `scripts/quantize_model.py {}`, or download the hub's with `vitrine model fetch NAME --variant quantized`",
+                self.path.display()
+            ),
+            _ => format!("download it with `vitrine model fetch NAME --variant {variant}`"),
+        };
+        let have: Vec<&str> = self.variants().iter().map(|v| v.as_str()).collect();
+        CoreError::ModelLoad {
+            path: self.path.clone(),
+            message: format!(
+                "variant {variant} is missing {}: {make}; or pick one the directory has ({})",
+                missing.join(" and "),
+                have.join(", ")
+            ),
+        }
+    }
+
+    /// blake3 over the files `variant` loads (its two towers, the tokenizer and the preprocessor
+    /// config), so that an index notices a swapped model even under the same name. The fp32 hash
+    /// is the one indexes recorded before variants existed. A SigLIP model's `config.json` and
+    /// `tokenizer_config.json` change how it runs, so they count too; a CLIP model's do not.
+    pub fn content_hash(&self, variant: Variant) -> Result<String> {
         let mut h = blake3::Hasher::new();
         let extra: &[&str] = if self.family.is_siglip() { &[CONFIG_FILE, TOKENIZER_CONFIG_FILE] } else { &[] };
-        let present_extra = extra.iter().copied().filter(|f| self.file(f).is_file());
-        for f in MODEL_FILES.into_iter().chain(present_extra) {
+        let files: Vec<String> =
+            [variant.onnx_file(TOWERS[0]), variant.onnx_file(TOWERS[1]), TOKENIZER_FILE.into(), PREPROCESSOR_FILE.into()]
+                .into_iter()
+                .chain(extra.iter().filter(|f| self.file(f).is_file()).map(|f| f.to_string()))
+                .collect();
+        for f in &files {
             let p = self.file(f);
             let file = std::fs::File::open(&p).map_err(|e| CoreError::io(format!("reading {}", p.display()), e))?;
             h.update(f.as_bytes());
@@ -393,6 +527,84 @@ mod tests {
         }
     }
 
+    use Variant::{Fp16, Fp32, Quantized};
+
+    #[test]
+    fn auto_takes_the_devices_variant_where_the_directory_has_it() {
+        let all = [Fp32, Fp16, Quantized];
+        let auto = VariantChoice::Auto;
+        assert_eq!(auto.resolve(Device::Cpu, &all), Some(Quantized));
+        assert_eq!(auto.resolve(Device::Cuda, &all), Some(Fp16));
+        // Each device's variant only: the CPU never falls to fp16, CUDA never to int8.
+        assert_eq!(auto.resolve(Device::Cpu, &[Fp32, Fp16]), Some(Fp32));
+        assert_eq!(auto.resolve(Device::Cuda, &[Fp32, Quantized]), Some(Fp32));
+        assert_eq!(auto.resolve(Device::Cpu, &[Fp32]), Some(Fp32));
+        // Unresolved device: fp32.
+        assert_eq!(auto.resolve(Device::Auto, &all), Some(Fp32));
+        // An exact choice is taken on any device, or not at all.
+        assert_eq!(VariantChoice::Exact(Fp16).resolve(Device::Cpu, &all), Some(Fp16));
+        assert_eq!(VariantChoice::Exact(Quantized).resolve(Device::Cuda, &all), Some(Quantized));
+        assert_eq!(VariantChoice::Exact(Quantized).resolve(Device::Cpu, &[Fp32, Fp16]), None);
+    }
+
+    #[test]
+    fn an_index_pins_the_variant() {
+        let auto = VariantChoice::Auto;
+        assert_eq!(auto.pinned_by(None), Ok(auto));
+        assert_eq!(auto.pinned_by(Some(Fp32)), Ok(VariantChoice::Exact(Fp32)));
+        assert_eq!(VariantChoice::Exact(Quantized).pinned_by(Some(Quantized)), Ok(VariantChoice::Exact(Quantized)));
+        let err = VariantChoice::Exact(Fp32).pinned_by(Some(Quantized)).unwrap_err();
+        assert_eq!(err, VariantMismatch { have: Quantized, want: Fp32 });
+        let msg = err.to_string();
+        assert!(msg.contains("--variant quantized") && msg.contains("reindex --variant fp32"), "{msg}");
+    }
+
+    #[test]
+    fn variant_choices_parse_and_serialize_by_name() {
+        for (s, v) in
+            [("auto", VariantChoice::Auto), ("fp32", VariantChoice::Exact(Fp32)), ("QUANTIZED", VariantChoice::Exact(Quantized))]
+        {
+            assert_eq!(s.parse::<VariantChoice>(), Ok(v));
+            assert_eq!(serde_json::to_value(v).unwrap(), s.to_ascii_lowercase());
+            assert_eq!(serde_json::from_value::<VariantChoice>(serde_json::json!(s)).unwrap(), v);
+        }
+        assert!("int8".parse::<VariantChoice>().unwrap_err().to_string().contains("fp32, fp16, quantized or auto"));
+        assert!(serde_json::from_str::<VariantChoice>("\"q4\"").is_err());
+    }
+
+    #[test]
+    fn a_directory_lists_its_whole_variants_and_hashes_what_each_loads() {
+        let (dir, m) = model_dir_with_card(None);
+        let m = m.unwrap();
+        assert_eq!(m.variants(), [Fp32]);
+        let fp32 = m.content_hash(Fp32).unwrap();
+        // Half a variant (one tower) is no variant.
+        std::fs::write(dir.path().join("vision_model_quantized.onnx"), "q").unwrap();
+        assert_eq!(m.variants(), [Fp32]);
+        let err = m.missing_variant(Quantized).to_string();
+        assert!(err.contains("missing text_model_quantized.onnx") && err.contains("scripts/quantize_model.py"), "{err}");
+        assert!(!err.contains("vision_model_quantized.onnx"), "{err}");
+        std::fs::write(dir.path().join("text_model_quantized.onnx"), "q").unwrap();
+        assert_eq!(m.variants(), [Fp32, Quantized]);
+        assert_eq!(m.tower_file("text_model", Quantized), dir.path().join("text_model_quantized.onnx"));
+        let q = m.content_hash(Quantized).unwrap();
+        assert_ne!(q, fp32);
+        assert_eq!(m.content_hash(Fp32).unwrap(), fp32, "adding a variant leaves the fp32 hash alone");
+        assert!(m.missing_variant(Fp16).to_string().contains("model fetch NAME --variant fp16"));
+    }
+
+    /// The fp32 hash is the one indexes recorded before variants: over the four files in order.
+    #[test]
+    fn the_fp32_hash_is_unchanged() {
+        let (dir, m) = model_dir_with_card(None);
+        let mut h = blake3::Hasher::new();
+        for f in MODEL_FILES {
+            h.update(f.as_bytes());
+            h.update(&std::fs::read(dir.path().join(f)).unwrap());
+        }
+        assert_eq!(m.unwrap().content_hash(Fp32).unwrap(), h.finalize().to_hex().to_string());
+    }
+
     #[test]
     fn the_family_comes_from_config_json() {
         let dir = tempfile::tempdir().unwrap();
@@ -441,7 +653,7 @@ mod tests {
         for f in MODEL_FILES {
             std::fs::write(dir.path().join(f), if f == PREPROCESSOR_FILE { "{}" } else { f }).unwrap();
         }
-        let hash = || ModelDir::open(dir.path()).unwrap().content_hash().unwrap();
+        let hash = || ModelDir::open(dir.path()).unwrap().content_hash(Variant::Fp32).unwrap();
         let clip = hash();
         std::fs::write(dir.path().join(CONFIG_FILE), r#"{"model_type": "clip"}"#).unwrap();
         std::fs::write(dir.path().join(TOKENIZER_CONFIG_FILE), "{}").unwrap();

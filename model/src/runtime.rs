@@ -13,6 +13,8 @@ use ort::session::Session;
 
 use vitrine_core::error::{CoreError, Result};
 
+use crate::model::VariantChoice;
+
 /// Where a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,6 +62,8 @@ pub struct RuntimeOptions {
     /// Explicit path to `libonnxruntime.so*`.
     pub ort_lib: Option<PathBuf>,
     pub cuda_device_id: i32,
+    /// Which weights to load (`--variant`); see [`VariantChoice`].
+    pub variant: VariantChoice,
 }
 
 static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
@@ -164,26 +168,44 @@ fn build_session(path: &Path, opts: &RuntimeOptions, cuda: bool) -> ort::Result<
 
 /// Build a session on the requested device. Returns the session and the device it really runs on.
 pub fn session(path: &Path, opts: &RuntimeOptions) -> Result<(Session, Device)> {
-    let load_err = |e: ort::Error| CoreError::ModelLoad { path: path.to_path_buf(), message: e.to_string() };
+    session_for(opts, |_| Ok((path.to_path_buf(), ()))).map(|(s, d, ())| (s, d))
+}
+
+/// Build a session on the requested device from the file `choose` picks for the device the session
+/// is being built for (a model's variant depends on it: see [`VariantChoice::resolve`]). Under
+/// `auto`, CUDA is tried with its file first, then the CPU with its own. Returns the session, the
+/// device it really runs on, and what `choose` returned beside the path.
+pub fn session_for<T>(opts: &RuntimeOptions, choose: impl Fn(Device) -> Result<(PathBuf, T)>) -> Result<(Session, Device, T)> {
+    let load_err = |path: &Path, e: ort::Error| CoreError::ModelLoad { path: path.to_path_buf(), message: e.to_string() };
     match opts.device {
-        Device::Cpu => Ok((build_session(path, opts, false).map_err(load_err)?, Device::Cpu)),
+        Device::Cpu => {
+            let (path, t) = choose(Device::Cpu)?;
+            Ok((build_session(&path, opts, false).map_err(|e| load_err(&path, e))?, Device::Cpu, t))
+        }
         Device::Cuda => {
-            let s = build_session(path, opts, true).map_err(|e| CoreError::Runtime {
+            let (path, t) = choose(Device::Cuda)?;
+            let s = build_session(&path, opts, true).map_err(|e| CoreError::Runtime {
                 message: format!(
                     "--device cuda: the CUDA execution provider did not load ({e}); install the GPU build with \
                      VITRINE_ORT_GPU=1 scripts/setup.sh, or use --device cpu"
                 ),
             })?;
-            Ok((s, Device::Cuda))
+            Ok((s, Device::Cuda, t))
         }
-        Device::Auto => match build_session(path, opts, true) {
-            Ok(s) => Ok((s, Device::Cuda)),
-            Err(e) => {
-                static ONCE: std::sync::Once = std::sync::Once::new();
-                ONCE.call_once(|| tracing::info!("device auto: CUDA unavailable ({}), using CPU", first_line(&e.to_string())));
-                Ok((build_session(path, opts, false).map_err(load_err)?, Device::Cpu))
+        Device::Auto => {
+            let (path, t) = choose(Device::Cuda)?;
+            match build_session(&path, opts, true) {
+                Ok(s) => Ok((s, Device::Cuda, t)),
+                Err(e) => {
+                    static ONCE: std::sync::Once = std::sync::Once::new();
+                    ONCE.call_once(|| {
+                        tracing::info!("device auto: CUDA unavailable ({}), using CPU", first_line(&e.to_string()))
+                    });
+                    let (path, t) = choose(Device::Cpu)?;
+                    Ok((build_session(&path, opts, false).map_err(|e| load_err(&path, e))?, Device::Cpu, t))
+                }
             }
-        },
+        }
     }
 }
 

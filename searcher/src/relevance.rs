@@ -132,7 +132,7 @@ mod tests {
     use crate::FusionMode;
 
     fn model() -> ModelId {
-        ModelId { name: "m".into(), content_hash: "abc".into(), dim: 8 }
+        ModelId { name: "m".into(), content_hash: "abc".into(), dim: 8, variant: Default::default() }
     }
 
     #[test]

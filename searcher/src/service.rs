@@ -223,9 +223,8 @@ pub enum QueryError {
     #[error("the model is still loading")]
     NotReady,
     #[error(
-        "the index was built with model {} ({} dims) but the service loaded {} ({} dims); serve it with the \
-         model it was indexed with, or re-embed with `vitrine reindex`",
-        have.name, have.dim, want.name, want.dim
+        "the index was built with model {} ({}, {} dims) but the service loaded {} ({}, {} dims): {}",
+        have.name, have.variant, have.dim, want.name, want.variant, want.dim, have.mismatch_fix(want, "DATA")
     )]
     ModelMismatch { have: Box<ModelId>, want: Box<ModelId> },
     #[error("the model is already set")]

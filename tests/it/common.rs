@@ -15,6 +15,27 @@ pub fn fixture(rel: &str) -> PathBuf {
     root().join("tests/fixtures").join(rel)
 }
 
+/// The tiny model with its int8 `quantized` variant beside the fp32 files, as the hub lays them
+/// out: tests/fixtures/tiny-clip-quantized holds the two towers `scripts/quantize_model.py` makes
+/// of models/tiny-clip (deterministic; scripts/test.sh remakes them when missing). Assembled once
+/// per test binary under the target's temporary folder.
+pub fn quantized_tiny_model_dir() -> PathBuf {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-clip-quantized-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        copy_dir(&tiny_model_dir(), &d);
+        for t in ["vision_model", "text_model"] {
+            let f = format!("{t}_quantized.onnx");
+            std::fs::copy(fixture(&format!("tiny-clip-quantized/{f}")), d.join(&f)).unwrap_or_else(|e| {
+                panic!("{f}: {e}: run scripts/quantize_model.py models/tiny-clip --out tests/fixtures/tiny-clip-quantized")
+            });
+        }
+        d
+    })
+    .clone()
+}
+
 /// One tiny CLIP per test binary: loading is cheap, but sessions are better shared.
 pub fn tiny_model() -> &'static ClipOnnx {
     static M: OnceLock<ClipOnnx> = OnceLock::new();
@@ -188,11 +209,11 @@ impl Server {
         let log = data.with_extension(format!("serve-{}.log", url.rsplit(':').next().unwrap()));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = std::process::Command::new(vitrine_bin());
-        cmd.args(["serve", "--device", "cpu", "--bind", &url, "--data"])
-            .arg(data)
-            .arg("--model")
-            .arg(tiny_model_dir())
-            .args(args)
+        cmd.args(["serve", "--device", "cpu", "--bind", &url, "--data"]).arg(data);
+        if !args.contains(&"--model") {
+            cmd.arg("--model").arg(tiny_model_dir());
+        }
+        cmd.args(args)
             .env("VITRINE_LOG", "info")
             .env_remove("VITRINE_ADMIN_KEY")
             .env_remove("VITRINE_SEARCH_KEY")

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::common::{tiny_model_dir, vitrine_bin};
+use crate::common::{quantized_tiny_model_dir, tiny_model_dir, vitrine_bin};
 
 /// Serves `/{repo}/resolve/main/{path}` from the tiny model dir; counts requests; 404 otherwise.
 fn hub(repo: &'static str) -> (String, Arc<AtomicUsize>) {
@@ -30,7 +30,8 @@ fn hub(repo: &'static str) -> (String, Arc<AtomicUsize>) {
             let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
             let prefix = format!("/{repo}/resolve/main/");
             let file = path.strip_prefix(&prefix).map(|p| p.trim_start_matches("onnx/").to_string());
-            let body = file.and_then(|f| std::fs::read(tiny_model_dir().join(f)).ok());
+            // The tiny model with its quantized towers, as a hub export lays them out under onnx/.
+            let body = file.and_then(|f| std::fs::read(quantized_tiny_model_dir().join(f)).ok());
             match body {
                 Some(b) => {
                     write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len()).unwrap();
@@ -66,6 +67,40 @@ fn fetch_downloads_a_complete_model_directory() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn fetch_with_a_variant_downloads_its_towers_and_auto_loads_them() {
+    let (endpoint, _) = hub("acme/tiny-clip");
+    let dest = tempfile::tempdir().unwrap();
+    let fetch = |extra: &[&str]| {
+        Command::new(vitrine_bin())
+            .args(["model", "fetch", "acme/tiny-clip", "--endpoint", &endpoint, "--dir"])
+            .arg(dest.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = fetch(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let model = dest.path().join("tiny-clip");
+    assert!(!model.join("vision_model_quantized.onnx").exists(), "no variant unless asked");
+    // Asked later: only the variant's files are new, the rest are kept.
+    let out = fetch(&["--variant", "quantized"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("vision_model.onnx: already present"), "{err}");
+    for f in ["vision_model_quantized.onnx", "text_model_quantized.onnx"] {
+        assert!(std::fs::read(model.join(f)).unwrap() == std::fs::read(quantized_tiny_model_dir().join(f)).unwrap(), "{f}");
+    }
+    // A variant the hub does not have fails and names the URL.
+    let out = fetch(&["--variant", "fp16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("onnx/vision_model_fp16.onnx"), "{err}");
+    let opts = vitrine_model::RuntimeOptions { device: vitrine_model::Device::Cpu, intra_threads: 1, ..Default::default() };
+    let m = vitrine_model::ClipOnnx::open(&model, &opts).unwrap();
+    use vitrine_model::Embedder;
+    assert_eq!(m.model_id().variant, vitrine_model::model::Variant::Quantized);
 }
 
 #[test]

@@ -20,3 +20,4 @@ mod siglip;
 mod snapshot;
 mod tagging;
 mod upload;
+mod variants;

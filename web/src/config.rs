@@ -16,6 +16,7 @@ use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 use vitrine_indexer::{FetchOptions, IndexOptions, TagVocabulary};
 use vitrine_model::batch::BatchPolicy;
+use vitrine_model::model::VariantChoice;
 use vitrine_model::{Device, RuntimeOptions};
 use vitrine_store::vectors::HnswParams;
 
@@ -62,6 +63,11 @@ pub struct ModelSettings {
     /// Path to libonnxruntime.so (default: .ort/ from scripts/setup.sh).
     #[arg(long, env = "VITRINE_ORT_LIB", value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// Model weights: fp32, fp16, quantized, or auto (an existing index's variant; else quantized on
+    /// the CPU and fp16 on CUDA where the model folder has them, fp32 otherwise).
+    #[arg(long, env = "VITRINE_VARIANT", default_value_t = VariantChoice::Auto)]
+    #[serde(default)]
+    pub variant: VariantChoice,
 }
 
 impl Default for ModelSettings {
@@ -72,7 +78,13 @@ impl Default for ModelSettings {
 
 impl ModelSettings {
     pub fn runtime(&self) -> RuntimeOptions {
-        RuntimeOptions { device: self.device, intra_threads: self.threads, ort_lib: self.ort_lib.clone(), ..Default::default() }
+        RuntimeOptions {
+            device: self.device,
+            intra_threads: self.threads,
+            ort_lib: self.ort_lib.clone(),
+            variant: self.variant,
+            ..Default::default()
+        }
     }
 }
 
