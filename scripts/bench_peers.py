@@ -123,8 +123,13 @@ def vitrine_result(log, config):
     line = None
     for raw in open(log, errors="replace"):
         raw = raw.strip()
-        if raw.startswith('{"bench":"segment"') or raw.startswith('{"bench": "segment"'):
-            line = json.loads(raw)
+        if raw.startswith("{"):
+            try:
+                v = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(v, dict) and v.get("bench") == "segment":
+                line = v
     if line is None:
         raise SystemExit(f"no segment bench line in {log}")
     c = line["configs"][config]
