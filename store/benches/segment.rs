@@ -104,54 +104,59 @@ fn main() {
         "graph": graph_kind, "m": params.m, "ef_construction": params.ef_construction});
 
     let meta_path = dir.join("meta.json");
-    let meta: serde_json::Value = match std::fs::read(&meta_path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) {
-        Some(m) if m["params"] == meta_want => {
-            eprintln!("reusing the segment in {}", dir.display());
-            m
-        }
-        _ => {
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("segment dir");
-            let t = Instant::now();
-            let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-            let centers: Vec<Vec<f32>> = (0..clusters).map(|_| unit((0..dim).map(|_| gaussian(&mut rng)).collect())).collect();
-            let s = noise / (dim as f32).sqrt();
-            let sample = |rng: &mut rand::rngs::StdRng| {
-                let c = &centers[rng.random_range(0..clusters)];
-                unit(c.iter().map(|c| c + s * gaussian(rng)).collect())
-            };
-            let points: Vec<(PointRef, Vec<f32>)> =
-                (0..n).map(|i| (PointRef { ord: i as u64, version: 1 }, sample(&mut rng))).collect();
-            let queries: Vec<f32> = (0..nq).flat_map(|_| sample(&mut rng)).collect();
-            eprintln!("generated in {:.1} s", t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let truth: Vec<u32> = queries
-                .par_chunks(dim)
-                .flat_map_iter(|q| {
-                    let mut s: Vec<(usize, f32)> =
-                        points.iter().enumerate().map(|(i, (_, v))| (i, vitrine_core::vector::dot(q, v))).collect();
-                    top_k(&mut s, k);
-                    s.into_iter().map(|(i, _)| i as u32)
-                })
-                .collect();
-            let truth_s = t.elapsed().as_secs_f64();
-            eprintln!("ground truth in {truth_s:.1} s");
-            let t = Instant::now();
-            if graph_kind == "hnsw" {
-                write_index(&dir, dim, &points, params).expect("write index");
-            } else {
-                write_random(&dir, &points, env_usize("DEGREE", 36));
+    let meta: serde_json::Value =
+        match std::fs::read(&meta_path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) {
+            Some(m) if m["params"] == meta_want => {
+                eprintln!("reusing the segment in {}", dir.display());
+                m
             }
-            let build_s = t.elapsed().as_secs_f64();
-            eprintln!("segment written in {build_s:.1} s");
-            write_f32s(&dir.join("queries.f32"), &queries);
-            std::fs::write(dir.join("truth.u32"), truth.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).expect("truth");
-            let m = json!({"params": meta_want, "build_s": build_s, "build_threads": rayon::current_num_threads(),
+            _ => {
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).expect("segment dir");
+                let t = Instant::now();
+                let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+                let centers: Vec<Vec<f32>> =
+                    (0..clusters).map(|_| unit((0..dim).map(|_| gaussian(&mut rng)).collect())).collect();
+                let s = noise / (dim as f32).sqrt();
+                let sample = |rng: &mut rand::rngs::StdRng| {
+                    let c = &centers[rng.random_range(0..clusters)];
+                    unit(c.iter().map(|c| c + s * gaussian(rng)).collect())
+                };
+                let points: Vec<(PointRef, Vec<f32>)> =
+                    (0..n).map(|i| (PointRef { ord: i as u64, version: 1 }, sample(&mut rng))).collect();
+                let queries: Vec<f32> = (0..nq).flat_map(|_| sample(&mut rng)).collect();
+                eprintln!("generated in {:.1} s", t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                // Random links answer nothing worth checking: no ground truth for them.
+                let truth_queries = if graph_kind == "hnsw" { queries.as_slice() } else { &[] };
+                let truth: Vec<u32> = truth_queries
+                    .par_chunks(dim)
+                    .flat_map_iter(|q| {
+                        let mut s: Vec<(usize, f32)> =
+                            points.iter().enumerate().map(|(i, (_, v))| (i, vitrine_core::vector::dot(q, v))).collect();
+                        top_k(&mut s, k);
+                        s.into_iter().map(|(i, _)| i as u32)
+                    })
+                    .collect();
+                let truth_s = t.elapsed().as_secs_f64();
+                eprintln!("ground truth in {truth_s:.1} s");
+                let t = Instant::now();
+                if graph_kind == "hnsw" {
+                    write_index(&dir, dim, &points, params).expect("write index");
+                } else {
+                    write_random(&dir, &points, env_usize("DEGREE", 36));
+                }
+                let build_s = t.elapsed().as_secs_f64();
+                eprintln!("segment written in {build_s:.1} s");
+                write_f32s(&dir.join("queries.f32"), &queries);
+                std::fs::write(dir.join("truth.u32"), truth.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+                    .expect("truth");
+                let m = json!({"params": meta_want, "build_s": build_s, "build_threads": rayon::current_num_threads(),
                 "loadavg_during_build": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()});
-            std::fs::write(&meta_path, serde_json::to_vec_pretty(&m).expect("json")).expect("meta");
-            m
-        }
-    };
+                std::fs::write(&meta_path, serde_json::to_vec_pretty(&m).expect("json")).expect("meta");
+                m
+            }
+        };
     let queries: Vec<Vec<f32>> = f32s(&dir.join("queries.f32")).chunks_exact(dim).map(<[f32]>::to_vec).collect();
     let truth: Vec<Vec<usize>> = std::fs::read(dir.join("truth.u32"))
         .expect("truth")
@@ -168,7 +173,9 @@ fn main() {
             "mapped" => OpenOptions::default(),
             "resident" => OpenOptions { resident_vectors: true, ..OpenOptions::default() },
             "mapped-global" => OpenOptions { calibration: Calibration::Global, ..OpenOptions::default() },
-            "resident-global" => OpenOptions { resident_vectors: true, calibration: Calibration::Global, ..OpenOptions::default() },
+            "resident-global" => {
+                OpenOptions { resident_vectors: true, calibration: Calibration::Global, ..OpenOptions::default() }
+            }
             other => panic!("unknown config {other}"),
         };
         let before = rss();
@@ -213,7 +220,9 @@ fn main() {
             }
         }
         let searched = rss();
-        let kib = |v: &serde_json::Value, a: &serde_json::Value, key: &str| v[key].as_u64().unwrap_or(0) as i64 - a[key].as_u64().unwrap_or(0) as i64;
+        let kib = |v: &serde_json::Value, a: &serde_json::Value, key: &str| {
+            v[key].as_u64().unwrap_or(0) as i64 - a[key].as_u64().unwrap_or(0) as i64
+        };
         let anon_per_point = kib(&opened, &before, "anon_kib") as f64 * 1024.0 / n as f64;
         let file_per_point = kib(&searched, &before, "file_kib") as f64 * 1024.0 / n as f64;
         eprintln!(
@@ -261,7 +270,10 @@ fn product_memory(dirs: &[PathBuf], dim: usize) {
         let before = rss();
         let idx: Vec<VectorIndex> = dirs
             .iter()
-            .map(|d| VectorIndex::open_with(d, dim, OpenOptions { calibration, resident_vectors, ..OpenOptions::default() }).expect("open"))
+            .map(|d| {
+                VectorIndex::open_with(d, dim, OpenOptions { calibration, resident_vectors, ..OpenOptions::default() })
+                    .expect("open")
+            })
             .collect();
         let opened = rss();
         let products = idx[0].len();
@@ -290,8 +302,11 @@ fn product_memory(dirs: &[PathBuf], dim: usize) {
             "accounted_bytes_per_product": idx.iter().map(VectorIndex::resident_bytes).sum::<usize>() as f64 / products as f64,
             "mean_us_k100": us}));
     }
-    println!("{}", json!({"bench": "segment_products", "segments": dirs, "results": out,
-        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()}));
+    println!(
+        "{}",
+        json!({"bench": "segment_products", "segments": dirs, "results": out,
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()})
+    );
 }
 
 /// A segment with random links (see the module doc): points, vectors and a two-layer graph.

@@ -216,7 +216,8 @@ mod x86 {
         }
         if i + 64 <= n {
             // SAFETY: i + 64 <= n.
-            let (a0, b0) = unsafe { (_mm512_loadu_si512(a.as_ptr().add(i).cast()), _mm512_loadu_si512(b.as_ptr().add(i).cast())) };
+            let (a0, b0) =
+                unsafe { (_mm512_loadu_si512(a.as_ptr().add(i).cast()), _mm512_loadu_si512(b.as_ptr().add(i).cast())) };
             acc0 = _mm512_dpbusd_epi32(acc0, a0, b0);
             i += 64;
         }

@@ -158,8 +158,9 @@ mod tests {
             x ^= x << 17;
             (x % 20_000) as f32 / 10_000.0 - 1.0
         };
-        let rows: Vec<Vec<f32>> =
-            (0..500).map(|_| (0..dim).map(|d| rnd() * if d < 4 { 1.0 } else { 0.05 } + if d == 5 { 0.3 } else { 0.0 }).collect()).collect();
+        let rows: Vec<Vec<f32>> = (0..500)
+            .map(|_| (0..dim).map(|d| rnd() * if d < 4 { 1.0 } else { 0.05 } + if d == 5 { 0.3 } else { 0.0 }).collect())
+            .collect();
         let query: Vec<f32> = (0..dim).map(|_| rnd()).collect();
         let exact: Vec<f32> = rows.iter().map(|r| vitrine_core::vector::dot(&query, r)).collect();
         let mut true_top: Vec<usize> = (0..rows.len()).collect();

@@ -42,7 +42,10 @@ pub struct VectorFile {
 
 enum Data {
     #[cfg(target_endian = "little")]
-    Mapped { map: memmap2::Mmap, path: PathBuf },
+    Mapped {
+        map: memmap2::Mmap,
+        path: PathBuf,
+    },
     Resident(Vec<f32>),
 }
 
