@@ -187,9 +187,13 @@ impl Adjacency {
         }
         let mut layers = Vec::with_capacity(count);
         for _ in 0..count {
-            let offsets = (0..=n).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            // Collected through `Result`, a vector grows by doubling (no size hint): shrink, or
+            // up to half of the links' memory would be slack for the life of the segment.
+            let mut offsets = (0..=n).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            offsets.shrink_to_fit();
             let len = next()? as usize;
-            let targets = (0..len).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            let mut targets = (0..len).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            targets.shrink_to_fit();
             let sorted = offsets.windows(2).all(|w| w[0] <= w[1]);
             if offsets[0] != 0 || offsets[n] as usize != len || !sorted || targets.iter().any(|&t| t as usize >= n) {
                 return Err(GraphError::LinksOutOfRange);

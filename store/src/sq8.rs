@@ -125,10 +125,10 @@ mod tests {
         assert_eq!(c, [0, 0, 0], "each dimension's minimum is code 0; a constant dimension is 0");
         q.encode(&rows[1], &mut c);
         assert_eq!(c, [255, 255, 0], "each dimension's maximum is code 255");
-        q.encode(&rows[2], &mut c);
-        assert_eq!(c[0], 128, "(0 - -1) / (2 / 255) = 127.5 rounds to 128");
+        q.encode(&[0.5, 0.2, 5.0], &mut c);
+        assert_eq!(c[..2], [191, 102], "(0.5 - -1) / (2 / 255) = 191.25; 0.2 / (0.5 / 255) = 102");
         let back = q.decode(&c);
-        assert!((back[0] - 0.0).abs() <= 1.0 / 255.0 + 1e-6 && (back[1] - 0.25).abs() <= 0.25 / 255.0 + 1e-6);
+        assert!((back[0] - 0.5).abs() <= 1.0 / 255.0 + 1e-6 && (back[1] - 0.2).abs() <= 0.25 / 255.0 + 1e-6);
         assert_eq!(back[2], 5.0, "a constant dimension decodes to its value");
         // Values outside the calibrated range clamp instead of wrapping.
         q.encode(&[9.0, -9.0, 1.0], &mut c);
@@ -142,8 +142,8 @@ mod tests {
         let mut c = [0u8; 2];
         q.encode(&[-0.5, 0.5], &mut c);
         assert_eq!(c, [0, 255], "±0.5 is the range of both dimensions");
-        q.encode(&[0.0, 0.0], &mut c);
-        assert_eq!(c, [128, 128]);
+        q.encode(&[0.25, -0.25], &mut c);
+        assert_eq!(c, [191, 64], "(0.25 + 0.5) · 255 = 191.25, (-0.25 + 0.5) · 255 = 63.75");
     }
 
     #[test]
@@ -161,7 +161,8 @@ mod tests {
         let rows: Vec<Vec<f32>> = (0..500)
             .map(|_| (0..dim).map(|d| rnd() * if d < 4 { 1.0 } else { 0.05 } + if d == 5 { 0.3 } else { 0.0 }).collect())
             .collect();
-        let query: Vec<f32> = (0..dim).map(|_| rnd()).collect();
+        // A query that weighs the narrow dimensions: one global range gives them ~13 levels.
+        let query: Vec<f32> = (0..dim).map(|d| if d < 4 { 0.0 } else { rnd() }).collect();
         let exact: Vec<f32> = rows.iter().map(|r| vitrine_core::vector::dot(&query, r)).collect();
         let mut true_top: Vec<usize> = (0..rows.len()).collect();
         true_top.sort_by(|&a, &b| exact[b].total_cmp(&exact[a]));
@@ -197,8 +198,8 @@ mod tests {
         // Non-finite values neither widen the range nor wrap around.
         let q = calibrated(&[vec![0.0, -1.0], vec![f32::INFINITY, f32::NAN], vec![1.0, 1.0]], Calibration::PerDimension);
         let mut c = [0u8; 2];
-        q.encode(&[0.5, 0.0], &mut c);
-        assert_eq!(c, [128, 128], "the range is still [0, 1] and [-1, 1]");
+        q.encode(&[0.25, 0.5], &mut c);
+        assert_eq!(c, [64, 191], "the range is still [0, 1] and [-1, 1]");
         q.encode(&[f32::NAN, f32::NEG_INFINITY], &mut c);
         assert_eq!(c, [0, 0]);
         q.encode(&[f32::INFINITY, 2.0], &mut c);
