@@ -87,7 +87,7 @@ impl VectorFile {
 
     /// Vectors already in memory (n × dim in point order).
     pub fn from_vec(floats: Vec<f32>, dim: usize) -> Self {
-        assert!(dim > 0 && floats.len() % dim == 0, "{} floats are not vectors of {dim}", floats.len());
+        assert!(dim > 0 && floats.len().is_multiple_of(dim), "{} floats are not vectors of {dim}", floats.len());
         VectorFile { dim, n: floats.len() / dim, data: Data::Resident(floats) }
     }
 

@@ -158,7 +158,7 @@ impl VectorIndex {
         }
         let ppath = dir.join("points.bin");
         let plen = std::fs::metadata(&ppath).map_err(|e| io_err(&ppath, e))?.len();
-        if plen % 16 != 0 || plen / 16 > MAX_POINTS as u64 {
+        if !plen.is_multiple_of(16) || plen / 16 > MAX_POINTS as u64 {
             return Err(index_err(format!("points.bin has {plen} bytes: not whole 16-byte points, or over {MAX_POINTS}")));
         }
         let vpath = dir.join("vectors.f32");
