@@ -11,6 +11,11 @@
 #   scripts/bench.sh variants        int8 vs fp32 on the full-size model: cosine, top-10 agreement,
 #                                    images/s (only when named; makes the int8 towers with
 #                                    scripts/quantize_model.py when the model folder lacks them)
+#   scripts/bench.sh segment peers   one vector segment's memory (RssAnon/RssFile), recall and
+#                                    latency per layout (store/benches/segment.rs), then the same
+#                                    files searched by hnswlib and faiss HNSW-SQ8+refine from PyPI
+#                                    (scripts/bench_peers.py; venv .venv-peers, made when missing).
+#                                    Only when named: the 100k build takes minutes per system
 #   scripts/bench.sh crossmodal      text->image recall on the toy-world model's vectors (only when
 #                                    named; makes target/crossmodal with scripts/crossmodal_vectors.py
 #                                    when models/toy-world-clip exists, else a synthetic stand-in)
@@ -36,7 +41,7 @@ for a in "$@"; do
 done
 ALL=(preprocess embed_pipeline text_query ingest ingest_full hnsw_recall http_load)
 # Benches that run only when named (long).
-EXTRA=(soak crossmodal variants)
+EXTRA=(soak crossmodal variants segment peers)
 [ ${#ONLY[@]} -eq 0 ] && ONLY=("${ALL[@]}")
 for b in "${ONLY[@]}"; do
   [[ " ${ALL[*]} ${EXTRA[*]} " == *" $b "* ]] || { echo "unknown bench $b (one of: ${ALL[*]} ${EXTRA[*]})" >&2; exit 2; }
@@ -130,6 +135,28 @@ for b in "${ONLY[@]}"; do
     variants)
       [ -f "$FULL/vision_model_quantized.onnx" ] || "$PY" scripts/quantize_model.py "$FULL" >&2
       run variants variants VITRINE_BENCH_MODEL="$FULL" N="$((INGEST_N < 1000 ? INGEST_N : 1000))" ;;
+    segment | peers)
+      # The segment bench writes (or reuses) target/bench-tmp/segment-N-512-C with the queries and
+      # their exact top-10; the peers read the same files.
+      SEG_CLUSTERS=$([ "$QUICK" = 1 ] && echo 60 || echo 1000)
+      SEG_DIR=target/bench-tmp/segment-$HNSW_N-512-$SEG_CLUSTERS
+      if [ "$b" = segment ] || [ ! -f "$OUT/segment.log" ] || ! grep -q "\"segment_dir\":\"[^\"]*$SEG_DIR\"" "$OUT/segment.log"; then
+        echo "== segment (N=$HNSW_N)" >&2
+        cargo bench -p vitrine-store --bench segment >&2 --no-run
+        env N="$HNSW_N" CLUSTERS="$SEG_CLUSTERS" QUERIES=$([ "$QUICK" = 1 ] && echo 200 || echo 1000) \
+          cargo bench -p vitrine-store --bench segment 2>"$OUT/segment.stderr" | tee "$OUT/segment.log" >&2 || FAILED+=(segment)
+        grep '^{"bench"' "$OUT/segment.log" >>"$OUT/results.jsonl" || true
+      fi
+      if [ "$b" = peers ]; then
+        PEERS_PY=${PEERS_PY:-.venv-peers/bin/python}
+        if ! "$PEERS_PY" -c "import hnswlib, faiss" 2>/dev/null; then
+          "$PY" -m venv --system-site-packages .venv-peers && .venv-peers/bin/pip install -q hnswlib faiss-cpu >&2
+          PEERS_PY=.venv-peers/bin/python
+        fi
+        echo "== peers (hnswlib, faiss HNSW-SQ8 + refine; one search thread)" >&2
+        "$PEERS_PY" scripts/bench_peers.py --segment "$SEG_DIR" --vitrine "$OUT/segment.log" \
+          | tee "$OUT/peers.log" >>"$OUT/results.jsonl" || FAILED+=(peers)
+      fi ;;
   esac
 done
 
@@ -182,6 +209,17 @@ for r in rows:
                  for ef, v in sorted(efs.items(), key=lambda kv: int(kv[0]))]
         line(lab, f"{r.get('points')} pts, build {f(r.get('build_s'))} s, load {f((r.get('load_ms') or [None])[0])} ms; " + "; ".join(parts),
              r.get("meets_target"))
+    elif b == "segment":
+        c = g(r, "configs", "mapped") or {}
+        e = g(c, "ef", "128") or {}
+        line(lab, f"{g(r,'segment','params','n')} pts: RssAnon {f(c.get('anon_bytes_per_point'),0)} B/point (mapped vectors), "
+             f"ef 128 recall {f(e.get('recall_at_10'),4)} p50 {f(e.get('p50_us'),1)} µs [{c.get('simd')}]", None)
+    elif b == "peers":
+        parts = []
+        for s in r.get("systems") or []:
+            h = g(s, "at_recall", "0.99") or {}
+            parts.append(f"{s.get('system')}: build {f(s.get('build_s'))} s, {f(s.get('rss_mib'))} MiB, {f(h.get('mean_us'),0)} µs at recall 0.99")
+        line(lab, "; ".join(parts), None)
     elif b == "crossmodal":
         sets = g(r, "sets") or {}
         parts = [f"{k}: recall {f(g(v,'default','recall_at_10'),4)} p50 {f(g(v,'default','k10','p50_ms'),3)} ms" for k, v in sets.items()]

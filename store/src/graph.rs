@@ -8,10 +8,12 @@
 //! `u32` arrays, and the visited set is a per-thread array of epoch stamps, so a query allocates
 //! two small heaps and touches only the vectors it scores.
 //!
-//! Traversal scores int8 codes of the vectors (scalar quantization, one scale per index), a
-//! quarter of the memory traffic of f32, which is what a graph walk is bound by; the `ef` results
-//! are then rescored with the f32 vectors, so the returned scores are exact and only the choice of
-//! candidates is approximate.
+//! Traversal scores 8-bit codes of the vectors (scalar quantization calibrated per dimension,
+//! `sq8.rs`), a quarter of the memory traffic of f32, which is what a graph walk is bound by, with
+//! the widest integer kernel the CPU has (`simd.rs`); the `ef` results are then rescored with the
+//! f32 vectors, so the returned scores are exact and only the choice of candidates is approximate.
+//! Only the codes and the links are held in memory: the f32 vectors stay in the segment's file,
+//! mapped (`vecfile.rs`), and a query reads the ~`ef` it rescores.
 //!
 //! The algorithm is the paper's (Malkov & Yashunin, Alg. 2 and 5): greedy descent through the upper
 //! layers, then a best-first beam of width `ef` on layer 0. A filter is applied the way hnsw_rs
@@ -27,7 +29,9 @@ use std::path::Path;
 
 use hnsw_rs::prelude::*;
 
-use vitrine_core::vector::dot;
+use crate::simd::{Kernels, MAX_DIM};
+use crate::sq8::{Calibration, Calibrator, Sq8};
+use crate::vecfile::{VecFileError, VectorFile};
 
 /// Why a graph could not be built or read.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +52,10 @@ pub enum GraphError {
     Header { stored_n: usize, count: usize, entry: u32, n: usize },
     #[error("graph layer with out-of-range links")]
     LinksOutOfRange,
-    #[error("{floats} floats for a graph of {n} points of {dim} dimensions")]
-    VectorCount { floats: usize, n: usize, dim: usize },
+    #[error("{vectors} vectors of {dim} dimensions for a graph of {n} points")]
+    VectorCount { vectors: usize, n: usize, dim: usize },
+    #[error(transparent)]
+    Vectors(#[from] VecFileError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -78,7 +84,17 @@ pub struct Adjacency {
     entry: u32,
 }
 
+impl Adjacency {
+    /// Memory held by the links (offsets and targets of every layer).
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(|l| (l.offsets.capacity() + l.targets.capacity()) * 4).sum()
+    }
+}
+
 const MAGIC: &[u8; 8] = b"VTGRAPH1";
+
+/// More layers than any HNSW graph has (a layer holds about 1/M of the one below it).
+const MAX_LAYERS: usize = 64;
 
 impl Adjacency {
     /// The links of `hnsw`, whose points are identified by their origin id `0..n`.
@@ -106,6 +122,19 @@ impl Adjacency {
         if let Some(missing) = seen.iter().position(|s| !s) {
             return Err(GraphError::MissingPoint { id: missing });
         }
+        Self::from_layers(n, lists, entry.ok_or(GraphError::NoEntryPoint)?)
+    }
+
+    /// A graph from its neighbour lists, `lists[layer][point]`, layer 0 first (every layer with
+    /// a list for each of the `n` points, empty where the point is not on that layer).
+    pub fn from_layers(n: usize, lists: Vec<Vec<Vec<u32>>>, entry: u32) -> Result<Self, GraphError> {
+        if n == 0 || n > u32::MAX as usize {
+            return Err(GraphError::PointCount { n });
+        }
+        let count = lists.len();
+        if count == 0 || count > MAX_LAYERS || entry as usize >= n || lists.iter().any(|l| l.len() != n) {
+            return Err(GraphError::Header { stored_n: n, count, entry, n });
+        }
         let layers = lists
             .into_iter()
             .map(|lists| {
@@ -114,12 +143,15 @@ impl Adjacency {
                 offsets.push(0);
                 for list in lists {
                     targets.extend(list);
-                    offsets.push(targets.len() as u32);
+                    offsets.push(u32::try_from(targets.len()).map_err(|_| GraphError::LinksOutOfRange)?);
                 }
-                Layer { offsets, targets }
+                if targets.iter().any(|&t| t as usize >= n) {
+                    return Err(GraphError::LinksOutOfRange);
+                }
+                Ok(Layer { offsets, targets })
             })
-            .collect();
-        Ok(Adjacency { n, layers, entry: entry.ok_or(GraphError::NoEntryPoint)? })
+            .collect::<Result<_, _>>()?;
+        Ok(Adjacency { n, layers, entry })
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
@@ -150,14 +182,18 @@ impl Adjacency {
         }
         let mut next = || words.next().ok_or(GraphError::Truncated);
         let (stored_n, count, entry) = (next()? as usize, next()? as usize, next()?);
-        if stored_n != n || count == 0 || count > 64 || entry as usize >= n {
+        if stored_n != n || count == 0 || count > MAX_LAYERS || entry as usize >= n {
             return Err(GraphError::Header { stored_n, count, entry, n });
         }
         let mut layers = Vec::with_capacity(count);
         for _ in 0..count {
-            let offsets = (0..=n).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            // Collected through `Result`, a vector grows by doubling (no size hint): shrink, or
+            // up to half of the links' memory would be slack for the life of the segment.
+            let mut offsets = (0..=n).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            offsets.shrink_to_fit();
             let len = next()? as usize;
-            let targets = (0..len).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            let mut targets = (0..len).map(|_| next()).collect::<Result<Vec<u32>, _>>()?;
+            targets.shrink_to_fit();
             let sorted = offsets.windows(2).all(|w| w[0] <= w[1]);
             if offsets[0] != 0 || offsets[n] as usize != len || !sorted || targets.iter().any(|&t| t as usize >= n) {
                 return Err(GraphError::LinksOutOfRange);
@@ -169,11 +205,16 @@ impl Adjacency {
 }
 
 /// A read-only HNSW graph over `n` unit vectors of `dim` dimensions, in point order.
+///
+/// In memory: the 8-bit codes and the links. The f32 vectors stay in their file
+/// ([`VectorFile`], mapped) and are read only for the points a search rescores.
 pub struct FlatGraph {
     dim: usize,
-    vectors: Vec<f32>,
-    /// `vectors` quantized: round(x * 127 / max |x|).
-    codes: Vec<i8>,
+    vectors: VectorFile,
+    /// One row of `dim` bytes per point (see [`Sq8`]).
+    codes: Vec<u8>,
+    sq: Sq8,
+    kernels: Kernels,
     adj: Adjacency,
     /// A fixed sample of points (every `n / PIVOTS`-th, so a random sample of the content) that a
     /// search may score up front to start its beam in several regions (see [`FlatGraph::search_with`]).
@@ -207,35 +248,52 @@ thread_local! {
 }
 
 impl FlatGraph {
-    /// The graph `adj` over `vectors` (n × dim, in point order).
-    pub fn new(adj: Adjacency, vectors: Vec<f32>, dim: usize) -> Result<Self, GraphError> {
-        if dim == 0 || vectors.len() != adj.n * dim {
-            return Err(GraphError::VectorCount { floats: vectors.len(), n: adj.n, dim });
+    /// The graph `adj` over `vectors` (n × dim, in point order), with codes calibrated from them
+    /// in one sequential pass over the file (a second pass encodes).
+    pub fn new(adj: Adjacency, vectors: VectorFile, calibration: Calibration, kernels: Kernels) -> Result<Self, GraphError> {
+        let dim = vectors.dim();
+        if vectors.len() != adj.n || dim > MAX_DIM {
+            return Err(GraphError::VectorCount { vectors: vectors.len(), n: adj.n, dim });
         }
-        let codes = quantize(&vectors);
+        let mut cal = Calibrator::new(dim);
+        vectors.for_each(|_, v| cal.add(v))?;
+        let sq = cal.finish(calibration);
+        let mut codes = vec![0u8; adj.n * dim];
+        vectors.for_each(|i, v| sq.encode(v, &mut codes[i * dim..(i + 1) * dim]))?;
         let n = adj.n;
         let pivots = (0..PIVOTS.min(n)).map(|i| (i * n / PIVOTS.min(n)) as u32).collect();
-        Ok(FlatGraph { dim, vectors, codes, adj, pivots })
+        Ok(FlatGraph { dim, vectors, codes, sq, kernels, adj, pivots })
     }
 
     pub fn len(&self) -> usize {
-        self.vectors.len() / self.dim
+        self.adj.n
     }
 
     pub fn is_empty(&self) -> bool {
-        self.vectors.is_empty()
+        self.adj.n == 0
     }
 
-    /// The vector of point `i`.
+    /// The vector of point `i` (from the vector file).
     pub fn vector(&self, i: usize) -> &[f32] {
-        &self.vectors[i * self.dim..(i + 1) * self.dim]
+        self.vectors.vector(i)
     }
 
-    /// The traversal similarity: the int8 dot product (exact in f32 up to 2^24, far above
-    /// 512 × 127²), proportional to the true one up to quantization error.
+    pub fn vectors(&self) -> &VectorFile {
+        &self.vectors
+    }
+
+    /// Bytes held in the process's own memory: codes, links, pivots and the vectors when they
+    /// are resident rather than mapped.
+    pub fn resident_bytes(&self) -> usize {
+        self.codes.len() + self.adj.bytes() + self.pivots.len() * 4 + self.vectors.resident_bytes() + self.dim * 12
+    }
+
+    /// The traversal similarity: the integer dot product of the point's codes with the query's
+    /// (exact in `i32`, see `simd::MAX_DIM`), which ranks points as the float dot product does
+    /// up to quantization error (see [`Sq8`]).
     fn sim(&self, q: &[i8], i: u32) -> f32 {
         let i = i as usize;
-        dot_i8(q, &self.codes[i * self.dim..(i + 1) * self.dim]) as f32
+        (self.kernels.dot_u8i8)(&self.codes[i * self.dim..(i + 1) * self.dim], q) as f32
     }
 
     /// Approximate top-`k` by dot product among points `accept` lets through, best first, with a
@@ -258,7 +316,7 @@ impl FlatGraph {
         }
         let ef = ef.max(k);
         let exact = q;
-        let q8 = quantize(q);
+        let q8 = self.sq.query(q);
         let q = q8.as_slice();
         let mut cur = Scored(self.sim(q, self.adj.entry), self.adj.entry);
         for layer in self.adj.layers[1..].iter().rev() {
@@ -297,7 +355,7 @@ impl FlatGraph {
             self.beam(q, &starts, ef, accept, epoch, stamps)
         });
         let mut rescored: Vec<(usize, f32)> =
-            found.into_iter().map(|s| (s.1 as usize, dot(exact, self.vector(s.1 as usize)))).collect();
+            found.into_iter().map(|s| (s.1 as usize, (self.kernels.dot_f32)(exact, self.vector(s.1 as usize)))).collect();
         crate::vectors::top_k(&mut rescored, k);
         rescored
     }
@@ -366,48 +424,9 @@ impl FlatGraph {
         for &i in ids {
             let code = &self.codes[i as usize * self.dim..(i as usize + 1) * self.dim];
             for line in code.iter().step_by(64) {
-                x ^= *line as u8;
+                x ^= *line;
             }
         }
         std::hint::black_box(x);
-    }
-}
-
-/// Scalar quantization to int8 with one scale for the whole slice: round(x * 127 / max |x|).
-fn quantize(v: &[f32]) -> Vec<i8> {
-    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let scale = if max > 0.0 { 127.0 / max } else { 0.0 };
-    v.iter().map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8).collect()
-}
-
-/// Integer dot product, written so the compiler vectorizes it (16 independent lanes).
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    let mut acc = [0i32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: i32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += i32::from(x[i]) * i32::from(y[i]);
-        }
-    }
-    acc.iter().sum::<i32>() + tail
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn int8_dot_tracks_the_float_dot() {
-        let a: Vec<f32> = (0..515).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-        let b: Vec<f32> = (0..515).map(|i| ((i * 53 % 89) as f32 - 44.0) / 44.0).collect();
-        let (qa, qb) = (quantize(&a), quantize(&b));
-        let exact = dot(&a, &b);
-        let scale_a = 127.0 / a.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let scale_b = 127.0 / b.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let approx = dot_i8(&qa, &qb) as f32 / (scale_a * scale_b);
-        assert!((approx - exact).abs() < 0.01 * exact.abs().max(1.0), "{approx} vs {exact}");
-        let naive: i32 = qa.iter().zip(&qb).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
-        assert_eq!(dot_i8(&qa, &qb), naive, "the lane-split sum equals the plain one, tail included");
     }
 }

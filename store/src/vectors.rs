@@ -6,9 +6,10 @@
 //!
 //! Small indexes are searched exactly (a flat scan is both exact and faster below a few thousand
 //! points); larger ones get an HNSW graph, built and persisted by hnsw_rs (dot product on unit
-//! vectors) and searched as a [`FlatGraph`] (see `graph.rs` for why). Exact scoring of a filtered
-//! subset and more-like-this read vectors from memory, from one contiguous array either way.
-//! `vectors.f32` is the portable copy on disk.
+//! vectors) and searched as a [`FlatGraph`] (see `graph.rs` for why). Only the graph's 8-bit
+//! codes and links are held in memory; `vectors.f32` is mapped (`vecfile.rs`), and exact scoring
+//! of a filtered subset, the rescoring of a graph search's candidates and more-like-this read the
+//! vectors they need from it.
 //!
 //! Files (`# Persisted: changing this needs a migration`): `points.bin` (per point: ord u64 LE,
 //! version u64 LE), `vectors.f32` (n × dim f32 LE), and for a graph `graph.bin` (the links, see
@@ -24,8 +25,10 @@ use std::path::Path;
 use hnsw_rs::prelude::*;
 
 use crate::graph::{Adjacency, FlatGraph};
+use crate::simd::{Kernels, MAX_DIM};
+use crate::sq8::Calibration;
+use crate::vecfile::VectorFile;
 use vitrine_core::error::{CoreError, Result};
-use vitrine_core::vector::dot;
 
 /// Below this many points an index is searched by exact scan.
 pub const FLAT_MAX_POINTS: usize = 4096;
@@ -109,17 +112,62 @@ pub struct VectorIndex {
     dim: usize,
     storage: Storage,
     ef_search: usize,
+    kernels: Kernels,
 }
 
 enum Storage {
-    /// Small: scanned exactly. n × dim.
-    Flat(Vec<f32>),
+    /// Small: scanned exactly.
+    Flat(VectorFile),
     Graph(FlatGraph),
 }
 
+/// How a segment is opened. The defaults are what the searcher runs; the others exist to measure
+/// against (`store/benches/segment.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    pub ef_search: usize,
+    /// How the graph's 8-bit codes are calibrated.
+    pub calibration: Calibration,
+    /// Read the f32 vectors into memory instead of mapping them (the layout before mapping).
+    pub resident_vectors: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { ef_search: HnswParams::default().ef_search, calibration: Calibration::default(), resident_vectors: false }
+    }
+}
+
+/// The most points a segment may hold: graph ids are `u32`.
+pub const MAX_POINTS: usize = u32::MAX as usize - 1;
+
 impl VectorIndex {
+    /// Open the segment in `dir` with the default options and beam width `ef_search`.
     pub fn open(dir: &Path, dim: usize, ef_search: usize) -> Result<Self> {
-        let pb = std::fs::read(dir.join("points.bin")).map_err(|e| io_err(dir, e))?;
+        Self::open_with(dir, dim, OpenOptions { ef_search, ..OpenOptions::default() })
+    }
+
+    /// Open the segment in `dir`. Every file is checked against the others before anything is
+    /// sized from it: `points.bin` whole 16-byte records and at most [`MAX_POINTS`],
+    /// `vectors.f32` exactly points × dim floats, `graph.bin` the same point count and in-range
+    /// links; `dim` at most [`MAX_DIM`].
+    pub fn open_with(dir: &Path, dim: usize, opts: OpenOptions) -> Result<Self> {
+        let index_err = |message: String| CoreError::Index { path: dir.into(), message };
+        if dim == 0 || dim > MAX_DIM {
+            return Err(index_err(format!("{dim} dimensions: a segment holds 1 to {MAX_DIM}")));
+        }
+        let ppath = dir.join("points.bin");
+        let plen = std::fs::metadata(&ppath).map_err(|e| io_err(&ppath, e))?.len();
+        if !plen.is_multiple_of(16) || plen / 16 > MAX_POINTS as u64 {
+            return Err(index_err(format!("points.bin has {plen} bytes: not whole 16-byte points, or over {MAX_POINTS}")));
+        }
+        let vpath = dir.join("vectors.f32");
+        let vlen = std::fs::metadata(&vpath).map_err(|e| io_err(&vpath, e))?.len();
+        let n = (plen / 16) as usize;
+        if (n as u64).checked_mul(dim as u64 * 4) != Some(vlen) {
+            return Err(index_err(format!("vectors.f32 has {vlen} bytes for {n} points")));
+        }
+        let pb = std::fs::read(&ppath).map_err(|e| io_err(&ppath, e))?;
         let points: Vec<PointRef> = pb
             .chunks_exact(16)
             .map(|c| PointRef {
@@ -127,15 +175,9 @@ impl VectorIndex {
                 version: u64::from_le_bytes(c[8..].try_into().expect("8")),
             })
             .collect();
-        let vpath = dir.join("vectors.f32");
-        let len = std::fs::metadata(&vpath).map_err(|e| io_err(&vpath, e))?.len();
-        if len != (points.len() * dim * 4) as u64 {
-            return Err(CoreError::Index {
-                path: dir.into(),
-                message: format!("vectors.f32 has {len} bytes for {} points", points.len()),
-            });
+        if points.len() != n {
+            return Err(index_err(format!("points.bin changed while it was read ({} points, then {n})", points.len())));
         }
-        let index_err = |message: String| CoreError::Index { path: dir.into(), message };
         let graph = dir.join("graph.bin");
         let adj = if graph.exists() {
             Some(Adjacency::read(&graph, points.len()).map_err(|e| index_err(format!("{}: {e}", graph.display())))?)
@@ -148,12 +190,15 @@ impl VectorIndex {
         } else {
             None
         };
-        let vectors = crate::store::bytes_to_vec(&std::fs::read(&vpath).map_err(|e| io_err(&vpath, e))?);
+        let vectors = VectorFile::open(&vpath, n, dim, opts.resident_vectors).map_err(|e| index_err(e.to_string()))?;
+        let kernels = Kernels::detect();
         let storage = match adj {
-            Some(adj) => Storage::Graph(FlatGraph::new(adj, vectors, dim).map_err(|e| index_err(e.to_string()))?),
+            Some(adj) => {
+                Storage::Graph(FlatGraph::new(adj, vectors, opts.calibration, kernels).map_err(|e| index_err(e.to_string()))?)
+            }
             None => Storage::Flat(vectors),
         };
-        Ok(VectorIndex { points, dim, storage, ef_search })
+        Ok(VectorIndex { points, dim, storage, ef_search: opts.ef_search, kernels })
     }
 
     pub fn len(&self) -> usize {
@@ -168,12 +213,33 @@ impl VectorIndex {
         matches!(self.storage, Storage::Graph(_))
     }
 
-    /// The vector of point `i`, borrowed from memory.
+    /// The vector of point `i`, borrowed from the mapped vector file (read from disk on first
+    /// touch).
     pub fn vector(&self, i: usize) -> &[f32] {
         match &self.storage {
-            Storage::Flat(flat) => &flat[i * self.dim..(i + 1) * self.dim],
+            Storage::Flat(flat) => flat.vector(i),
             Storage::Graph(g) => g.vector(i),
         }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Bytes this index holds in the process's own memory (the points, and for a graph its codes
+    /// and links; the vectors only when opened resident). Mapped vector pages come on top, as
+    /// page cache the kernel may reclaim.
+    pub fn resident_bytes(&self) -> usize {
+        self.points.len() * 16
+            + match &self.storage {
+                Storage::Flat(flat) => flat.resident_bytes(),
+                Storage::Graph(g) => g.resident_bytes(),
+            }
+    }
+
+    /// The instruction set level the distance kernels run at.
+    pub fn simd_level(&self) -> crate::simd::Level {
+        self.kernels.level
     }
 
     /// Approximate top-k by similarity among points accepted by `accept` (graph), or exact (flat).
@@ -219,7 +285,7 @@ impl VectorIndex {
     /// Exact top-k over accepted points.
     pub fn exact(&self, q: &[f32], k: usize, accept: &(dyn Fn(usize) -> bool + Sync)) -> Vec<(usize, f32)> {
         let mut scored: Vec<(usize, f32)> =
-            (0..self.points.len()).filter(|&i| accept(i)).map(|i| (i, dot(q, self.vector(i)))).collect();
+            (0..self.points.len()).filter(|&i| accept(i)).map(|i| (i, (self.kernels.dot_f32)(q, self.vector(i)))).collect();
         top_k(&mut scored, k);
         scored
     }
@@ -241,6 +307,7 @@ pub fn top_k(v: &mut Vec<(usize, f32)>, k: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vitrine_core::vector::dot;
 
     fn unit(seed: u64, dim: usize) -> Vec<f32> {
         let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -437,6 +504,110 @@ mod tests {
         assert!(matches!(VectorIndex::open(dir.path(), dim, 64), Err(CoreError::Index { .. })));
         std::fs::write(&path, &bytes[..len / 2]).unwrap();
         assert!(matches!(VectorIndex::open(dir.path(), dim, 64), Err(CoreError::Index { .. })));
+    }
+
+    /// A graph segment written without hnsw_rs (fast): `n` points, a ring plus random links.
+    fn quick_graph_segment(dir: &Path, n: usize, dim: usize) -> Vec<Vec<f32>> {
+        let vectors: Vec<Vec<f32>> = (0..n).map(|i| unit(i as u64 + 11, dim)).collect();
+        let points: Vec<_> = (0..64).map(|i| (PointRef { ord: i as u64, version: 1 }, vectors[i].clone())).collect();
+        write_index(dir, dim, &points, HnswParams::default()).unwrap(); // flat: just the two files
+        let mut pb = Vec::new();
+        let mut vb = Vec::new();
+        for (i, v) in vectors.iter().enumerate() {
+            pb.extend((i as u64).to_le_bytes());
+            pb.extend(1u64.to_le_bytes());
+            vb.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        }
+        std::fs::write(dir.join("points.bin"), pb).unwrap();
+        std::fs::write(dir.join("vectors.f32"), vb).unwrap();
+        let lists: Vec<Vec<u32>> =
+            (0..n).map(|i| (1..=12).map(|d| ((i + d * d * 7919) % n) as u32).chain([((i + 1) % n) as u32]).collect()).collect();
+        Adjacency::from_layers(n, vec![lists], 0).unwrap().write(&dir.join("graph.bin")).unwrap();
+        vectors
+    }
+
+    #[test]
+    fn mapped_and_resident_vectors_answer_alike_and_only_resident_ones_are_held() {
+        let (n, dim) = (3000, 40);
+        let dir = tempfile::tempdir().unwrap();
+        let vectors = quick_graph_segment(dir.path(), n, dim);
+        for calibration in [Calibration::PerDimension, Calibration::Global] {
+            let open = |resident_vectors| {
+                VectorIndex::open_with(dir.path(), dim, OpenOptions { ef_search: 64, calibration, resident_vectors }).unwrap()
+            };
+            let (mapped, resident) = (open(false), open(true));
+            assert!(mapped.is_graph());
+            let codes_and_links = mapped.resident_bytes();
+            assert_eq!(resident.resident_bytes(), codes_and_links + n * dim * 4, "only the resident index holds the f32 vectors");
+            assert!(codes_and_links < n * (16 + dim + 13 * 4 + 4) + 256 * 4 + dim * 12 + 64, "{codes_and_links} bytes");
+            assert_eq!(mapped.vector(1234), vectors[1234].as_slice());
+            for qi in [0, 17, 2999] {
+                let q = unit(qi as u64 + 900, dim);
+                assert_eq!(mapped.search(&q, 10, &|_| true), resident.search(&q, 10, &|_| true));
+                assert_eq!(mapped.exact(&q, 10, &|_| true), resident.exact(&q, 10, &|_| true));
+                let exact = mapped.exact(&q, 1, &|_| true)[0];
+                assert!((exact.1 - dot(&q, &vectors[exact.0])).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_segment_files_are_errors_not_panics_or_huge_allocations() {
+        let (n, dim) = (FLAT_MAX_POINTS + 100, 16);
+        let dir = tempfile::tempdir().unwrap();
+        quick_graph_segment(dir.path(), n, dim);
+        let good = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+        let (points, vectors, graph) = (good("points.bin"), good("vectors.f32"), good("graph.bin"));
+        assert!(VectorIndex::open(dir.path(), dim, 32).unwrap().is_graph());
+        let opens = |what: &str| {
+            let r = VectorIndex::open(dir.path(), dim, 32);
+            assert!(matches!(r, Err(CoreError::Index { .. })), "{what}: {:?}", r.as_ref().map(|i| i.len()).err());
+        };
+        let put = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+        // points.bin: a torn record; one point fewer than the vectors.
+        put("points.bin", &points[..points.len() - 3]);
+        opens("torn points.bin");
+        put("points.bin", &points[..points.len() - 16]);
+        opens("a point short");
+        put("points.bin", &points);
+        // vectors.f32: truncated, one float too many.
+        put("vectors.f32", &vectors[..vectors.len() - 4]);
+        opens("truncated vectors");
+        put("vectors.f32", &[vectors.as_slice(), &[0; 4]].concat());
+        opens("a float too many");
+        put("vectors.f32", &vectors);
+        // graph.bin: a header claiming 2^32-1 points or 2^32-1 layers, a layer claiming 2^32-1
+        // targets: each is refused before anything that size is allocated.
+        let mut g = graph.clone();
+        g[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        put("graph.bin", &g);
+        opens("graph of 2^32-1 points");
+        let mut g = graph.clone();
+        g[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        put("graph.bin", &g);
+        opens("2^32-1 layers");
+        let mut g = graph.clone();
+        let count_at = 20 + (n + 1) * 4;
+        g[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        put("graph.bin", &g);
+        opens("2^32-1 targets");
+        put("graph.bin", &graph[..graph.len() / 3]);
+        opens("truncated graph");
+        put("graph.bin", b"VTGRAPH1");
+        opens("header only");
+        put("graph.bin", &graph);
+        // Dimensions the kernels refuse, or that do not divide the file.
+        for bad in [0, 15, crate::simd::MAX_DIM + 1] {
+            assert!(VectorIndex::open(dir.path(), bad, 32).is_err(), "dim {bad}");
+        }
+        // Non-finite values are data, not a crash: the segment opens and searches.
+        let mut v = vectors.clone();
+        v[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        v[4..8].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        put("vectors.f32", &v);
+        let idx = VectorIndex::open(dir.path(), dim, 32).unwrap();
+        assert_eq!(idx.search(&unit(5, dim), 10, &|_| true).len(), 10);
+        assert_eq!(VectorIndex::open(dir.path(), dim, 32).unwrap().exact(&unit(5, dim), 10, &|i| i > 0).len(), 10);
     }
 
     #[test]
