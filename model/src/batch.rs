@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use vitrine_core::error::{CoreError, Result};
 
@@ -110,17 +110,8 @@ where
         let mut jobs = vec![first];
         let deadline = Instant::now() + policy.max_wait;
         while jobs.len() < policy.max_batch {
-            let next = if policy.max_wait.is_zero() {
-                match rx.try_recv() {
-                    Ok(j) => Some(j),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                }
-            } else {
-                match rx.recv_deadline(deadline) {
-                    Ok(j) => Some(j),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                }
-            };
+            // Nothing more queued (or the deadline passed, or the batcher is gone): run what we have.
+            let next = if policy.max_wait.is_zero() { rx.try_recv().ok() } else { rx.recv_deadline(deadline).ok() };
             match next {
                 Some(j) => jobs.push(j),
                 None => break,
