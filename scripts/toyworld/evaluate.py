@@ -20,13 +20,16 @@ Held-out = products and views from EVAL_SEEDS, a range train.py never renders.
   percentile of the similarities of the relevant hits (grade >= 1: same colour and category) among
   each query's top 50 in that channel, so >= 95% of relevant hits pass. Text queries: the
   "colour category", "category" and "colour pattern category" queries; photo queries: a new view of
-  every 4th catalog product. How many no-match queries it silences is reported next to it.
+  every 4th catalog product. A text-query floor is then raised, where needed, above the highest
+  similarity of the training-time out-of-world captions plus NEG_FLOOR_MARGIN, so out-of-world text
+  is silenced in the text channel too. How many no-match queries it silences is reported next to it.
 --write stores the floor in vitrine-model.json and the metrics in eval.json in the model dir.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -58,6 +61,7 @@ def check_preprocessing(model_dir, images):
 
 
 HITS = 50
+NEG_FLOOR_MARGIN = 0.05
 
 
 def relevant_hits(scores, rel):
@@ -192,6 +196,17 @@ def main():
     res["photo_query"] = {"queries": len(pq), "same_product_recall@10": float(np.mean(np.array(self_rank) <= 10)),
                           "same_product_mrr": float(np.mean(1 / np.array(self_rank)))}
     floor = {kind: {ch: round(percentile_floor(v), 3) for ch, v in d.items()} for kind, d in sims.items()}
+    # A text floor must also silence out-of-world text. The floors above keep 95% of relevant hits,
+    # but out-of-world text can sit closer to the products' *text* embeddings than that (the training
+    # hinge pushed it away from images only). So a text-query floor is at least the highest
+    # similarity of the training-time out-of-world captions (world.NEGATIVE_TRAIN, never the eval
+    # list below) in that channel, plus NEG_FLOOR_MARGIN.
+    neg_train = clip.texts(world.NEGATIVE_TRAIN)
+    neg_floor = {}
+    for ch, base in (("image", ce), ("text", cte)):
+        neg_floor[ch] = float((neg_train @ base.T).max()) + NEG_FLOOR_MARGIN
+        floor["text"][ch] = max(floor["text"][ch], round(math.ceil(neg_floor[ch] * 1000) / 1000, 3))
+    res["relevance_floor_out_of_world_train_max_plus_margin"] = neg_floor
     # no-match: out-of-world text and images
     neg_t = clip.texts(world.NEGATIVE_EVAL)
     neg_p = clip.images(nomatch_photos(24, rng))

@@ -103,7 +103,9 @@ image vectors; text = cosine to the embedding of the product's "title. descripti
 top 50 in that channel over the {tti["catalog"]:,}-product held-out catalog, keep the relevant hits (grade ≥ 1:
 same colour and category), and set the floor to the largest 0.001 step that ≥ 95% of them reach (kept:
 text/image {pct(kept["text/image"])}, text/text {pct(kept["text/text"])}, photo/image {pct(kept["photo/image"])},
-photo/text {pct(kept["photo/text"])}). Text queries: every "colour category", "category" and "colour pattern
+photo/text {pct(kept["photo/text"])}). A text-query floor is then raised, where needed, to the highest
+similarity of the training-time out-of-world captions plus 0.05 (so out-of-world text is silenced in
+the text channel too; it sits closer to product *texts* than to images). Text queries: every "colour category", "category" and "colour pattern
 category" query; photo queries: a new view of every 4th catalog product.
 
 No-match queries against the same catalog ({nm["text/image"]["queries"]} out-of-world texts never used in
