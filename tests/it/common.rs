@@ -84,6 +84,25 @@ pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
+/// Named pipeline inputs, and reference embeddings by name.
+pub type ReferenceImages = (Vec<(String, vitrine_model::pipeline::ImageSource)>, std::collections::HashMap<String, Vec<f64>>);
+
+/// The parity images a `reference.json` lists (files under `tests/fixtures/clip/images`) as
+/// pipeline inputs, and each one's reference embedding by file name.
+pub fn reference_images(reference: &serde_json::Value) -> ReferenceImages {
+    let images = reference["images"].as_array().unwrap();
+    let file = |r: &serde_json::Value| r["file"].as_str().unwrap().to_string();
+    let inputs = images
+        .iter()
+        .map(|r| (file(r), vitrine_model::pipeline::ImageSource::Path(fixture(&format!("clip/images/{}", file(r))))))
+        .collect();
+    let wants = images
+        .iter()
+        .map(|r| (file(r), r["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()))
+        .collect();
+    (inputs, wants)
+}
+
 /// What the local test HTTP server answers for a path.
 pub enum Reply {
     Ok(Vec<u8>),

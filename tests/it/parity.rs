@@ -1,10 +1,10 @@
 //! Parity with the reference pipeline: transformers' CLIPImageProcessor + onnxruntime in Python
 //! (scripts/make_clip_fixture.py wrote tests/fixtures/clip/reference.json).
 
-use vitrine_model::pipeline::{embed_images, ImageSource};
+use vitrine_model::pipeline::embed_images;
 use vitrine_model::{Embedder, ImageLimits};
 
-use crate::common::{cosine, fixture, read_json, tiny_model};
+use crate::common::{cosine, fixture, read_json, reference_images, tiny_model};
 
 /// The least cosine each image embedding must reach against the reference. The pipeline measured
 /// at least 0.99999 on every fixture (see the eprintln lines), so 0.9999 leaves room for decoder
@@ -16,25 +16,14 @@ fn image_embeddings_match_the_python_reference() {
     let reference = read_json(&fixture("clip/reference.json"));
     let images = reference["images"].as_array().unwrap();
     assert!(images.len() >= 10, "reference covers every image kind");
-    let inputs: Vec<_> = images
-        .iter()
-        .map(|r| {
-            let file = r["file"].as_str().unwrap().to_string();
-            (file.clone(), ImageSource::Path(fixture(&format!("clip/images/{file}"))))
-        })
-        .collect();
+    let (inputs, wants) = reference_images(&reference);
     let mut failures = vec![];
     let mut seen = 0;
     embed_images(tiny_model(), inputs, 4, &ImageLimits::default(), |file, got| {
         seen += 1;
-        let want: Vec<f64> = images.iter().find(|r| r["file"] == file.as_str()).unwrap()["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let want = &wants[file.as_str()];
         let got = got.unwrap_or_else(|e| panic!("{file}: {e}"));
-        let c = cosine(&got, &want);
+        let c = cosine(&got, want);
         eprintln!("{file}: cosine {c:.7}");
         if c < MIN_IMAGE_COSINE {
             failures.push(format!("{file}: cosine {c:.7} < {MIN_IMAGE_COSINE}"));

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use vitrine_model::model::ModelFamily;
-use vitrine_model::pipeline::{embed_images, ImageSource};
+use vitrine_model::pipeline::embed_images;
 use vitrine_model::{ClipOnnx, Device, Embedder, ImageLimits, RuntimeOptions};
 use vitrine_searcher::{SearchQuery, Searcher};
 
@@ -58,19 +58,12 @@ fn check_images(kind: &str, model: &ClipOnnx) {
     let reference = read_json(&fixture(&format!("{kind}/reference.json")));
     let images = reference["images"].as_array().unwrap();
     assert!(images.len() >= 10);
-    let inputs: Vec<_> = images
-        .iter()
-        .map(|r| {
-            let file = r["file"].as_str().unwrap().to_string();
-            (file.clone(), ImageSource::Path(fixture(&format!("clip/images/{file}"))))
-        })
-        .collect();
+    let (inputs, wants) = reference_images(&reference);
     let mut failures = vec![];
     let mut seen = 0;
     embed_images(model, inputs, 4, &ImageLimits::default(), |file, got| {
         seen += 1;
-        let want = floats(&images.iter().find(|r| r["file"] == file.as_str()).unwrap()["embedding"]);
-        let c = cosine(&got.unwrap_or_else(|e| panic!("{file}: {e}")), &want);
+        let c = cosine(&got.unwrap_or_else(|e| panic!("{file}: {e}")), &wants[file.as_str()]);
         eprintln!("{kind} {file}: cosine {c:.7}");
         if c < 0.9999 {
             failures.push(format!("{file}: cosine {c:.7} < 0.9999"));

@@ -6,10 +6,12 @@ use std::path::Path;
 
 use serde_json::Value;
 use vitrine_model::model::{Variant, VariantChoice};
-use vitrine_model::pipeline::{embed_images, ImageSource};
+use vitrine_model::pipeline::embed_images;
 use vitrine_model::{ClipOnnx, Device, Embedder, ImageLimits, RuntimeOptions};
 
-use crate::common::{cosine, fixture, quantized_tiny_model_dir, read_json, root, tiny_model, tiny_model_dir, vitrine, Server};
+use crate::common::{
+    cosine, fixture, quantized_tiny_model_dir, read_json, reference_images, root, tiny_model, tiny_model_dir, vitrine, Server,
+};
 
 fn load(dir: &Path, variant: VariantChoice) -> ClipOnnx {
     let opts = RuntimeOptions { device: Device::Cpu, intra_threads: 2, variant, ..Default::default() };
@@ -30,27 +32,16 @@ fn quantized_image_and_text_embeddings_stay_close_to_fp32() {
 
     let reference = read_json(&fixture("clip/reference.json"));
     let images = reference["images"].as_array().unwrap();
-    let inputs: Vec<_> = images
-        .iter()
-        .map(|r| {
-            let file = r["file"].as_str().unwrap().to_string();
-            (file.clone(), ImageSource::Path(fixture(&format!("clip/images/{file}"))))
-        })
-        .collect();
+    let (inputs, wants) = reference_images(&reference);
     let (mut worst, mut best) = (1f64, 0f64);
     let mut seen = 0;
     embed_images(&q, inputs, 4, &ImageLimits::default(), |file, got| {
         seen += 1;
-        let want: Vec<f64> = images.iter().find(|r| r["file"] == file.as_str()).unwrap()["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let want = &wants[file.as_str()];
         let got = got.unwrap_or_else(|e| panic!("{file}: {e}"));
         let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "{file}: norm {norm}");
-        let c = cosine(&got, &want);
+        let c = cosine(&got, want);
         eprintln!("{file}: quantized vs fp32 cosine {c:.6}");
         worst = worst.min(c);
         best = best.max(c);
