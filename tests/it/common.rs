@@ -21,19 +21,30 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// per test binary under the target's temporary folder.
 pub fn quantized_tiny_model_dir() -> PathBuf {
     static D: OnceLock<PathBuf> = OnceLock::new();
-    D.get_or_init(|| {
-        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-clip-quantized-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        copy_dir(&tiny_model_dir(), &d);
-        for t in ["vision_model", "text_model"] {
-            let f = format!("{t}_quantized.onnx");
-            std::fs::copy(fixture(&format!("tiny-clip-quantized/{f}")), d.join(&f)).unwrap_or_else(|e| {
-                panic!("{f}: {e}: run scripts/quantize_model.py models/tiny-clip --out tests/fixtures/tiny-clip-quantized")
-            });
-        }
-        d
-    })
-    .clone()
+    D.get_or_init(|| tiny_model_dir_with("quantized", "")).clone()
+}
+
+/// The tiny model with its `fp16` variant (tests/fixtures/tiny-clip-fp16, made by
+/// `scripts/quantize_model.py --fp16`) beside the fp32 files.
+pub fn fp16_tiny_model_dir() -> PathBuf {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| tiny_model_dir_with("fp16", " --fp16")).clone()
+}
+
+/// A copy of the tiny model with the towers of `variant` from tests/fixtures/tiny-clip-VARIANT.
+fn tiny_model_dir_with(variant: &str, script_flag: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-clip-{variant}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    copy_dir(&tiny_model_dir(), &d);
+    for t in ["vision_model", "text_model"] {
+        let f = format!("{t}_{variant}.onnx");
+        std::fs::copy(fixture(&format!("tiny-clip-{variant}/{f}")), d.join(&f)).unwrap_or_else(|e| {
+            panic!(
+                "{f}: {e}: run scripts/quantize_model.py models/tiny-clip --out tests/fixtures/tiny-clip-{variant}{script_flag}"
+            )
+        });
+    }
+    d
 }
 
 /// One tiny CLIP per test binary: loading is cheap, but sessions are better shared.

@@ -10,7 +10,8 @@ use vitrine_model::pipeline::embed_images;
 use vitrine_model::{ClipOnnx, Device, Embedder, ImageLimits, RuntimeOptions};
 
 use crate::common::{
-    cosine, fixture, quantized_tiny_model_dir, read_json, reference_images, root, tiny_model, tiny_model_dir, vitrine, Server,
+    cosine, fixture, fp16_tiny_model_dir, quantized_tiny_model_dir, read_json, reference_images, root, tiny_model,
+    tiny_model_dir, vitrine, Server,
 };
 
 fn load(dir: &Path, variant: VariantChoice) -> ClipOnnx {
@@ -79,6 +80,42 @@ fn the_quantized_fixture_is_an_int8_graph() {
     let qv = std::fs::metadata(fixture("tiny-clip-quantized/vision_model_quantized.onnx")).unwrap().len();
     let fv = std::fs::metadata(tiny_model_dir().join("vision_model.onnx")).unwrap().len();
     assert!(qv * 2 < fv, "{qv} vs {fv}");
+}
+
+/// An fp16 graph takes `pixel_values` and gives embeddings in float16: the embedder converts at
+/// both edges, and the vectors stay with fp32's (on the CPU provider, as the GPU would run it).
+#[test]
+fn an_fp16_graph_runs_through_its_float16_edges_and_matches_fp32() {
+    let h = load(&fp16_tiny_model_dir(), VariantChoice::Exact(Variant::Fp16));
+    assert_eq!(h.model_id().variant, Variant::Fp16);
+    // `auto` on the CPU never takes fp16 (it is the GPU's variant).
+    assert_eq!(load(&fp16_tiny_model_dir(), VariantChoice::Auto).model_id().variant, Variant::Fp32);
+    // Its weights really are float16: the vision tower is about half the fp32 file.
+    let hv = std::fs::metadata(fixture("tiny-clip-fp16/vision_model_fp16.onnx")).unwrap().len();
+    let fv = std::fs::metadata(tiny_model_dir().join("vision_model.onnx")).unwrap().len();
+    assert!(hv * 10 < fv * 6, "{hv} vs {fv}");
+
+    let (inputs, _) = reference_images(&read_json(&fixture("clip/reference.json")));
+    let mut fp32 = std::collections::HashMap::new();
+    embed_images(tiny_model(), inputs.clone(), 4, &ImageLimits::default(), |file, got| {
+        fp32.insert(file, got.unwrap());
+    });
+    let mut worst = 1f64;
+    let mut seen = 0;
+    embed_images(&h, inputs, 4, &ImageLimits::default(), |file, got| {
+        let got = got.unwrap_or_else(|e| panic!("{file}: {e}"));
+        let want: Vec<f64> = fp32[&file].iter().map(|x| f64::from(*x)).collect();
+        worst = worst.min(cosine(&got, &want));
+        seen += 1;
+    });
+    assert!(seen >= 10 && seen == fp32.len());
+    let texts = ["a red coffee mug", "blue running shoes", "ünïcödé ☕"];
+    let (a, b) = (h.embed_texts(&texts).unwrap(), tiny_model().embed_texts(&texts).unwrap());
+    for (x, y) in a.iter().zip(&b) {
+        worst = worst.min(cosine(x, &y.iter().map(|v| f64::from(*v)).collect::<Vec<_>>()));
+    }
+    eprintln!("fp16 vs fp32, worst cosine over images and texts: {worst:.6}");
+    assert!(worst >= 0.999, "fp16 drifted from fp32: {worst}");
 }
 
 #[test]
