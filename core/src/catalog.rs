@@ -196,3 +196,10 @@ pub enum ImageFailure {
     #[error("could not be embedded")]
     NotEmbedded,
 }
+
+/// A product write: the record and its vectors.
+pub struct ProductWrite {
+    pub stored: StoredProduct,
+    pub image_vectors: Vec<Vec<f32>>,
+    pub text_vector: Option<Vec<f32>>,
+}

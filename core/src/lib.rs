@@ -9,9 +9,11 @@
 
 pub mod catalog;
 pub mod error;
+pub mod filters;
 pub mod model_id;
 pub mod relevance;
 pub mod vector;
 
 pub use error::{CoreError, ImageErrorKind, Result};
+pub use filters::{Filters, PriceRange};
 pub use model_id::{ModelId, Variant};

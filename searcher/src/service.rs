@@ -522,7 +522,7 @@ impl QueryService {
         if let Some(f) = &q.fusion {
             f.validate().map_err(|e| SearchError::BadRequest(e.to_string()))?;
         }
-        q.filters.validate()?;
+        q.filters.validate().map_err(SearchError::BadRequest)?;
         if let Some(c) = &q.crop {
             c.validate()?;
             if q.image.is_none() {

@@ -26,12 +26,7 @@ pub const TEXT_SLOT: u16 = u16::MAX;
 /// How long [`Store::open`] waits for sled to release the folder lock of a handle just dropped.
 pub const SLED_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A product write: the record and its vectors.
-pub struct ProductWrite {
-    pub stored: StoredProduct,
-    pub image_vectors: Vec<Vec<f32>>,
-    pub text_vector: Option<Vec<f32>>,
-}
+pub use vitrine_core::catalog::ProductWrite;
 
 pub struct Store {
     db: sled::Db,
