@@ -19,6 +19,7 @@
 //! current [`Generation`] and runs on it alone. [`Searcher::refresh`] swaps in a new generation
 //! (arc-swap) when `CURRENT` changes; queries in flight keep the one they started with.
 
+mod corpus;
 pub mod eval;
 pub mod fusion;
 pub mod highlight;
@@ -47,6 +48,7 @@ use vitrine_store::generation::{self, Generation, SegmentCache};
 use vitrine_store::keyword::attr_term;
 use vitrine_store::vectors::{top_k, VectorIndex};
 
+use corpus::{ChannelRequest, Channels, Corpus};
 pub use fusion::{Fusion, FusionMode, Normalization, Weights};
 pub use highlight::Highlights;
 use rayon::prelude::*;
@@ -291,6 +293,12 @@ pub const MAX_OFFSET: usize = 10_000;
 /// allowed set from memory beats a graph search that must skip most of what it visits.
 const EXACT_SHARE: f64 = 0.25;
 const EXACT_MIN: usize = 5_000;
+
+/// Whether a filter allowing `allowed` of `products` is selective enough to score exactly: the one
+/// rule for every backend.
+pub(crate) fn is_selective(allowed: usize, products: u64) -> bool {
+    allowed <= EXACT_MIN.max((products.max(1) as f64 * EXACT_SHARE) as usize)
+}
 /// Keyword matches considered for facets (fusion takes the channel depth).
 const FACET_KEYWORD_DEPTH: usize = 1_000;
 /// Products each channel contributes to a query's first candidate window. Every page that ends
@@ -511,7 +519,7 @@ fn filter_query(g: &Generation, f: &Filters) -> Result<Option<Box<dyn Query>>> {
 }
 
 /// A candidate list of one channel: (ord, raw score), best first.
-type Ranked = Vec<(u64, f32)>;
+use corpus::Ranked;
 
 /// Best score per product over points, in descending order, at most `depth` products.
 fn vector_channel(
@@ -641,6 +649,12 @@ pub(crate) fn typo_words(g: &Generation, text: &str) -> Result<Vec<String>> {
 /// is counted with its own selection removed (disjunctive faceting), so its other values stay
 /// visible with the counts they would have if chosen as well.
 pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult> {
+    search_corpus(g, q)
+}
+
+/// Run a query on a [`Corpus`]: the paging, sorting, explain, facets and hydration every backend
+/// shares (see [`search_generation`]).
+pub(crate) fn search_corpus<C: Corpus + ?Sized>(g: &C, q: &SearchQuery) -> Result<SearchResult> {
     validate_paging(q.k, q.offset)?;
     q.fusion.validate().map_err(|e| SearchError::BadRequest(e.to_string()))?;
     q.filters.validate().map_err(SearchError::BadRequest)?;
@@ -692,7 +706,7 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
     timings.fuse_ms += ms(t3);
 
     let t4 = Instant::now();
-    let mut highlighter = highlight::Highlighter::new(g, text)?;
+    let mut highlighter = g.highlighter(text)?;
     let mut hits = vec![];
     for (ord, explain) in order.iter().skip(q.offset).take(q.k) {
         let Some(sp) = g.product_by_ord(*ord)? else { continue };
@@ -733,7 +747,7 @@ pub fn search_generation(g: &Generation, q: &SearchQuery) -> Result<SearchResult
         offset: q.offset,
         k: q.k,
         facets,
-        generation: g.manifest.generation,
+        generation: g.generation(),
         exact: first.exact,
         timings,
         channels,
@@ -755,73 +769,30 @@ struct Retrieval {
     fuse_ms: f64,
 }
 
-/// Run the channels of `q` under `filters`, each to `depth` products, and fuse them.
-fn retrieve(g: &Generation, q: &SearchQuery, filters: &Filters, depth: usize, text: Option<&str>) -> Result<Retrieval> {
-    let t0 = Instant::now();
-    let fq = filter_query(g, filters)?;
-    // The allowed products as a bitset over ordinals.
-    let mut allowed: Option<Vec<bool>> = None;
-    let mut allowed_count = 0;
-    if let Some(f) = &fq {
-        let mut bits = vec![false; g.live.len()];
-        for o in g.searcher.search(&**f, &OrdCollector)? {
-            if let Some(b) = bits.get_mut(o as usize) {
-                allowed_count += usize::from(!*b);
-                *b = true;
-            }
-        }
-        allowed = Some(bits);
-    }
-    let exclude_ord = match &q.exclude {
-        Some(id) => g.product(id)?.map(|p| p.ord),
-        None => None,
-    };
-    if let Some(o) = exclude_ord {
-        // Excluding one product is a filter over everything else.
-        let bits = allowed.get_or_insert_with(|| g.live.iter().map(|v| *v != 0).collect());
-        if let Some(b) = bits.get_mut(o as usize) {
-            *b = false;
-        }
-    }
-    let products = g.manifest.products.max(1) as usize;
-    let exact = fq.is_some() && allowed_count <= EXACT_MIN.max((products as f64 * EXACT_SHARE) as usize);
-    let filter_ms = ms(t0);
-
+/// Run the channels of `q` under `filters`, each to `depth` products, and fuse them. Which
+/// channels run, their floors and the fusion are decided here, once for every [`Corpus`].
+fn retrieve<C: Corpus + ?Sized>(
+    c: &C,
+    q: &SearchQuery,
+    filters: &Filters,
+    depth: usize,
+    text: Option<&str>,
+) -> Result<Retrieval> {
     let w = q.fusion.weights_for(q.image_vector.is_some(), text.is_some());
-    let image_q = q.image_vector.as_ref().or(q.text_vector.as_ref());
-    let text_q = q.text_vector.as_ref().or(q.image_vector.as_ref());
+    let image_q = q.image_vector.as_ref().or(q.text_vector.as_ref()).filter(|_| w.image > 0.0);
+    let text_q = q.text_vector.as_ref().or(q.image_vector.as_ref()).filter(|_| w.text > 0.0);
     let kdepth = if q.facets { FACET_KEYWORD_DEPTH.max(depth) } else { depth };
-    let vectors = || {
-        let t = Instant::now();
-        // The two vector channels are independent of each other and of the keyword channel.
-        let (image_ch, text_ch) = rayon::join(
-            || match image_q {
-                Some(v) if w.image > 0.0 => vector_channel(g, |s| &s.0, v, depth, allowed.as_deref(), exact),
-                _ => Ok(vec![]),
-            },
-            || match text_q {
-                Some(v) if w.text > 0.0 => vector_channel(g, |s| &s.1, v, depth, allowed.as_deref(), exact),
-                _ => Ok(vec![]),
-            },
-        );
-        Ok::<_, SearchError>((image_ch?, text_ch?, ms(t)))
+    let request = ChannelRequest {
+        image: image_q.map(|v| &v[..]),
+        text: text_q.map(|v| &v[..]),
+        keyword: text.filter(|_| w.keyword > 0.0),
+        filters,
+        exclude: q.exclude.as_deref(),
+        depth,
+        keyword_depth: kdepth,
     };
-    let keywords = || {
-        let t = Instant::now();
-        let ch = match text {
-            Some(text) if w.keyword > 0.0 => {
-                let mut r = keyword_channel(g, text, fq.as_deref(), kdepth)?;
-                if let Some(o) = exclude_ord {
-                    r.retain(|(x, _)| *x != o);
-                }
-                r
-            }
-            _ => vec![],
-        };
-        Ok::<_, SearchError>((ch, ms(t)))
-    };
-    let (v, k) = rayon::join(vectors, keywords);
-    let ((mut image, mut text_ch, vector_ms), (keyword, keyword_ms)) = (v?, k?);
+    let Channels { mut image, text: mut text_ch, keyword, exact, excluded, filter_ms, vector_ms, keyword_ms } =
+        c.channels(&request)?;
     // The relevance floor, by the modality of the vector each channel was queried with.
     let floor = q.fusion.floor.unwrap_or_default();
     let image_by = if q.image_vector.is_some() { Modality::Photo } else { Modality::Text };
@@ -836,17 +807,107 @@ fn retrieve(g: &Generation, q: &SearchQuery, filters: &Filters, depth: usize, te
         FusionMode::Weighted => fusion::weighted(&channels, q.fusion.normalization),
     };
     // The excluded product takes a place in the keyword list's depth.
-    let more = image.len() >= depth || text_ch.len() >= depth || keyword.len() + usize::from(exclude_ord.is_some()) >= kdepth;
+    let more = image.len() >= depth || text_ch.len() >= depth || keyword.len() + usize::from(excluded) >= kdepth;
     Ok(Retrieval { fused, image, text: text_ch, keyword, exact, more, filter_ms, vector_ms, keyword_ms, fuse_ms: ms(t3) })
+}
+
+impl Corpus for Generation {
+    /// Filters are evaluated once by tantivy into a bitset over ordinals that every channel
+    /// applies during retrieval; a small allowed set is scored exactly.
+    fn channels(&self, r: &ChannelRequest) -> Result<Channels> {
+        let g = self;
+        let t0 = Instant::now();
+        let fq = filter_query(g, r.filters)?;
+        // The allowed products as a bitset over ordinals.
+        let mut allowed: Option<Vec<bool>> = None;
+        let mut allowed_count = 0;
+        if let Some(f) = &fq {
+            let mut bits = vec![false; g.live.len()];
+            for o in g.searcher.search(&**f, &OrdCollector)? {
+                if let Some(b) = bits.get_mut(o as usize) {
+                    allowed_count += usize::from(!*b);
+                    *b = true;
+                }
+            }
+            allowed = Some(bits);
+        }
+        let exclude_ord = match r.exclude {
+            Some(id) => g.product(id)?.map(|p| p.ord),
+            None => None,
+        };
+        if let Some(o) = exclude_ord {
+            // Excluding one product is a filter over everything else.
+            let bits = allowed.get_or_insert_with(|| g.live.iter().map(|v| *v != 0).collect());
+            if let Some(b) = bits.get_mut(o as usize) {
+                *b = false;
+            }
+        }
+        let exact = fq.is_some() && is_selective(allowed_count, g.manifest.products);
+        let filter_ms = ms(t0);
+
+        let vectors = || {
+            let t = Instant::now();
+            // The two vector channels are independent of each other and of the keyword channel.
+            let (image_ch, text_ch) = rayon::join(
+                || match r.image {
+                    Some(v) => vector_channel(g, |s| &s.0, v, r.depth, allowed.as_deref(), exact),
+                    None => Ok(vec![]),
+                },
+                || match r.text {
+                    Some(v) => vector_channel(g, |s| &s.1, v, r.depth, allowed.as_deref(), exact),
+                    None => Ok(vec![]),
+                },
+            );
+            Ok::<_, SearchError>((image_ch?, text_ch?, ms(t)))
+        };
+        let keywords = || {
+            let t = Instant::now();
+            let ch = match r.keyword {
+                Some(text) => {
+                    let mut ranked = keyword_channel(g, text, fq.as_deref(), r.keyword_depth)?;
+                    if let Some(o) = exclude_ord {
+                        ranked.retain(|(x, _)| *x != o);
+                    }
+                    ranked
+                }
+                None => vec![],
+            };
+            Ok::<_, SearchError>((ch, ms(t)))
+        };
+        let (v, k) = rayon::join(vectors, keywords);
+        let ((image, text, vector_ms), (keyword, keyword_ms)) = (v?, k?);
+        Ok(Channels { image, text, keyword, exact, excluded: exclude_ord.is_some(), filter_ms, vector_ms, keyword_ms })
+    }
+
+    fn prices(&self, ords: &[u64]) -> Result<Vec<Option<f64>>> {
+        prices(self, ords.iter().copied())
+    }
+
+    fn count_facets(&self, ords: &[u64]) -> Result<Facets> {
+        count_facets(self, ords.iter().copied())
+    }
+
+    fn product_by_ord(&self, ord: u64) -> Result<Option<StoredProduct>> {
+        Ok(Generation::product_by_ord(self, ord)?)
+    }
+
+    fn highlighter(&self, text: Option<&str>) -> Result<highlight::Highlighter> {
+        highlight::Highlighter::new(self, text)
+    }
+
+    fn generation(&self) -> u64 {
+        self.manifest.generation
+    }
 }
 
 /// Order candidates by `sort`: relevance keeps the fused order; a price order is a stable sort
 /// (equal prices keep their fused order), with products that have no price last.
-fn sort_candidates(g: &Generation, fused: &mut Ranked, sort: Sort) -> Result<()> {
+fn sort_candidates<C: Corpus + ?Sized>(c: &C, fused: &mut Ranked, sort: Sort) -> Result<()> {
     if sort == Sort::Relevance {
         return Ok(());
     }
-    let prices = prices(g, fused.iter().map(|(o, _)| *o))?;
+    let ords: Vec<u64> = fused.iter().map(|(o, _)| *o).collect();
+    let prices = c.prices(&ords)?;
     let mut keyed: Vec<(Option<f64>, (u64, f32))> = prices.into_iter().zip(fused.drain(..)).collect();
     keyed.sort_by(|(a, _), (b, _)| match (a, b) {
         (Some(a), Some(b)) if sort == Sort::PriceAsc => a.total_cmp(b),
@@ -881,8 +942,9 @@ fn prices(g: &Generation, ords: impl Iterator<Item = u64>) -> Result<Vec<Option<
 
 /// Facets of the first candidate window, with each selected facet recounted without its own
 /// selection (the recounts run side by side, one retrieval each).
-fn disjunctive_facets(g: &Generation, q: &SearchQuery, text: Option<&str>, first: &Retrieval) -> Result<Facets> {
-    let mut facets = count_facets(g, first.fused.iter().map(|(o, _)| *o))?;
+fn disjunctive_facets<C: Corpus + ?Sized>(c: &C, q: &SearchQuery, text: Option<&str>, first: &Retrieval) -> Result<Facets> {
+    let ords = |r: &Retrieval| r.fused.iter().map(|(o, _)| *o).collect::<Vec<u64>>();
+    let mut facets = c.count_facets(&ords(first))?;
     #[derive(Clone, Copy)]
     enum Kind {
         Category,
@@ -901,8 +963,8 @@ fn disjunctive_facets(g: &Generation, q: &SearchQuery, text: Option<&str>, first
     let recounts: Vec<Result<(Kind, Facets)>> = relaxed
         .into_par_iter()
         .map(|(kind, filters)| {
-            let r = retrieve(g, q, &filters, PAGE_WINDOW, text)?;
-            Ok((kind, count_facets(g, r.fused.iter().map(|(o, _)| *o))?))
+            let r = retrieve(c, q, &filters, PAGE_WINDOW, text)?;
+            Ok((kind, c.count_facets(&ords(&r))?))
         })
         .collect();
     for r in recounts {
