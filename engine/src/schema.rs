@@ -10,7 +10,7 @@
 //! | `vitrine_meta` | `k` | `schema_version` (decimal), `model` (the [`vitrine_core::ModelId`] JSON), `vector_dim` |
 //! | `vitrine_counters` | `name` | `ord` and `seq`: the last value handed out (updated under `SELECT … FOR UPDATE`) |
 //! | `products` | `ord` (unique `id`) | `version`, `hash`, `doc` (the whole `StoredProduct` as JSON, for hydration); filter columns `category`, `brand` (`VARBINARY`: byte-exact, case- and trailing-space-sensitive, like the embedded index's raw terms), `price`; full-text columns `title`, `description`, `brand_text`, `category_text`, `attr_text` under one `FULLTEXT` index |
-//! | `product_attributes` | `(ord, k)`, index `(k, v, ord)` | every attribute filters see (`StoredProduct::all_attributes`: the catalog's, then the zero-shot tags), used through `EXISTS` inside the retrieval query |
+//! | `product_attributes` | `(ord, k)`, index `(k, v, ord)` | every attribute filters see (`StoredProduct::all_attributes`: the catalog's, then the zero-shot tags), used as `p.ord IN (SELECT ord FROM product_attributes WHERE k = ? AND v IN (…))` inside the retrieval query |
 //! | `image_vectors` | `(ord, slot)` | `vec VECTOR(dim)` under an HNSW cosine `VECTOR INDEX` (created by `set_model`) |
 //! | `text_vectors` | `ord` | `vec VECTOR(dim)`, likewise |
 //!
