@@ -21,9 +21,7 @@ pub enum EngineError {
     },
 
     /// The database was written by a newer Vitrine.
-    #[error(
-        "engine database {database}: schema version {found} is newer than this build knows ({known}): upgrade Vitrine"
-    )]
+    #[error("engine database {database}: schema version {found} is newer than this build knows ({known}): upgrade Vitrine")]
     SchemaTooNew { database: String, found: u32, known: u32 },
 
     /// A vector of the wrong length, or the model's dimension differs from the stored vectors'.

@@ -113,12 +113,19 @@ fn vector_literal(v: &[f32]) -> Result<String> {
 fn parse_vector(b: &[u8]) -> Result<Vec<f32>> {
     if b.first() == Some(&b'[') {
         let s = std::str::from_utf8(b).map_err(|_| EngineError::corrupt("a vector is not UTF-8"))?;
-        let inner = s.trim().strip_prefix('[').and_then(|s| s.strip_suffix(']')).ok_or_else(|| EngineError::corrupt("a vector is not [..]"))?;
+        let inner = s
+            .trim()
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .ok_or_else(|| EngineError::corrupt("a vector is not [..]"))?;
         if inner.trim().is_empty() {
             return Ok(vec![]);
         }
-        inner.split(',').map(|x| x.trim().parse::<f32>().map_err(|_| EngineError::corrupt(format!("vector element {x:?}")))).collect()
-    } else if b.len() % 4 == 0 {
+        inner
+            .split(',')
+            .map(|x| x.trim().parse::<f32>().map_err(|_| EngineError::corrupt(format!("vector element {x:?}"))))
+            .collect()
+    } else if b.len().is_multiple_of(4) {
         Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     } else {
         Err(EngineError::corrupt(format!("a vector of {} bytes", b.len())))
@@ -238,9 +245,7 @@ impl Engine {
     }
 
     fn conn(&self) -> Result<PooledConn> {
-        self.pool
-            .try_get_conn(POOL_WAIT)
-            .map_err(|e| EngineError::Connect { url: self.url.to_string(), message: e.to_string() })
+        self.pool.try_get_conn(POOL_WAIT).map_err(|e| EngineError::Connect { url: self.url.to_string(), message: e.to_string() })
     }
 
     pub fn schema_version(&self) -> Result<u32> {
@@ -302,8 +307,10 @@ impl Engine {
     }
 
     pub fn get(&self, id: &str) -> Result<Option<StoredProduct>> {
-        let doc: Option<String> =
-            self.conn()?.exec_first("SELECT doc FROM products WHERE id = ?", (id.as_bytes(),)).map_err(EngineError::sql("get"))?;
+        let doc: Option<String> = self
+            .conn()?
+            .exec_first("SELECT doc FROM products WHERE id = ?", (id.as_bytes(),))
+            .map_err(EngineError::sql("get"))?;
         doc.map(|d| decode_doc(&d)).transpose()
     }
 
@@ -324,7 +331,12 @@ impl Engine {
         for v in w.image_vectors.iter().chain(w.text_vector.as_ref()) {
             if Some(v.len()) != dim {
                 return Err(EngineError::Dimension {
-                    message: format!("product {:?}: a vector of length {} for a model of dimension {}", p.id, v.len(), dim.unwrap_or(0)),
+                    message: format!(
+                        "product {:?}: a vector of length {} for a model of dimension {}",
+                        p.id,
+                        v.len(),
+                        dim.unwrap_or(0)
+                    ),
                 });
             }
             literals.push(vector_literal(v)?);
@@ -341,8 +353,9 @@ impl Engine {
             return Err(EngineError::invalid(format!("ord {} belongs to another product than {:?}", s.ord, p.id)));
         }
         // The same id under another ord (an ord not from ordinal_for) is replaced wholesale.
-        let old_ord: Option<u64> =
-            tx.exec_first("SELECT ord FROM products WHERE id = ? FOR UPDATE", (p.id.as_bytes(),)).map_err(EngineError::sql("put"))?;
+        let old_ord: Option<u64> = tx
+            .exec_first("SELECT ord FROM products WHERE id = ? FOR UPDATE", (p.id.as_bytes(),))
+            .map_err(EngineError::sql("put"))?;
         for ord in [Some(s.ord), old_ord].into_iter().flatten() {
             for t in ["products", "product_attributes", "image_vectors", "text_vectors"] {
                 tx.exec_drop(format!("DELETE FROM {t} WHERE ord = ?"), (ord,)).map_err(EngineError::sql("put: clear"))?;
@@ -399,8 +412,9 @@ impl Engine {
     pub fn delete(&self, id: &str) -> Result<bool> {
         let mut conn = self.conn()?;
         let mut tx = conn.start_transaction(TxOpts::default()).map_err(EngineError::sql("begin delete"))?;
-        let ord: Option<u64> =
-            tx.exec_first("SELECT ord FROM products WHERE id = ? FOR UPDATE", (id.as_bytes(),)).map_err(EngineError::sql("delete"))?;
+        let ord: Option<u64> = tx
+            .exec_first("SELECT ord FROM products WHERE id = ? FOR UPDATE", (id.as_bytes(),))
+            .map_err(EngineError::sql("delete"))?;
         let Some(ord) = ord else {
             tx.rollback().map_err(EngineError::sql("delete"))?;
             return Ok(false);
@@ -437,15 +451,18 @@ impl Engine {
             .map_err(EngineError::sql("read counter"))?
             .ok_or_else(|| EngineError::corrupt(format!("vitrine_counters has no {name} row")))?;
         let next = last + 1;
-        tx.exec_drop("UPDATE vitrine_counters SET value = ? WHERE name = ?", (next, name)).map_err(EngineError::sql("bump counter"))?;
+        tx.exec_drop("UPDATE vitrine_counters SET value = ? WHERE name = ?", (next, name))
+            .map_err(EngineError::sql("bump counter"))?;
         tx.commit().map_err(EngineError::sql("commit counter"))?;
         Ok(next)
     }
 
     /// The product's ord, or a new one never handed out before (also not after a delete).
     pub fn ordinal_for(&self, id: &str) -> Result<u64> {
-        let ord: Option<u64> =
-            self.conn()?.exec_first("SELECT ord FROM products WHERE id = ?", (id.as_bytes(),)).map_err(EngineError::sql("ordinal"))?;
+        let ord: Option<u64> = self
+            .conn()?
+            .exec_first("SELECT ord FROM products WHERE id = ?", (id.as_bytes(),))
+            .map_err(EngineError::sql("ordinal"))?;
         match ord {
             Some(o) => Ok(o),
             None => self.next_counter("ord"),
@@ -589,7 +606,9 @@ impl Engine {
         let k = k.min(10_000);
         let mut params = vec![Value::from(text), Value::from(text)];
         let clauses = filter_clauses(f, exclude, &mut params)?;
-        let sql = format!("SELECT p.ord, {MATCH_TEXT} AS s FROM products p WHERE {MATCH_TEXT}{clauses} ORDER BY s DESC, p.ord LIMIT {k}");
+        let sql = format!(
+            "SELECT p.ord, {MATCH_TEXT} AS s FROM products p WHERE {MATCH_TEXT}{clauses} ORDER BY s DESC, p.ord LIMIT {k}"
+        );
         let rows: Vec<(u64, f64)> = self.conn()?.exec(sql, params).map_err(EngineError::sql("keyword channel"))?;
         Ok(rows.into_iter().map(|(o, s)| (o, s as f32)).collect())
     }

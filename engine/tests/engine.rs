@@ -320,7 +320,9 @@ fn sequence_numbers_increase_across_handles_and_threads() {
     let handles: Vec<_> = [db.engine.clone(), other]
         .into_iter()
         .map(|e| {
-            std::thread::spawn(move || (0..40).map(|i| if i % 2 == 0 { e.next_seq() } else { e.ordinal_for("x") }.unwrap()).collect::<Vec<u64>>())
+            std::thread::spawn(move || {
+                (0..40).map(|i| if i % 2 == 0 { e.next_seq() } else { e.ordinal_for("x") }.unwrap()).collect::<Vec<u64>>()
+            })
         })
         .collect();
     let runs: Vec<Vec<u64>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -361,7 +363,8 @@ fn the_vector_channels_find_the_planted_product_once() {
             assert!(hits.windows(2).all(|p| p[0].1 >= p[1].1), "best first");
             assert!((hits[0].1 - cos(&q, img)).abs() < 1e-3, "similarity is 1 - cosine distance");
             // Excluding the product removes it.
-            let without = e.vector_channel(VectorChannel::Image, &q, &Filters::default(), Some(&w.stored.product.id), 20, exact).unwrap();
+            let without =
+                e.vector_channel(VectorChannel::Image, &q, &Filters::default(), Some(&w.stored.product.id), 20, exact).unwrap();
             assert!(without.iter().all(|h| h.0 != w.stored.ord));
         }
         let tq = w.text_vector.as_ref().unwrap();
@@ -374,7 +377,10 @@ fn the_vector_channels_find_the_planted_product_once() {
     let want = oracle(&ws, &q, &Filters::default(), 10);
     let got = e.vector_channel(VectorChannel::Image, &q, &Filters::default(), None, 10, true).unwrap();
     assert_eq!(got.iter().map(|h| h.0).collect::<Vec<_>>(), want.iter().map(|h| h.0).collect::<Vec<_>>());
-    assert!(matches!(e.vector_channel(VectorChannel::Image, &[1.0; 3], &Filters::default(), None, 5, false), Err(EngineError::Dimension { .. })));
+    assert!(matches!(
+        e.vector_channel(VectorChannel::Image, &[1.0; 3], &Filters::default(), None, 5, false),
+        Err(EngineError::Dimension { .. })
+    ));
 }
 
 /// Filters are applied inside retrieval: every hit passes, and the exact top-1 under the filter
@@ -402,7 +408,9 @@ fn filters_apply_inside_retrieval() {
     e.set_model(&model(dim)).unwrap();
     let ws = catalog(e, 300, dim, 2);
     load(e, &ws);
-    let attr = |k: &str, v: &[&str]| -> BTreeMap<String, Vec<String>> { [(k.to_string(), v.iter().map(|s| s.to_string()).collect())].into() };
+    let attr = |k: &str, v: &[&str]| -> BTreeMap<String, Vec<String>> {
+        [(k.to_string(), v.iter().map(|s| s.to_string()).collect())].into()
+    };
     let filters = vec![
         Filters { category: vec!["Shoes".into(), "Hats".into()], ..Default::default() },
         Filters { brand: vec!["Globex".into()], ..Default::default() },
@@ -436,7 +444,11 @@ fn filters_apply_inside_retrieval() {
                     assert!(passes(w, f, None), "{ord} fails {f:?} (exact: {exact})");
                 }
                 if exact {
-                    assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), want.iter().map(|h| h.0).collect::<Vec<_>>(), "{f:?}");
+                    assert_eq!(
+                        hits.iter().map(|h| h.0).collect::<Vec<_>>(),
+                        want.iter().map(|h| h.0).collect::<Vec<_>>(),
+                        "{f:?}"
+                    );
                     if !want.is_empty() {
                         top1_exact += usize::from(hits.first().map(|h| h.0) == want.first().map(|h| h.0));
                     }
