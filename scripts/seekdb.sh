@@ -18,6 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VERSION=1.4.0.post1
+# Only for the readiness check (a real login and query).
+PYMYSQL=1.2.4
 VENV=.venv-seekdb
 DIR=${SEEKDB_DIR:-target/seekdb}
 PIDFILE=$DIR/seekdb.pid
@@ -44,18 +46,19 @@ port_free() {
     && ! grep -qiE ":$(printf '%04X' "$1") [0-9A-F:]+ 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
-# SQL answers: a MySQL-protocol server sends its handshake first; a greeting with the protocol
-# version byte 10 after the 4-byte header is enough to know the SQL layer is up.
+# SQL answers: log in as root and run `SELECT 1` (the handshake alone comes before bootstrap ends).
 sql_answers() {
   "$VENV/bin/python" - "$1" <<'EOF'
-import socket, sys
+import sys
+import pymysql
 try:
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
-    s.settimeout(2)
-    hello = s.recv(64)
-    s.close()
-    sys.exit(0 if len(hello) > 5 and hello[4] == 10 else 1)
-except OSError:
+    c = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", connect_timeout=2, read_timeout=5)
+    with c.cursor() as cur:
+        cur.execute("SELECT 1")
+        ok = cur.fetchone() == (1,)
+    c.close()
+    sys.exit(0 if ok else 1)
+except Exception:
     sys.exit(1)
 EOF
 }
@@ -66,8 +69,8 @@ install() {
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
   fi
-  if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('pylibseekdb') != '$VERSION')" 2>/dev/null; then
-    "$VENV/bin/pip" install -q "pylibseekdb==$VERSION" >&2
+  if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('pylibseekdb') != '$VERSION' or m.version('pymysql') != '$PYMYSQL')" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "pylibseekdb==$VERSION" "pymysql==$PYMYSQL" >&2
   fi
 }
 
