@@ -19,17 +19,29 @@
 //!
 //! # Scaling (a cluster)
 //!
-//! On an OceanBase cluster every table keyed by `ord` is meant to be hash-partitioned by it
-//! (`PARTITION BY KEY(ord) PARTITIONS N`): a product's row, attributes and vectors then live in
-//! the same partition, writes of one product touch one partition, and the vector indexes are
-//! local per partition (each ANN query fans out and merges, which OceanBase does itself). The
-//! unique index on `products.id` must then be a `GLOBAL` index (OceanBase allows a unique key
-//! that does not contain the partition key only as a global index). seekdb, the single-node
-//! engine the tests run on, is not partitioned here: one node gains nothing from it.
+//! Every table keyed by `ord` is hash-partitioned by it (`PARTITION BY KEY(ord) PARTITIONS 8`):
+//! a product's row, attributes and vectors live in the same partition, a write of one product
+//! touches one partition, and the vector and full-text indexes are local per partition (an ANN
+//! query fans out over the partitions and merges, which OceanBase does itself). On a cluster the
+//! partitions spread over the nodes; 8 suits a few nodes, and a larger cluster wants more (set
+//! when the tables are created, so changing it is a migration step). The unique index on
+//! `products.id` is `GLOBAL`, because OceanBase allows a unique key without the partition key
+//! only as a global index; it is what makes `get(id)` one lookup instead of one per partition.
+//! seekdb accepts all of this, so the tests run on the partitioned schema.
 
 use mysql::prelude::Queryable;
 
 use crate::{EngineError, Result};
+
+/// How every table keyed by `ord` is partitioned (see "Scaling" above). Fixed when a table is
+/// created: changing it is a migration step.
+macro_rules! partitioning {
+    () => {
+        " PARTITION BY KEY(ord) PARTITIONS 8"
+    };
+}
+
+const PARTITIONING: &str = partitioning!();
 
 /// One migration step: the SQL statements that take the schema from version `i` to `i + 1`.
 /// Each statement is idempotent (`IF NOT EXISTS`, `INSERT IGNORE`), because OceanBase DDL is not
@@ -42,7 +54,8 @@ pub const MIGRATIONS: &[&[&str]] = &[
             value BIGINT UNSIGNED NOT NULL
         )",
         "INSERT IGNORE INTO vitrine_counters (name, value) VALUES ('ord', 0), ('seq', 0)",
-        "CREATE TABLE IF NOT EXISTS products (
+        concat!(
+            "CREATE TABLE IF NOT EXISTS products (
             ord BIGINT UNSIGNED NOT NULL PRIMARY KEY,
             id VARBINARY(512) NOT NULL,
             version BIGINT UNSIGNED NOT NULL,
@@ -56,19 +69,24 @@ pub const MIGRATIONS: &[&[&str]] = &[
             category_text TEXT NULL,
             attr_text TEXT NULL,
             doc LONGTEXT NOT NULL,
-            UNIQUE KEY products_id (id),
+            UNIQUE KEY products_id (id) GLOBAL,
             KEY products_category (category),
             KEY products_brand (brand),
             KEY products_price (price),
             FULLTEXT KEY products_text (title, description, brand_text, category_text, attr_text)
         ) DEFAULT CHARSET = utf8mb4",
-        "CREATE TABLE IF NOT EXISTS product_attributes (
+            partitioning!()
+        ),
+        concat!(
+            "CREATE TABLE IF NOT EXISTS product_attributes (
             ord BIGINT UNSIGNED NOT NULL,
             k VARBINARY(256) NOT NULL,
             v VARBINARY(256) NOT NULL,
             PRIMARY KEY (ord, k),
             KEY product_attributes_kv (k, v, ord)
         )",
+            partitioning!()
+        ),
     ],
 ];
 
@@ -125,14 +143,14 @@ pub(crate) fn vector_tables(dim: usize) -> [String; 2] {
                 vec VECTOR({dim}) NOT NULL,
                 PRIMARY KEY (ord, slot),
                 VECTOR INDEX image_vectors_hnsw (vec) WITH (DISTANCE = cosine, TYPE = hnsw, LIB = vsag)
-            )"
+            ) {PARTITIONING}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS text_vectors (
                 ord BIGINT UNSIGNED NOT NULL PRIMARY KEY,
                 vec VECTOR({dim}) NOT NULL,
                 VECTOR INDEX text_vectors_hnsw (vec) WITH (DISTANCE = cosine, TYPE = hnsw, LIB = vsag)
-            )"
+            ) {PARTITIONING}"
         ),
     ]
 }
