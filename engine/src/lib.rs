@@ -56,6 +56,10 @@ pub const MAX_KEYWORD_CHARS: usize = 1000;
 /// distinct products came back from a full answer (twice at most: up to `48 k` points).
 pub const IMAGE_OVERSAMPLE: usize = 3;
 
+/// Every table with rows of one product (by `ord`); the vector tables, last, exist once a model
+/// is recorded.
+const ROW_TABLES: [&str; 4] = ["products", "product_attributes", "image_vectors", "text_vectors"];
+
 /// Which vector table a query searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VectorChannel {
@@ -326,7 +330,11 @@ impl Engine {
             return Err(EngineError::invalid("too many image vectors"));
         }
         let mut conn = self.conn()?;
-        let dim = if w.image_vectors.is_empty() && w.text_vector.is_none() { None } else { Some(self.require_dim(&mut conn)?) };
+        // The vector tables exist once a model is recorded; a product without vectors may be
+        // written before that.
+        let tables_dim = self.vector_dim(&mut conn)?;
+        let has_vectors = !w.image_vectors.is_empty() || w.text_vector.is_some();
+        let dim = if has_vectors { Some(tables_dim.ok_or(EngineError::NoModel)?) } else { None };
         let mut literals = Vec::with_capacity(w.image_vectors.len());
         for v in w.image_vectors.iter().chain(w.text_vector.as_ref()) {
             if Some(v.len()) != dim {
@@ -356,8 +364,9 @@ impl Engine {
         let old_ord: Option<u64> = tx
             .exec_first("SELECT ord FROM products WHERE id = ? FOR UPDATE", (p.id.as_bytes(),))
             .map_err(EngineError::sql("put"))?;
+        let tables = if tables_dim.is_some() { &ROW_TABLES[..] } else { &ROW_TABLES[..2] };
         for ord in [Some(s.ord), old_ord].into_iter().flatten() {
-            for t in ["products", "product_attributes", "image_vectors", "text_vectors"] {
+            for t in tables {
                 tx.exec_drop(format!("DELETE FROM {t} WHERE ord = ?"), (ord,)).map_err(EngineError::sql("put: clear"))?;
             }
         }
@@ -419,12 +428,7 @@ impl Engine {
             tx.rollback().map_err(EngineError::sql("delete"))?;
             return Ok(false);
         };
-        let dim = self.vector_dim(&mut tx)?;
-        let tables: &[&str] = if dim.is_some() {
-            &["products", "product_attributes", "image_vectors", "text_vectors"]
-        } else {
-            &["products", "product_attributes"]
-        };
+        let tables = if self.vector_dim(&mut tx)?.is_some() { &ROW_TABLES[..] } else { &ROW_TABLES[..2] };
         for t in tables {
             tx.exec_drop(format!("DELETE FROM {t} WHERE ord = ?"), (ord,)).map_err(EngineError::sql("delete"))?;
         }
@@ -661,6 +665,12 @@ impl Engine {
 mod tests {
     use super::*;
     use vitrine_core::PriceRange;
+
+    #[test]
+    fn an_engine_is_shared_across_threads() {
+        fn send_sync_clone<T: Send + Sync + Clone>() {}
+        send_sync_clone::<Engine>();
+    }
 
     #[test]
     fn vectors_round_trip_through_both_forms() {

@@ -211,6 +211,12 @@ fn set_model_refuses_another_dimension_once_vectors_exist() {
     assert_eq!(e.model().unwrap(), None);
     // No model: vectors cannot be written.
     assert!(matches!(e.put(&write("a", 1, vec![vec![1.0; 8]], None)), Err(EngineError::NoModel)));
+    // A product without vectors may be written (and deleted) before any model.
+    let early = e.ordinal_for("early").unwrap();
+    e.put(&write("early", early, vec![], None)).unwrap();
+    assert_eq!(e.get("early").unwrap().map(|p| p.ord), Some(early));
+    assert!(e.image_vectors("early").unwrap().is_empty());
+    assert!(e.delete("early").unwrap());
     e.set_model(&model(16)).unwrap();
     // Empty vector tables may still change dimension.
     e.set_model(&model(8)).unwrap();
