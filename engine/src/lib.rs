@@ -203,7 +203,28 @@ fn check_keyword_text(text: &str) -> Result<Option<&str>> {
     Ok((!t.is_empty()).then_some(t))
 }
 
-const MATCH_TEXT: &str = "MATCH(p.title, p.description, p.brand_text, p.category_text, p.attr_text) AGAINST(?)";
+/// Whether a product matches keyword text (one `?`).
+const MATCH_ANY: &str = "MATCH(p.title, p.description, p.brand_text, p.category_text, p.attr_text) AGAINST(?)";
+
+/// A keyword match's score (three `?`, the same text), weighting the fields as the embedded
+/// keyword index does (title 3, brand and category 2, description and attributes 1): every field
+/// counts once through the all-fields index, the title twice more through its own index, brand
+/// and category once more through theirs.
+const KEYWORD_SCORE: &str = "(MATCH(p.title, p.description, p.brand_text, p.category_text, p.attr_text) AGAINST(?) \
+     + 2 * MATCH(p.title) AGAINST(?) + MATCH(p.brand_text, p.category_text) AGAINST(?))";
+
+/// The longest text kept in a full-text column (a `TEXT` holds 65,535 bytes); the whole text
+/// stays in `doc`.
+const MAX_INDEXED_TEXT_BYTES: usize = 65_000;
+
+fn indexed_text(t: Option<&str>) -> Value {
+    let Some(t) = t else { return Value::NULL };
+    let mut end = t.len().min(MAX_INDEXED_TEXT_BYTES);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    Value::from(&t[..end])
+}
 
 fn decode_doc(doc: &str) -> Result<StoredProduct> {
     serde_json::from_str(doc).map_err(|e| EngineError::corrupt(format!("products.doc: {e}")))
@@ -370,7 +391,7 @@ impl Engine {
                 tx.exec_drop(format!("DELETE FROM {t} WHERE ord = ?"), (ord,)).map_err(EngineError::sql("put: clear"))?;
             }
         }
-        let opt_text = |t: &Option<String>| t.as_deref().map(Value::from).unwrap_or(Value::NULL);
+        let opt_text = |t: &Option<String>| indexed_text(t.as_deref());
         tx.exec_drop(
             "INSERT INTO products (ord, id, version, hash, category, brand, price, title, description, brand_text, category_text, attr_text, doc)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -386,7 +407,7 @@ impl Engine {
                 opt_text(&p.description),
                 opt_text(&p.brand),
                 opt_text(&p.category),
-                if attr_text.is_empty() { Value::NULL } else { Value::from(attr_text.join("\n")) },
+                if attr_text.is_empty() { Value::NULL } else { indexed_text(Some(&attr_text.join("\n"))) },
                 Value::from(doc),
             ],
         )
@@ -609,10 +630,10 @@ impl Engine {
             return Ok(vec![]);
         }
         let k = k.min(10_000);
-        let mut params = vec![Value::from(text), Value::from(text)];
+        let mut params = vec![Value::from(text); 4];
         let clauses = filter_clauses(f, exclude, &mut params)?;
         let sql = format!(
-            "SELECT p.ord, {MATCH_TEXT} AS s FROM products p WHERE {MATCH_TEXT}{clauses} ORDER BY s DESC, p.ord LIMIT {k}"
+            "SELECT p.ord, {KEYWORD_SCORE} AS s FROM products p WHERE {MATCH_ANY}{clauses} ORDER BY s DESC, p.ord LIMIT {k}"
         );
         let rows: Vec<(u64, f64)> = self.conn()?.exec(sql, params).map_err(EngineError::sql("keyword channel"))?;
         Ok(rows.into_iter().map(|(o, s)| (o, s as f32)).collect())
@@ -649,11 +670,13 @@ impl Engine {
             ),
             Some(t) => (
                 conn.exec(
-                    format!("SELECT p.doc FROM products p WHERE {MATCH_TEXT} ORDER BY {MATCH_TEXT} DESC, p.ord LIMIT {limit} OFFSET {offset}"),
-                    (t, t),
+                    format!(
+                        "SELECT p.doc FROM products p WHERE {MATCH_ANY} ORDER BY {KEYWORD_SCORE} DESC, p.ord LIMIT {limit} OFFSET {offset}"
+                    ),
+                    (t, t, t, t),
                 )
                 .map_err(EngineError::sql("list"))?,
-                conn.exec_first(format!("SELECT COUNT(*) FROM products p WHERE {MATCH_TEXT}"), (t,)).map_err(EngineError::sql("list"))?,
+                conn.exec_first(format!("SELECT COUNT(*) FROM products p WHERE {MATCH_ANY}"), (t,)).map_err(EngineError::sql("list"))?,
             ),
         };
         let products = docs.iter().map(|d| decode_doc(d)).collect::<Result<Vec<_>>>()?;
@@ -713,6 +736,15 @@ mod tests {
         assert_eq!(check_keyword_text(" red bag ").unwrap(), Some("red bag"));
         assert!(check_keyword_text(&"é".repeat(MAX_KEYWORD_CHARS)).is_ok());
         assert!(check_keyword_text(&"a".repeat(MAX_KEYWORD_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn indexed_text_is_cut_at_a_character_boundary() {
+        let long = format!("{}é{}", "a".repeat(MAX_INDEXED_TEXT_BYTES - 1), "b".repeat(10));
+        let Value::Bytes(b) = indexed_text(Some(&long)) else { panic!("bytes") };
+        assert_eq!(b.len(), MAX_INDEXED_TEXT_BYTES - 1, "the two-byte é straddles the limit and goes");
+        assert_eq!(indexed_text(None), Value::NULL);
+        assert_eq!(indexed_text(Some("short")), Value::from("short"));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `vitrine_meta` | `k` | `schema_version` (decimal), `model` (the [`vitrine_core::ModelId`] JSON), `vector_dim` |
 //! | `vitrine_counters` | `name` | `ord` and `seq`: the last value handed out (updated under `SELECT … FOR UPDATE`) |
-//! | `products` | `ord` (unique `id`) | `version`, `hash`, `doc` (the whole `StoredProduct` as JSON, for hydration); filter columns `category`, `brand` (`VARBINARY`: byte-exact, case- and trailing-space-sensitive, like the embedded index's raw terms), `price`; full-text columns `title`, `description`, `brand_text`, `category_text`, `attr_text` under one `FULLTEXT` index |
+//! | `products` | `ord` (unique `id`) | `version`, `hash`, `doc` (the whole `StoredProduct` as JSON, for hydration); filter columns `category`, `brand` (`VARBINARY`: byte-exact, case- and trailing-space-sensitive, like the embedded index's raw terms), `price`; full-text columns `title`, `description`, `brand_text`, `category_text`, `attr_text` (catalog attributes as `key value` lines; zero-shot tags stay out, as in the embedded index) under a `FULLTEXT` index over all five, plus one over `title` and one over `brand_text, category_text` for the field weights of the keyword score |
 //! | `product_attributes` | `(ord, k)`, index `(k, v, ord)` | every attribute filters see (`StoredProduct::all_attributes`: the catalog's, then the zero-shot tags), used as `p.ord IN (SELECT ord FROM product_attributes WHERE k = ? AND v IN (…))` inside the retrieval query |
 //! | `image_vectors` | `(ord, slot)` | `vec VECTOR(dim)` under an HNSW cosine `VECTOR INDEX` (created by `set_model`) |
 //! | `text_vectors` | `ord` | `vec VECTOR(dim)`, likewise |
@@ -73,7 +73,9 @@ pub const MIGRATIONS: &[&[&str]] = &[
             KEY products_category (category),
             KEY products_brand (brand),
             KEY products_price (price),
-            FULLTEXT KEY products_text (title, description, brand_text, category_text, attr_text)
+            FULLTEXT KEY products_text (title, description, brand_text, category_text, attr_text),
+            FULLTEXT KEY products_title_text (title),
+            FULLTEXT KEY products_brand_category_text (brand_text, category_text)
         ) DEFAULT CHARSET = utf8mb4",
             partitioning!()
         ),

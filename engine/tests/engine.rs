@@ -509,6 +509,20 @@ fn the_keyword_channel_matches_words_and_survives_hostile_text() {
     assert_eq!(hats.len(), 8, "one in five of 40 titles says hats: {hats:?}");
     assert!(hats.windows(2).all(|p| p[0].1 >= p[1].1));
     assert!(e.keyword_channel("zanzibar", &Filters::default(), Some("special"), 10).unwrap().is_empty());
+    // A word in the title outweighs the same word in the description (title 3, description 1).
+    let mut in_desc = write("in-desc", e.ordinal_for("in-desc").unwrap(), vec![], None);
+    in_desc.stored.product.title = Some("plain pouch".into());
+    in_desc.stored.product.description = Some("an expedition classic".into());
+    e.put(&in_desc).unwrap();
+    let mut in_title = write("in-title", e.ordinal_for("in-title").unwrap(), vec![], None);
+    in_title.stored.product.title = Some("expedition pouch".into());
+    in_title.stored.product.description = Some("a plain classic".into());
+    e.put(&in_title).unwrap();
+    let hits = e.keyword_channel("expedition", &Filters::default(), Some("special"), 10).unwrap();
+    assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![in_title.stored.ord, in_desc.stored.ord], "{hits:?}");
+    assert!(hits[0].1 > hits[1].1);
+    e.delete("in-desc").unwrap();
+    e.delete("in-title").unwrap();
     assert!(e.keyword_channel("   ", &Filters::default(), None, 10).unwrap().is_empty());
     assert!(e.keyword_channel("", &Filters::default(), None, 10).unwrap().is_empty());
     for hostile in [
