@@ -56,6 +56,9 @@ pub const MAX_KEYWORD_CHARS: usize = 1000;
 /// distinct products came back from a full answer (twice at most: up to `48 k` points).
 pub const IMAGE_OVERSAMPLE: usize = 3;
 
+/// MySQL's "unknown database" error code.
+const ER_BAD_DB_ERROR: u16 = 1049;
+
 /// Every table with rows of one product (by `ord`); the vector tables, last, exist once a model
 /// is recorded.
 const ROW_TABLES: [&str; 4] = ["products", "product_attributes", "image_vectors", "text_vectors"];
@@ -247,14 +250,20 @@ impl Engine {
     /// Connects, creates the database when missing and migrates its schema.
     pub fn connect(url: &EngineUrl) -> Result<Engine> {
         let connect_err = |e: mysql::Error| EngineError::Connect { url: url.to_string(), message: e.to_string() };
-        // The database may not exist yet: create it over a connection without one. Its name
-        // passed `is_identifier`, so quoting it with backticks is safe.
+        // The database may not exist yet: then create it over a connection without one (a
+        // database that exists is used as it is, so a user with rights on it alone will do).
+        // Its name passed `is_identifier`, so quoting it with backticks is safe.
         debug_assert!(is_identifier(&url.database));
-        let mut bootstrap = mysql::Conn::new(opts(url, None)).map_err(connect_err)?;
-        bootstrap
-            .query_drop(format!("CREATE DATABASE IF NOT EXISTS `{}` DEFAULT CHARACTER SET utf8mb4", url.database))
-            .map_err(EngineError::sql("create database"))?;
-        drop(bootstrap);
+        match mysql::Conn::new(opts(url, Some(&url.database))) {
+            Ok(_) => {}
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_BAD_DB_ERROR => {
+                let mut bootstrap = mysql::Conn::new(opts(url, None)).map_err(connect_err)?;
+                bootstrap
+                    .query_drop(format!("CREATE DATABASE IF NOT EXISTS `{}` DEFAULT CHARACTER SET utf8mb4", url.database))
+                    .map_err(EngineError::sql("create database"))?;
+            }
+            Err(e) => return Err(connect_err(e)),
+        }
         let constraints = PoolConstraints::new(0, POOL_MAX).expect("0 <= POOL_MAX");
         // No COM_RESET_CONNECTION between uses: the engine keeps no session state of ours.
         let pool_opts = PoolOpts::default().with_constraints(constraints).with_reset_connection(false);
