@@ -58,6 +58,8 @@ pub const IMAGE_OVERSAMPLE: usize = 3;
 
 /// MySQL's "unknown database" error code.
 const ER_BAD_DB_ERROR: u16 = 1049;
+/// MySQL's "duplicate key" error code.
+const ER_DUP_ENTRY: u16 = 1062;
 
 /// Every table with rows of one product (by `ord`); the vector tables, last, exist once a model
 /// is recorded.
@@ -246,6 +248,78 @@ fn best_per_product(hits: impl IntoIterator<Item = (u64, f64)>, k: usize) -> Vec
     v
 }
 
+/// One attempt at [`Engine::put`]'s transaction (`literals`: the image vectors' then the text
+/// vector's, validated; `vector_tables`: whether they exist).
+fn put_once(conn: &mut PooledConn, w: &ProductWrite, literals: &[String], vector_tables: bool) -> Result<()> {
+    let s = &w.stored;
+    let p = &s.product;
+    let doc = serde_json::to_string(s).expect("a product serializes");
+    let attr_text: Vec<String> = p.attributes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let attrs: Vec<(&String, &String)> =
+        s.all_attributes().filter(|(k, v)| k.len() <= MAX_FILTER_VALUE_BYTES && v.len() <= MAX_FILTER_VALUE_BYTES).collect();
+
+    let mut tx = conn.start_transaction(TxOpts::default()).map_err(EngineError::sql("begin put"))?;
+    let owner: Option<Vec<u8>> =
+        tx.exec_first("SELECT id FROM products WHERE ord = ? FOR UPDATE", (s.ord,)).map_err(EngineError::sql("put"))?;
+    if owner.as_ref().is_some_and(|o| o != p.id.as_bytes()) {
+        return Err(EngineError::invalid(format!("ord {} belongs to another product than {:?}", s.ord, p.id)));
+    }
+    // The same id under another ord (an ord not from ordinal_for) is replaced wholesale.
+    let old_ord: Option<u64> =
+        tx.exec_first("SELECT ord FROM products WHERE id = ? FOR UPDATE", (p.id.as_bytes(),)).map_err(EngineError::sql("put"))?;
+    let tables = if vector_tables { &ROW_TABLES[..] } else { &ROW_TABLES[..2] };
+    for ord in [Some(s.ord), old_ord].into_iter().flatten() {
+        for t in tables {
+            tx.exec_drop(format!("DELETE FROM {t} WHERE ord = ?"), (ord,)).map_err(EngineError::sql("put: clear"))?;
+        }
+    }
+    let opt_text = |t: &Option<String>| indexed_text(t.as_deref());
+    tx.exec_drop(
+        "INSERT INTO products (ord, id, version, hash, category, brand, price, title, description, brand_text, category_text, attr_text, doc)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            Value::from(s.ord),
+            Value::Bytes(p.id.as_bytes().to_vec()),
+            Value::from(s.version),
+            Value::from(s.hash.as_str()),
+            filter_value(p.category.as_deref()),
+            filter_value(p.brand.as_deref()),
+            p.price.filter(|x| x.is_finite()).map(Value::Double).unwrap_or(Value::NULL),
+            opt_text(&p.title),
+            opt_text(&p.description),
+            opt_text(&p.brand),
+            opt_text(&p.category),
+            if attr_text.is_empty() { Value::NULL } else { indexed_text(Some(&attr_text.join("\n"))) },
+            Value::from(doc),
+        ],
+    )
+    .map_err(EngineError::sql("put: product"))?;
+    if !attrs.is_empty() {
+        let mut params = Vec::with_capacity(attrs.len() * 3);
+        for (k, v) in &attrs {
+            params.extend([Value::from(s.ord), Value::Bytes(k.as_bytes().to_vec()), Value::Bytes(v.as_bytes().to_vec())]);
+        }
+        let rows = vec!["(?, ?, ?)"; attrs.len()].join(", ");
+        tx.exec_drop(format!("INSERT INTO product_attributes (ord, k, v) VALUES {rows}"), params)
+            .map_err(EngineError::sql("put: attributes"))?;
+    }
+    let n_images = w.image_vectors.len();
+    if n_images > 0 {
+        let mut params = Vec::with_capacity(n_images * 3);
+        for (slot, lit) in literals[..n_images].iter().enumerate() {
+            params.extend([Value::from(s.ord), Value::from(slot as u64), Value::from(lit.as_str())]);
+        }
+        let rows = vec!["(?, ?, ?)"; n_images].join(", ");
+        tx.exec_drop(format!("INSERT INTO image_vectors (ord, slot, vec) VALUES {rows}"), params)
+            .map_err(EngineError::sql("put: image vectors"))?;
+    }
+    if let Some(lit) = literals.get(n_images) {
+        tx.exec_drop("INSERT INTO text_vectors (ord, vec) VALUES (?, ?)", (s.ord, lit.as_str()))
+            .map_err(EngineError::sql("put: text vector"))?;
+    }
+    tx.commit().map_err(EngineError::sql("commit put"))
+}
+
 impl Engine {
     /// Connects, creates the database when missing and migrates its schema.
     pub fn connect(url: &EngineUrl) -> Result<Engine> {
@@ -379,72 +453,18 @@ impl Engine {
             }
             literals.push(vector_literal(v)?);
         }
-        let doc = serde_json::to_string(s).expect("a product serializes");
-        let attr_text: Vec<String> = p.attributes.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let attrs: Vec<(&String, &String)> =
-            s.all_attributes().filter(|(k, v)| k.len() <= MAX_FILTER_VALUE_BYTES && v.len() <= MAX_FILTER_VALUE_BYTES).collect();
-
-        let mut tx = conn.start_transaction(TxOpts::default()).map_err(EngineError::sql("begin put"))?;
-        let owner: Option<Vec<u8>> =
-            tx.exec_first("SELECT id FROM products WHERE ord = ? FOR UPDATE", (s.ord,)).map_err(EngineError::sql("put"))?;
-        if owner.as_ref().is_some_and(|o| o != p.id.as_bytes()) {
-            return Err(EngineError::invalid(format!("ord {} belongs to another product than {:?}", s.ord, p.id)));
-        }
-        // The same id under another ord (an ord not from ordinal_for) is replaced wholesale.
-        let old_ord: Option<u64> = tx
-            .exec_first("SELECT ord FROM products WHERE id = ? FOR UPDATE", (p.id.as_bytes(),))
-            .map_err(EngineError::sql("put"))?;
-        let tables = if tables_dim.is_some() { &ROW_TABLES[..] } else { &ROW_TABLES[..2] };
-        for ord in [Some(s.ord), old_ord].into_iter().flatten() {
-            for t in tables {
-                tx.exec_drop(format!("DELETE FROM {t} WHERE ord = ?"), (ord,)).map_err(EngineError::sql("put: clear"))?;
+        // Two first writes of one product race past `SELECT … FOR UPDATE` (there is no row to
+        // lock yet) and the second insert meets the first's key: run it again, now against the
+        // row, which serializes the two.
+        let mut attempt = 0;
+        loop {
+            match put_once(&mut conn, w, &literals, tables_dim.is_some()) {
+                Err(EngineError::Sql { source: mysql::Error::MySqlError(e), .. }) if e.code == ER_DUP_ENTRY && attempt < 3 => {
+                    attempt += 1;
+                }
+                r => return r,
             }
         }
-        let opt_text = |t: &Option<String>| indexed_text(t.as_deref());
-        tx.exec_drop(
-            "INSERT INTO products (ord, id, version, hash, category, brand, price, title, description, brand_text, category_text, attr_text, doc)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![
-                Value::from(s.ord),
-                Value::Bytes(p.id.as_bytes().to_vec()),
-                Value::from(s.version),
-                Value::from(s.hash.as_str()),
-                filter_value(p.category.as_deref()),
-                filter_value(p.brand.as_deref()),
-                p.price.filter(|x| x.is_finite()).map(Value::Double).unwrap_or(Value::NULL),
-                opt_text(&p.title),
-                opt_text(&p.description),
-                opt_text(&p.brand),
-                opt_text(&p.category),
-                if attr_text.is_empty() { Value::NULL } else { indexed_text(Some(&attr_text.join("\n"))) },
-                Value::from(doc),
-            ],
-        )
-        .map_err(EngineError::sql("put: product"))?;
-        if !attrs.is_empty() {
-            let mut params = Vec::with_capacity(attrs.len() * 3);
-            for (k, v) in &attrs {
-                params.extend([Value::from(s.ord), Value::Bytes(k.as_bytes().to_vec()), Value::Bytes(v.as_bytes().to_vec())]);
-            }
-            let rows = vec!["(?, ?, ?)"; attrs.len()].join(", ");
-            tx.exec_drop(format!("INSERT INTO product_attributes (ord, k, v) VALUES {rows}"), params)
-                .map_err(EngineError::sql("put: attributes"))?;
-        }
-        let n_images = w.image_vectors.len();
-        if n_images > 0 {
-            let mut params = Vec::with_capacity(n_images * 3);
-            for (slot, lit) in literals[..n_images].iter().enumerate() {
-                params.extend([Value::from(s.ord), Value::from(slot as u64), Value::from(lit.as_str())]);
-            }
-            let rows = vec!["(?, ?, ?)"; n_images].join(", ");
-            tx.exec_drop(format!("INSERT INTO image_vectors (ord, slot, vec) VALUES {rows}"), params)
-                .map_err(EngineError::sql("put: image vectors"))?;
-        }
-        if let Some(lit) = literals.get(n_images) {
-            tx.exec_drop("INSERT INTO text_vectors (ord, vec) VALUES (?, ?)", (s.ord, lit.as_str()))
-                .map_err(EngineError::sql("put: text vector"))?;
-        }
-        tx.commit().map_err(EngineError::sql("commit put"))
     }
 
     /// Removes a product, its attributes and vectors in one transaction; false when absent.

@@ -576,3 +576,38 @@ fn list_products_pages_by_ord_and_by_text() {
     let ords: Vec<u64> = want.iter().rev().take(3).copied().collect();
     assert_eq!(e.products_by_ord(&ords).unwrap().iter().map(|p| p.ord).collect::<Vec<_>>(), ords, "in the order asked");
 }
+
+#[test]
+fn concurrent_puts_of_one_product_leave_one_whole_version() {
+    let Some(db) = fresh("concurrent") else { return };
+    let e = &db.engine;
+    e.set_model(&model(8)).unwrap();
+    let ord = e.ordinal_for("x").unwrap();
+    let versions = [(3usize, 1.0f32), (1, -1.0)];
+    let threads: Vec<_> = versions
+        .into_iter()
+        .map(|(n, value)| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                for _ in 0..15 {
+                    let mut w = write("x", ord, vec![vec![value; 8]; n], Some(vec![value; 8]));
+                    w.stored.version = e.next_seq().unwrap();
+                    w.stored.hash = format!("{n}");
+                    e.put(&w).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Whichever write came last, its row, image slots and text vector are all there, and nothing
+    // of the other.
+    let stored = e.get("x").unwrap().unwrap();
+    let n: usize = stored.hash.parse().unwrap();
+    let value = if n == 3 { 1.0 } else { -1.0 };
+    assert_close(&e.image_vectors("x").unwrap(), &vec![vec![value; 8]; n]);
+    assert_close(&[e.text_vector("x").unwrap().unwrap()], &[vec![value; 8]]);
+    assert_eq!(e.product_count().unwrap(), 1);
+    assert_eq!(e.count_matching(&Filters::default(), None).unwrap(), 1);
+}
