@@ -28,6 +28,19 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== seekdb for the engine backend's tests"
+# engine/tests run against a real seekdb (pylibseekdb from PyPI); under CI a missing one fails them.
+# An engine given by the caller, or a seekdb already running, is used as it is and left running.
+if [ -z "${VITRINE_TEST_ENGINE:-}" ]; then
+  if VITRINE_TEST_ENGINE=$(scripts/seekdb.sh url 2>/dev/null); then
+    export VITRINE_TEST_ENGINE
+  else
+    VITRINE_TEST_ENGINE=$(scripts/seekdb.sh start)
+    export VITRINE_TEST_ENGINE
+    trap 'scripts/seekdb.sh stop' EXIT
+  fi
+fi
+
 echo "== unit and integration tests"
 # The property tests run on one pinned seed here, so a landing fails only on a bug, never on a seed
 # nobody ran before; scripts/fuzz.sh explores new seeds. Override to reproduce a fuzz failure.

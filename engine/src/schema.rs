@@ -1,0 +1,158 @@
+//! The engine's schema: an ordered list of migration steps, applied in one place ([`migrate`]),
+//! and the model-dependent vector tables ([`vector_tables`]).
+//!
+//! # Persisted: changing any table needs a new step at the end of [`MIGRATIONS`]
+//!
+//! Version 1:
+//!
+//! | table | key | what |
+//! | --- | --- | --- |
+//! | `vitrine_meta` | `k` | `schema_version` (decimal), `model` (the [`vitrine_core::ModelId`] JSON), `vector_dim` |
+//! | `vitrine_counters` | `name` | `ord` and `seq`: the last value handed out (updated under `SELECT … FOR UPDATE`) |
+//! | `products` | `ord` (unique `id`) | `version`, `hash`, `doc` (the whole `StoredProduct` as JSON, for hydration); filter columns `category`, `brand` (`VARBINARY`: byte-exact, case- and trailing-space-sensitive, like the embedded index's raw terms), `price`; full-text columns `title`, `description`, `brand_text`, `category_text`, `attr_text` (catalog attributes as `key value` lines; zero-shot tags stay out, as in the embedded index) under a `FULLTEXT` index over all five, plus one over `title` and one over `brand_text, category_text` for the field weights of the keyword score |
+//! | `product_attributes` | `(ord, k)`, index `(k, v, ord)` | every attribute filters see (`StoredProduct::all_attributes`: the catalog's, then the zero-shot tags), used as `p.ord IN (SELECT ord FROM product_attributes WHERE k = ? AND v IN (…))` inside the retrieval query |
+//! | `image_vectors` | `(ord, slot)` | `vec VECTOR(dim)` under an HNSW cosine `VECTOR INDEX` (created by `set_model`) |
+//! | `text_vectors` | `ord` | `vec VECTOR(dim)`, likewise |
+//!
+//! Filter columns hold a value only when it is at most [`vitrine_core::filters::MAX_FILTER_VALUE_BYTES`]
+//! bytes: a longer one can never equal a (validated) filter value, so it is stored as NULL.
+//!
+//! # Scaling (a cluster)
+//!
+//! Every table keyed by `ord` is hash-partitioned by it (`PARTITION BY KEY(ord) PARTITIONS 8`):
+//! a product's row, attributes and vectors live in the same partition, a write of one product
+//! touches one partition, and the vector and full-text indexes are local per partition (an ANN
+//! query fans out over the partitions and merges, which OceanBase does itself). On a cluster the
+//! partitions spread over the nodes; 8 suits a few nodes, and a larger cluster wants more (set
+//! when the tables are created, so changing it is a migration step). The unique index on
+//! `products.id` is `GLOBAL`, because OceanBase allows a unique key without the partition key
+//! only as a global index; it is what makes `get(id)` one lookup instead of one per partition.
+//! seekdb accepts all of this, so the tests run on the partitioned schema.
+
+use mysql::prelude::Queryable;
+
+use crate::{EngineError, Result};
+
+/// How every table keyed by `ord` is partitioned (see "Scaling" above). Fixed when a table is
+/// created: changing it is a migration step.
+macro_rules! partitioning {
+    () => {
+        " PARTITION BY KEY(ord) PARTITIONS 8"
+    };
+}
+
+const PARTITIONING: &str = partitioning!();
+
+/// One migration step: the SQL statements that take the schema from version `i` to `i + 1`.
+/// Each statement is idempotent (`IF NOT EXISTS`, `INSERT IGNORE`), because OceanBase DDL is not
+/// transactional: a step interrupted half-way is simply run again.
+pub const MIGRATIONS: &[&[&str]] = &[
+    // 1: the initial schema.
+    &[
+        "CREATE TABLE IF NOT EXISTS vitrine_counters (
+            name VARCHAR(32) NOT NULL PRIMARY KEY,
+            value BIGINT UNSIGNED NOT NULL
+        )",
+        "INSERT IGNORE INTO vitrine_counters (name, value) VALUES ('ord', 0), ('seq', 0)",
+        concat!(
+            "CREATE TABLE IF NOT EXISTS products (
+            ord BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+            id VARBINARY(512) NOT NULL,
+            version BIGINT UNSIGNED NOT NULL,
+            hash VARCHAR(128) NOT NULL,
+            category VARBINARY(256) NULL,
+            brand VARBINARY(256) NULL,
+            price DOUBLE NULL,
+            title TEXT NULL,
+            description TEXT NULL,
+            brand_text TEXT NULL,
+            category_text TEXT NULL,
+            attr_text TEXT NULL,
+            doc LONGTEXT NOT NULL,
+            UNIQUE KEY products_id (id) GLOBAL,
+            KEY products_category (category),
+            KEY products_brand (brand),
+            KEY products_price (price),
+            FULLTEXT KEY products_text (title, description, brand_text, category_text, attr_text),
+            FULLTEXT KEY products_title_text (title),
+            FULLTEXT KEY products_brand_category_text (brand_text, category_text)
+        ) DEFAULT CHARSET = utf8mb4",
+            partitioning!()
+        ),
+        concat!(
+            "CREATE TABLE IF NOT EXISTS product_attributes (
+            ord BIGINT UNSIGNED NOT NULL,
+            k VARBINARY(256) NOT NULL,
+            v VARBINARY(256) NOT NULL,
+            PRIMARY KEY (ord, k),
+            KEY product_attributes_kv (k, v, ord)
+        )",
+            partitioning!()
+        ),
+    ],
+];
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const META_TABLE: &str = "CREATE TABLE IF NOT EXISTS vitrine_meta (
+    k VARCHAR(64) NOT NULL PRIMARY KEY,
+    v LONGTEXT NOT NULL
+) DEFAULT CHARSET = utf8mb4";
+
+pub(crate) fn read_meta(conn: &mut impl Queryable, key: &str) -> Result<Option<String>> {
+    conn.exec_first("SELECT v FROM vitrine_meta WHERE k = ?", (key,)).map_err(EngineError::sql("read vitrine_meta"))
+}
+
+pub(crate) fn write_meta(conn: &mut impl Queryable, key: &str, value: &str) -> Result<()> {
+    conn.exec_drop("INSERT INTO vitrine_meta (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)", (key, value))
+        .map_err(EngineError::sql("write vitrine_meta"))
+}
+
+pub(crate) fn read_version(conn: &mut impl Queryable) -> Result<u32> {
+    match read_meta(conn, "schema_version")? {
+        None => Ok(0),
+        Some(v) => v.trim().parse().map_err(|_| EngineError::corrupt(format!("vitrine_meta.schema_version is {v:?}"))),
+    }
+}
+
+/// Brings the database to [`SCHEMA_VERSION`]: applies the missing steps in order, recording the
+/// version after each. A database at a newer version is refused and left untouched.
+pub(crate) fn migrate(conn: &mut impl Queryable, database: &str) -> Result<u32> {
+    conn.query_drop(META_TABLE).map_err(EngineError::sql("create vitrine_meta"))?;
+    let found = read_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(EngineError::SchemaTooNew { database: database.to_string(), found, known: SCHEMA_VERSION });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        for sql in *step {
+            conn.query_drop(sql).map_err(EngineError::sql("migrate"))?;
+        }
+        write_meta(conn, "schema_version", &(i + 1).to_string())?;
+        tracing::info!(database, version = i + 1, "engine schema migrated");
+    }
+    Ok(SCHEMA_VERSION)
+}
+
+/// The vector tables for `dim`-dimensional vectors, each with an HNSW cosine index. Created by
+/// `set_model`, because the dimension is the model's.
+pub(crate) fn vector_tables(dim: usize) -> [String; 2] {
+    [
+        format!(
+            "CREATE TABLE IF NOT EXISTS image_vectors (
+                ord BIGINT UNSIGNED NOT NULL,
+                slot SMALLINT UNSIGNED NOT NULL,
+                vec VECTOR({dim}) NOT NULL,
+                PRIMARY KEY (ord, slot),
+                VECTOR INDEX image_vectors_hnsw (vec) WITH (DISTANCE = cosine, TYPE = hnsw, LIB = vsag)
+            ) {PARTITIONING}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS text_vectors (
+                ord BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+                vec VECTOR({dim}) NOT NULL,
+                VECTOR INDEX text_vectors_hnsw (vec) WITH (DISTANCE = cosine, TYPE = hnsw, LIB = vsag)
+            ) {PARTITIONING}"
+        ),
+    ]
+}
