@@ -722,7 +722,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
                 let res = ix.ingest(records, errors, false, &bar)?;
                 bar.finish();
                 report(&res, false);
-                let kept = ix.store().ids().filter_map(|id| id.ok()).filter(|id| !demo_ids.contains(id)).count();
+                let kept = ix.products().ids()?.into_iter().filter(|id| !demo_ids.contains(id)).count();
                 if kept > 0 {
                     eprintln!(
                         "kept {kept} product(s) that are not in the demo catalog (added in the dashboard or over the API); \

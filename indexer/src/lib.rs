@@ -29,6 +29,7 @@ pub mod catalog;
 pub mod fetch;
 pub mod jobs;
 pub mod media;
+pub mod products;
 pub mod service;
 pub mod snapshot;
 pub mod tagging;
@@ -44,6 +45,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use vitrine_core::catalog::{ImageFailure, ImageMedia, Product, StoredProduct};
 use vitrine_core::{CoreError, ModelId};
+use vitrine_engine::Engine;
 use vitrine_model::pipeline::{embed_images, ImageSource};
 use vitrine_model::{Embedder, ImageLimits};
 use vitrine_store::generation::{self, BuildOptions, BuildReport};
@@ -53,6 +55,7 @@ use vitrine_store::store::{ProductWrite, Store};
 pub use catalog::{Record, RecordError};
 pub use fetch::{FetchError, FetchOptions, Fetcher, LocalFiles, Source};
 pub use media::{GcReport, MediaStore, MediaUsage};
+pub use products::ProductStore;
 pub use tagging::{TagAttribute, TagVocabulary, Tagger};
 
 /// The prefix of an image reference to an image already in the media store: `media:HASH`.
@@ -84,6 +87,12 @@ pub enum IndexError {
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
+
+impl From<vitrine_engine::EngineError> for IndexError {
+    fn from(e: vitrine_engine::EngineError) -> Self {
+        IndexError::Core(e.into())
+    }
+}
 
 /// The five numbers every ingest reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -223,8 +232,7 @@ impl IndexOptions {
 
 pub struct Indexer {
     data: PathBuf,
-    store_name: String,
-    store: Store,
+    products: ProductStore,
     /// `None` for maintenance (delete, rebuild): those never run the model.
     embedder: Option<Arc<dyn Embedder>>,
     model: ModelId,
@@ -344,7 +352,7 @@ pub fn recover(data: &Path, opts: IndexOptions) -> Result<Option<BuildReport>> {
     let store = Store::open(&data.join(&store_name))?;
     let Some(model) = store.model()? else { return Ok(None) };
     remove_stale_stores(data, &store_name)?;
-    Indexer::new(data, store_name, store, None, model, opts, lock).repair()
+    Indexer::new(data, ProductStore::Embedded { store, name: store_name }, None, model, opts, lock).repair()
 }
 
 impl Indexer {
@@ -364,26 +372,50 @@ impl Indexer {
         let store_name = generation::live_store(data)?;
         remove_stale_stores(data, &store_name)?;
         let store = Store::open(&data.join(&store_name))?;
-        let model = match (store.model()?, &embedder) {
-            (Some(have), Some(e)) if !same_model(&have, e.model_id()) => return Err(mismatch(data, &have, e.model_id())),
-            (Some(have), _) => have,
-            (None, Some(e)) => {
-                store.set_model(e.model_id())?;
-                e.model_id().clone()
-            }
-            (None, None) => {
-                return Err(IndexError::Invalid(format!("{} has no index yet: run `vitrine index` first", data.display())))
-            }
-        };
-        let me = Indexer::new(data, store_name, store, embedder, model, opts, lock);
+        let products = ProductStore::Embedded { store, name: store_name };
+        let model = Self::agree_on_model(&products, embedder.as_deref(), &data.display().to_string())?;
+        let me = Indexer::new(data, products, embedder, model, opts, lock);
         me.repair()?;
         Ok(me)
     }
 
+    /// Open a writer on the engine backend. `data` holds only what stays local to a node (the
+    /// media store unless it is mounted shared, failure reports); the lock only orders this node's
+    /// writers, since the engine's transactions, ordinals and versions are safe across nodes.
+    pub fn open_engine(data: &Path, engine: Engine, embedder: Option<Arc<dyn Embedder>>, opts: IndexOptions) -> Result<Self> {
+        let lock = take_lock(data, opts.lock_wait)?;
+        let products = ProductStore::Engine(engine);
+        let where_ = match &products {
+            ProductStore::Engine(e) => e.url().to_string(),
+            ProductStore::Embedded { .. } => unreachable!(),
+        };
+        let model = Self::agree_on_model(&products, embedder.as_deref(), &where_)?;
+        Ok(Indexer::new(data, products, embedder, model, opts, lock))
+    }
+
+    /// The model of the index: the stored one, which the embedder (if any) must match; or, for a
+    /// new index, the embedder's, recorded now.
+    fn agree_on_model(products: &ProductStore, embedder: Option<&dyn Embedder>, place: &str) -> Result<ModelId> {
+        Ok(match (products.model()?, embedder) {
+            (Some(have), Some(e)) if !same_model(&have, e.model_id()) => {
+                return Err(IndexError::ModelMismatch {
+                    data: place.to_string(),
+                    have: Box::new(have),
+                    want: Box::new(e.model_id().clone()),
+                })
+            }
+            (Some(have), _) => have,
+            (None, Some(e)) => {
+                products.set_model(e.model_id())?;
+                e.model_id().clone()
+            }
+            (None, None) => return Err(IndexError::Invalid(format!("{place} has no index yet: run `vitrine index` first"))),
+        })
+    }
+
     fn new(
         data: &Path,
-        store_name: String,
-        store: Store,
+        products: ProductStore,
         embedder: Option<Arc<dyn Embedder>>,
         model: ModelId,
         opts: IndexOptions,
@@ -393,8 +425,7 @@ impl Indexer {
         let media = MediaStore::new(data);
         Indexer {
             data: data.to_path_buf(),
-            store_name,
-            store,
+            products,
             embedder,
             model,
             fetcher,
@@ -435,7 +466,7 @@ impl Indexer {
     /// Re-tag an unchanged product whose tags came from another vocabulary or model, from its
     /// stored image vectors, and write it as a new version. Returns whether it was written.
     fn retag(&self, old: StoredProduct) -> Result<bool> {
-        let image_vectors = self.store.image_vectors(&old)?;
+        let image_vectors = self.products.image_vectors(&old)?;
         let auto = match self.tagger()? {
             Some(t) => t.tag(&old.product.attributes, &image_vectors),
             None => Default::default(),
@@ -443,14 +474,15 @@ impl Indexer {
         if auto == old.auto {
             return Ok(false);
         }
-        let text_vector = self.store.text_vector(&old)?;
-        let stored = StoredProduct { version: self.store.next_seq()?, updated_at: generation::now_secs(), auto, ..old };
-        self.store.put(ProductWrite { stored, image_vectors, text_vector })?;
+        let text_vector = self.products.text_vector(&old)?;
+        let stored = StoredProduct { version: self.products.next_seq()?, updated_at: generation::now_secs(), auto, ..old };
+        self.products.put(ProductWrite { stored, image_vectors, text_vector })?;
         Ok(true)
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Where this writer keeps products.
+    pub fn products(&self) -> &ProductStore {
+        &self.products
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -465,18 +497,19 @@ impl Indexer {
     /// crash: what the store acknowledged becomes searchable), and rebuild from the store when the
     /// live generation disagrees with it. [`Indexer::open`] runs it; see also [`recover`].
     pub fn repair(&self) -> Result<Option<BuildReport>> {
+        let Some((store, store_name)) = self.products.embedded() else { return Ok(None) };
         let mut report = self.sync()?;
         if let Some((_, m)) = generation::current(&self.data)? {
-            let in_store = self.store.product_count() as u64;
+            let in_store = store.product_count() as u64;
             if m.products != in_store {
                 tracing::warn!(generation = m.products, store = in_store, "index disagrees with the store; rebuilding it");
                 let opts = BuildOptions { full: true, ..self.opts.build.clone() };
-                report = generation::build_next(&self.data, &self.store, &self.store_name, &self.model, &opts)?;
+                report = generation::build_next(&self.data, store, store_name, &self.model, &opts)?;
             }
-        } else if self.store.product_count() == 0 {
+        } else if store.product_count() == 0 {
             // An empty but valid first generation, so readers can open the directory at once.
             let opts = BuildOptions { full: true, ..self.opts.build.clone() };
-            report = generation::build_next(&self.data, &self.store, &self.store_name, &self.model, &opts)?;
+            report = generation::build_next(&self.data, store, store_name, &self.model, &opts)?;
         }
         Ok(report)
     }
@@ -484,8 +517,12 @@ impl Indexer {
     /// Make every write so far durable and searchable (a new generation if anything changed),
     /// then collect media no product references any more, if a write may have left some.
     pub fn sync(&self) -> Result<Option<BuildReport>> {
-        // `build_next` flushes the store before it reads the change log.
-        let report = generation::build_next(&self.data, &self.store, &self.store_name, &self.model, &self.opts.build)?;
+        // `build_next` flushes the store before it reads the change log. The engine's writes are
+        // searchable at commit: there is nothing to build.
+        let report = match self.products.embedded() {
+            Some((store, name)) => generation::build_next(&self.data, store, name, &self.model, &self.opts.build)?,
+            None => None,
+        };
         if self.media_gc_pending.swap(false, Ordering::AcqRel) {
             // The write is done and searchable; a failed collection only postpones it.
             if let Err(e) = self.collect_media() {
@@ -502,16 +539,17 @@ impl Indexer {
     /// left behind.
     pub fn collect_media(&self) -> Result<GcReport> {
         let mut referenced = HashSet::new();
-        for p in self.store.products() {
-            referenced.extend(p?.stored_media().map(|m| m.hash.clone()));
-        }
+        self.products.for_each_product(|p| referenced.extend(p.stored_media().map(|m| m.hash.clone())))?;
         self.media.gc(&referenced)
     }
 
     /// Rebuild every derived index from the store (no model calls).
     pub fn rebuild(&self) -> Result<Option<BuildReport>> {
+        let Some((store, name)) = self.products.embedded() else {
+            return Err(IndexError::Invalid("the engine backend indexes every write itself: there is nothing to rebuild".into()));
+        };
         let opts = BuildOptions { full: true, ..self.opts.build.clone() };
-        Ok(generation::build_next(&self.data, &self.store, &self.store_name, &self.model, &opts)?)
+        Ok(generation::build_next(&self.data, store, name, &self.model, &opts)?)
     }
 
     /// Ingest parsed records. With `delete_missing`, products not in `records` are removed, unless
@@ -551,9 +589,9 @@ impl Indexer {
         let res = &mut run.res;
         if run.delete_missing {
             if run.parse_errors == 0 {
-                let stale: Vec<String> = self.store.ids().filter_map(|r| r.ok()).filter(|id| !run.seen.contains(id)).collect();
+                let stale: Vec<String> = self.products.ids()?.into_iter().filter(|id| !run.seen.contains(id)).collect();
                 for id in stale {
-                    if self.store.delete(&id)? {
+                    if self.products.delete(&id)? {
                         res.summary.deleted += 1;
                         self.media_gc_pending.store(true, Ordering::Release);
                     }
@@ -615,7 +653,7 @@ impl Indexer {
     pub fn delete(&self, ids: &[String]) -> Result<Vec<String>> {
         let mut gone = vec![];
         for id in ids {
-            if self.store.delete(id)? {
+            if self.products.delete(id)? {
                 gone.push(id.clone());
                 self.media_gc_pending.store(true, Ordering::Release);
             }
@@ -721,7 +759,7 @@ impl Indexer {
                     h.finalize().to_hex().to_string()
                 }
             };
-            let old = self.store.get(&rec.product.id)?;
+            let old = self.products.get(&rec.product.id)?;
             // A record from before the media store is done again, so its images get stored.
             if let Some(o) = old.as_ref().filter(|o| o.hash == hash && o.media_complete()) {
                 // Tags are not in the hash: a product tagged with another vocabulary or model is
@@ -853,9 +891,9 @@ impl Indexer {
                 product: product.clone(),
                 ord: match p.old_ord {
                     Some(o) => o,
-                    None => self.store.new_ordinal()?,
+                    None => self.products.ordinal(&product.id, None)?,
                 },
-                version: self.store.next_seq()?,
+                version: self.products.next_seq()?,
                 hash: p.hash,
                 image_vectors: image_vectors.len() as u16,
                 has_text_vector: text_vector.is_some(),
@@ -867,8 +905,8 @@ impl Indexer {
             if !p.old_media.iter().all(|h| stored.stored_media().any(|m| &m.hash == h)) {
                 self.media_gc_pending.store(true, Ordering::Release);
             }
-            self.store.put(ProductWrite { stored, image_vectors, text_vector })?;
-            fault_after_write(&self.store);
+            self.products.put(ProductWrite { stored, image_vectors, text_vector })?;
+            fault_after_write(&self.products);
             if p.old_ord.is_some() {
                 res.summary.updated += 1;
             } else {
@@ -909,7 +947,7 @@ impl Indexer {
 /// are durable and no generation holds them yet, no destructor or exit handler runs, so crash
 /// tests (`tests/it/index.rs`, `tests/it/service.rs`) stop a writer at a known point instead of
 /// guessing with a timer. Unset, it costs one cached lookup per write.
-fn fault_after_write(store: &Store) {
+fn fault_after_write(store: &ProductStore) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     static WRITES: AtomicU64 = AtomicU64::new(0);
@@ -977,7 +1015,7 @@ pub fn reindex(data: &Path, embedder: Arc<dyn Embedder>, opts: IndexOptions, pro
     let store = Store::open(&data.join(&new_name))?;
     store.set_model(embedder.model_id())?;
     let model = embedder.model_id().clone();
-    let ix = Indexer::new(data, new_name, store, Some(embedder), model, opts, lock);
+    let ix = Indexer::new(data, ProductStore::Embedded { store, name: new_name }, Some(embedder), model, opts, lock);
     // No checkpoints: a generation of the new store must not go live before it is complete.
     let mut res = IngestResult::default();
     progress.start(records.len() as u64);
@@ -1023,8 +1061,8 @@ mod tests {
         assert_eq!((s.ingested, s.unchanged, s.updated, s.deleted), (0, 1, 1, 1), "c left the catalog");
         let (_, m) = generation::current(dir.path()).unwrap().unwrap();
         assert_eq!(m.products, 2);
-        assert_eq!(ix.store().get("b").unwrap().unwrap().product.title.as_deref(), Some("green lamp"));
-        assert!(ix.store().get("c").unwrap().is_none());
+        assert_eq!(ix.products().get("b").unwrap().unwrap().product.title.as_deref(), Some("green lamp"));
+        assert!(ix.products().get("c").unwrap().is_none());
     }
 
     #[test]
@@ -1100,7 +1138,7 @@ mod tests {
     }
 
     fn auto(ix: &Indexer, id: &str) -> (Option<String>, String) {
-        let p = ix.store().get(id).unwrap().unwrap();
+        let p = ix.products().get(id).unwrap().unwrap();
         (p.auto.auto_attributes.get("colour").cloned(), p.auto.tagged_with)
     }
 
@@ -1130,7 +1168,7 @@ mod tests {
         let ix = Indexer::open(&data, fake(32), opts(TagVocabulary::default())).unwrap();
         ix.ingest(catalog.clone(), vec![], false, &NoProgress).unwrap();
         assert_eq!(auto(&ix, "a"), (None, String::new()));
-        let image = |id: &str| ix.store().image_vectors(&ix.store().get(id).unwrap().unwrap()).unwrap().remove(0);
+        let image = |id: &str| ix.products().image_vectors(&ix.products().get(id).unwrap().unwrap()).unwrap().remove(0);
         let (red_v, blue_v) = (image("a"), image("b"));
         drop(ix);
         let prompt = |l: &str| format!("a photo of a {l} product");
@@ -1146,7 +1184,7 @@ mod tests {
         assert_eq!(auto(&ix, "a"), (Some("red".into()), fp.clone()));
         assert_eq!(auto(&ix, "b"), (Some("blue".into()), fp.clone()));
         assert_eq!(auto(&ix, "c"), (None, fp.clone()), "the catalog's colour wins");
-        assert_eq!(ix.store().get("c").unwrap().unwrap().all_attributes().count(), 1);
+        assert_eq!(ix.products().get("c").unwrap().unwrap().all_attributes().count(), 1);
         assert_eq!(auto(&ix, "d"), (None, fp.clone()), "no image, no tag");
         let s = ix.ingest(catalog.clone(), vec![], false, &NoProgress).unwrap().summary;
         assert_eq!((s.updated, s.unchanged), (0, 4), "same vocabulary: nothing to redo");

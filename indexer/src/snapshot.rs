@@ -132,12 +132,18 @@ pub fn create(ix: &Indexer, out: &Path) -> Result<SnapshotInfo> {
         return Err(invalid(format!("{} exists and is not empty: snapshot into a new folder", out.display())));
     }
     refuse_nested(data, out)?;
+    let Some((_, store_name)) = ix.products().embedded() else {
+        return Err(invalid(
+            "the engine backend keeps the catalog in the engine: back it up with the engine's own backup (docs/SCALING.md)"
+                .into(),
+        ));
+    };
     // Every store change goes into the live generation first: then the two agree.
     ix.sync()?;
     let (gen_dir, manifest) =
         generation::current(data)?.ok_or_else(|| invalid(format!("{} has no index to snapshot", data.display())))?;
-    if manifest.store != ix.store_name {
-        return Err(invalid(format!("the live generation reads {}, the writer {}", manifest.store, ix.store_name)));
+    if manifest.store != store_name {
+        return Err(invalid(format!("the live generation reads {}, the writer {}", manifest.store, store_name)));
     }
     let name = out.file_name().ok_or_else(|| invalid(format!("{}: not a folder name", out.display())))?;
     let parent = match out.parent() {
@@ -167,11 +173,13 @@ pub fn create(ix: &Indexer, out: &Path) -> Result<SnapshotInfo> {
 
 fn write_snapshot(ix: &Indexer, gen_dir: &Path, manifest: &Manifest, staging: &Path) -> Result<SnapshotInfo> {
     let data = ix.data_dir();
+    let (store, store_name) =
+        ix.products().embedded().ok_or_else(|| invalid("the engine backend has no store to copy".into()))?;
     std::fs::create_dir_all(staging).map_err(|e| io(staging, e))?;
     let format = vitrine_migrations::read_version(data)?.ok_or_else(|| invalid(format!("{}: no VERSION", data.display())))?;
     let version = data.join(vitrine_migrations::VERSION_FILE);
     std::fs::copy(&version, staging.join(vitrine_migrations::VERSION_FILE)).map_err(|e| io(&version, e))?;
-    let records = ix.store.copy_to(&staging.join(&ix.store_name))?;
+    let records = store.copy_to(&staging.join(store_name))?;
     let gen_name = generation::dir_name(manifest.generation);
     let mut bytes = generation::copy_tree(gen_dir, &staging.join(generation::GENERATIONS_DIR).join(&gen_name), false)?;
     std::fs::write(staging.join(generation::CURRENT_FILE), &gen_name).map_err(|e| io(staging, e))?;
@@ -188,7 +196,7 @@ fn write_snapshot(ix: &Indexer, gen_dir: &Path, manifest: &Manifest, staging: &P
         created_at: generation::now_secs(),
         format,
         generation: manifest.generation,
-        store: ix.store_name.clone(),
+        store: store_name.to_string(),
         products: manifest.products,
         records,
         bytes,

@@ -124,7 +124,11 @@ fn a_killed_cli_writer_releases_the_lock_and_what_it_saved_is_searchable_after_r
     assert!(report.changed > 0);
     let g = Searcher::open(&data, 16).unwrap().snapshot().unwrap();
     let ix = Indexer::open_without_model(&data, opts(0)).unwrap();
-    assert_eq!(g.manifest.products, ix.store().product_count() as u64, "every saved product is searchable");
+    assert_eq!(
+        g.manifest.products,
+        ix.products().embedded().unwrap().0.product_count() as u64,
+        "every saved product is searchable"
+    );
     assert!(g.manifest.products >= 1);
     assert!(ix.repair().unwrap().is_none(), "and nothing is left to apply");
 }
@@ -141,8 +145,8 @@ fn recover_applies_a_change_log_that_no_generation_holds() {
     let e = FakeEmbedder::new(16);
     let stored = vitrine_core::catalog::StoredProduct {
         product: Product { id: "late".into(), title: Some("late lamp".into()), ..Default::default() },
-        ord: ix.store().new_ordinal().unwrap(),
-        version: ix.store().next_seq().unwrap(),
+        ord: ix.products().embedded().unwrap().0.new_ordinal().unwrap(),
+        version: ix.products().embedded().unwrap().0.next_seq().unwrap(),
         hash: "h".into(),
         image_vectors: 0,
         has_text_vector: true,
@@ -152,8 +156,13 @@ fn recover_applies_a_change_log_that_no_generation_holds() {
         auto: Default::default(),
     };
     let text_vector = Some(e.embed_texts(&["late lamp"]).unwrap().remove(0));
-    ix.store().put(vitrine_store::store::ProductWrite { stored, image_vectors: vec![], text_vector }).unwrap();
-    ix.store().flush().unwrap();
+    ix.products()
+        .embedded()
+        .unwrap()
+        .0
+        .put(vitrine_store::store::ProductWrite { stored, image_vectors: vec![], text_vector })
+        .unwrap();
+    ix.products().embedded().unwrap().0.flush().unwrap();
     drop(ix);
     assert_eq!(searchable(&data), 4);
     let r = vitrine_indexer::recover(&data, opts(0)).unwrap().expect("built");

@@ -148,8 +148,8 @@ fn a_snapshot_taken_while_another_thread_writes_is_consistent() {
             let id = format!("w{i:05}");
             let stored = vitrine_core::catalog::StoredProduct {
                 product: Product { id: id.clone(), title: Some(format!("lamp {i}")), ..Default::default() },
-                ord: ix.store().new_ordinal().unwrap(),
-                version: ix.store().next_seq().unwrap(),
+                ord: ix.products().embedded().unwrap().0.new_ordinal().unwrap(),
+                version: ix.products().embedded().unwrap().0.next_seq().unwrap(),
                 hash: id.clone(),
                 image_vectors: 0,
                 has_text_vector: true,
@@ -159,7 +159,12 @@ fn a_snapshot_taken_while_another_thread_writes_is_consistent() {
                 auto: Default::default(),
             };
             let text_vector = Some(fake.embed_texts(&[&id]).unwrap().remove(0));
-            ix.store().put(vitrine_store::store::ProductWrite { stored, image_vectors: vec![], text_vector }).unwrap();
+            ix.products()
+                .embedded()
+                .unwrap()
+                .0
+                .put(vitrine_store::store::ProductWrite { stored, image_vectors: vec![], text_vector })
+                .unwrap();
             if i.is_multiple_of(7) {
                 ix.sync().unwrap();
             }
