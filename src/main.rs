@@ -15,10 +15,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
+use vitrine_engine::Engine;
 use vitrine_indexer::{IndexOptions, Indexer, LocalFiles};
 use vitrine_model::pipeline::{embed_images, ImageSource};
 use vitrine_model::{ClipOnnx, Embedder, ImageLimits};
-use vitrine_web::config::{IngestSettings, InvalidSetting, ModelSettings, DEFAULT_DATA};
+use vitrine_web::config::{BackendSettings, IngestSettings, InvalidSetting, ModelSettings, DEFAULT_DATA};
 use vitrine_web::ServeConfig;
 
 use crate::settings::{resolve, ConfigFile, Resolved, Row, Settings, Source};
@@ -187,6 +188,9 @@ struct DataSettings {
     /// Data directory (created if missing).
     #[arg(long, env = "VITRINE_DATA", value_name = "DIR", default_value = DEFAULT_DATA)]
     data: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    backend: BackendSettings,
 }
 
 /// Settings of `vitrine index` and `vitrine reindex`.
@@ -329,9 +333,12 @@ enum ModelCommand {
 /// Load the model to read or extend the index in `data`: `--variant auto` takes the variant the
 /// index was built with, and any other variant is refused before the model loads (vectors of two
 /// variants never mix). A directory without an index resolves `auto` by device.
-fn load_model_for(s: &ModelSettings, data: &Path) -> Result<ClipOnnx> {
-    let indexed = vitrine_indexer::indexed_model(data)?;
-    let variant = s.variant.pinned_by(indexed.map(|m| m.variant)).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+fn load_model_for(s: &ModelSettings, data: &Path, engine: Option<&Engine>) -> Result<ClipOnnx> {
+    let (indexed, place) = match engine {
+        Some(e) => (e.model()?, e.url().to_string()),
+        None => (vitrine_indexer::indexed_model(data)?, data.display().to_string()),
+    };
+    let variant = s.variant.pinned_by(indexed.map(|m| m.variant)).map_err(|e| anyhow::anyhow!("{place}: {e}"))?;
     load_model(&ModelSettings { variant, ..s.clone() })
 }
 
@@ -434,6 +441,16 @@ fn check_catalog(catalog: &Path) -> Result<()> {
 
 /// A data directory that cannot be one, said once with the fix (the OS error alone read
 /// "File exists (os error 17): File exists (os error 17)").
+/// Refuse a command that only the embedded backend has, saying why.
+fn embedded_only(backend: &BackendSettings, command: &str) -> Result<()> {
+    match &backend.backend {
+        vitrine_engine::Backend::Embedded => Ok(()),
+        other => anyhow::bail!(
+            "`vitrine {command}` works on the embedded backend only; {other} indexes every write itself (docs/SCALING.md)"
+        ),
+    }
+}
+
 fn check_data_dir(data: &Path) -> Result<()> {
     if data.exists() && !data.is_dir() {
         anyhow::bail!(
@@ -639,10 +656,14 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             let s: IndexSettings = resolve(m, file)?.value;
             check_catalog(&catalog)?;
             check_data_dir(&s.data.data)?;
-            let embedder: Arc<dyn Embedder> = Arc::new(load_model_for(&s.model, &s.data.data)?);
+            let engine = s.data.backend.connect()?;
+            let embedder: Arc<dyn Embedder> = Arc::new(load_model_for(&s.model, &s.data.data, engine.as_ref())?);
             // The operator's catalog: local paths resolve beside it, and any address may be fetched.
             let opts = IndexOptions { local_files: LocalFiles::beside(&catalog), ..s.ingest.operator_options() };
-            let ix = Indexer::open(&s.data.data, embedder, opts)?;
+            let ix = match engine {
+                Some(engine) => Indexer::open_engine(&s.data.data, engine, Some(embedder), opts)?,
+                None => Indexer::open(&s.data.data, embedder, opts)?,
+            };
             let (records, errors) =
                 vitrine_indexer::catalog::parse_file(&catalog).with_context(|| format!("reading {}", catalog.display()))?;
             let bar = progress::Bar::new(&format!("indexing {}", catalog.display()));
@@ -654,7 +675,10 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Delete { ids, .. } => {
             let s: DataSettings = resolve(m, file)?.value;
             check_data_dir(&s.data)?;
-            let ix = Indexer::open_without_model(&s.data, IndexOptions::default())?;
+            let ix = match s.backend.connect()? {
+                Some(engine) => Indexer::open_engine(&s.data, engine, None, IndexOptions::default())?,
+                None => Indexer::open_without_model(&s.data, IndexOptions::default())?,
+            };
             let gone = ix.delete(&ids)?;
             for id in &ids {
                 if gone.contains(id) {
@@ -668,6 +692,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Reindex { json, .. } => {
             let s: IndexSettings = resolve(m, file)?.value;
             check_data_dir(&s.data.data)?;
+            embedded_only(&s.data.backend, "reindex")?;
             let embedder: Arc<dyn Embedder> = Arc::new(load_model(&s.model)?);
             let bar = progress::Bar::new("re-embedding");
             let res = vitrine_indexer::reindex(&s.data.data, embedder, s.ingest.operator_options(), &bar)?;
@@ -678,6 +703,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Rebuild { .. } => {
             let s: DataSettings = resolve(m, file)?.value;
             check_data_dir(&s.data)?;
+            embedded_only(&s.backend, "rebuild")?;
             let ix = Indexer::open_without_model(&s.data, IndexOptions::default())?;
             let r = ix.rebuild()?;
             println!("rebuilt generation {}", r.map(|r| r.generation).unwrap_or(0));
@@ -686,6 +712,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Snapshot { what: SnapshotCommand::Create { out, .. } } => {
             let s: DataSettings = resolve(m, file)?.value;
             check_data_dir(&s.data)?;
+            embedded_only(&s.backend, "snapshot create")?;
             let info = vitrine_indexer::snapshot::create_locked(&s.data, &out, IndexOptions::default())?;
             println!("{}", serde_json::to_string(&info)?);
             Ok(ExitCode::SUCCESS)
@@ -693,6 +720,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Snapshot { what: SnapshotCommand::Restore { snapshot, force, .. } } => {
             let s: DataSettings = resolve(m, file)?.value;
             check_data_dir(&s.data)?;
+            embedded_only(&s.backend, "snapshot restore")?;
             let info = vitrine_indexer::snapshot::restore(&snapshot, &s.data, force, IndexOptions::default().lock_wait)?;
             println!("{}", serde_json::to_string(&info)?);
             Ok(ExitCode::SUCCESS)
@@ -710,7 +738,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             demo_defaults(&mut r, world)?;
             let config = r.value.clone();
             check_data_dir(&config.data)?;
-            let embedder: Arc<dyn Embedder> = Arc::new(load_model_for(&config.model, &config.data)?);
+            let embedder: Arc<dyn Embedder> = Arc::new(load_model_for(&config.model, &config.data, None)?);
             let catalog = demo_root()?.join(world.paths().0);
             {
                 let opts = IndexOptions { local_files: LocalFiles::beside(&catalog), ..config.ingest.operator_options() };
@@ -803,12 +831,13 @@ fn run_server(config: ServeConfig, embedder: Option<Arc<dyn Embedder>>) -> Resul
     let model = config.model.clone();
     let data = config.data.clone();
     let state = vitrine_web::build_state(config)?;
+    let engine = state.query.searcher().engine().cloned();
     match embedder {
         Some(e) => state.set_model(e)?,
         None => {
             let st = state.clone();
             std::thread::spawn(move || {
-                let loaded = load_model_for(&model, &data)
+                let loaded = load_model_for(&model, &data, engine.as_ref())
                     .map_err(|e| format!("{e:#}"))
                     .and_then(|m| st.set_model(Arc::new(m)).map_err(|e| e.to_string()));
                 if let Err(e) = loaded {

@@ -25,10 +25,10 @@ fn open(config: &ServeConfig, queries: &Path) -> Result<(Arc<QueryService>, Vec<
     }
     let slot = ModelSlot::default();
     let service = vitrine_web::query_service(config, slot)?;
-    if service.searcher().snapshot().is_none() {
+    if !service.searcher().has_index() {
         bail!("{} holds no index yet; build one with `vitrine index CATALOG --data {0}`", config.data.display());
     }
-    let model: Arc<dyn Embedder> = Arc::new(crate::load_model_for(&config.model, &config.data)?);
+    let model: Arc<dyn Embedder> = Arc::new(crate::load_model_for(&config.model, &config.data, service.searcher().engine())?);
     service.set_model(model)?;
     Ok((service, judged))
 }

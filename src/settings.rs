@@ -171,6 +171,8 @@ impl<T: Settings> Resolved<T> {
                 let mut value = values.get(key).cloned().unwrap_or(Value::Null);
                 if T::SECRETS.contains(&key.as_str()) && !value.is_null() {
                     value = Value::String("***".into());
+                } else if let Value::String(s) = &value {
+                    value = Value::String(mask_url_password(s));
                 }
                 Row { key: key.clone(), value, source: source.clone() }
             })
@@ -226,6 +228,17 @@ pub fn resolve<T: Settings>(m: &ArgMatches, file: Option<&ConfigFile>) -> Result
     Ok(resolved)
 }
 
+/// A URL's password as `***` (`oceanbase://app:***@host:2881/shop`): credentials in a URL
+/// setting never print, whatever the setting. Anything else is returned unchanged.
+pub fn mask_url_password(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else { return s.to_string() };
+    let rest = &s[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return s.to_string() };
+    let Some(colon) = rest[..at].find(':') else { return s.to_string() };
+    format!("{}{}:***{}", &s[..scheme_end + 3], &rest[..colon], &rest[at..])
+}
+
 /// `vitrine config` output for one command: TOML lines with the source as a comment, or one JSON object.
 pub fn render(command: &str, file: Option<&ConfigFile>, rows: &[Row], json: bool) -> String {
     let file_name = file.map(|f| f.path.display().to_string());
@@ -260,6 +273,14 @@ pub fn render(command: &str, file: Option<&ConfigFile>, rows: &[Row], json: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_url_settings_are_masked() {
+        assert_eq!(mask_url_password("oceanbase://app:s%40c:ret@127.0.0.1:2881/shop"), "oceanbase://app:***@127.0.0.1:2881/shop");
+        for unchanged in ["oceanbase://root@127.0.0.1:2881/shop", "embedded", "data/dir", "http://h/a:b@c", "x://@"] {
+            assert_eq!(mask_url_password(unchanged), unchanged);
+        }
+    }
 
     #[derive(clap::Parser, Serialize, serde::Deserialize, Debug)]
     struct Demo {

@@ -22,6 +22,7 @@
 //! [`POOL_MAX`] connections. Taking a connection waits at most [`POOL_WAIT`]; connecting at most
 //! [`CONNECT_TIMEOUT`]; a read or write on the socket at most [`IO_TIMEOUT`].
 
+mod backend;
 mod error;
 pub mod schema;
 mod url;
@@ -36,6 +37,7 @@ use vitrine_core::catalog::{ProductWrite, StoredProduct};
 use vitrine_core::filters::MAX_FILTER_VALUE_BYTES;
 use vitrine_core::{Filters, ModelId};
 
+pub use backend::Backend;
 pub use error::EngineError;
 pub use url::{is_identifier, EngineUrl, MAX_URL_BYTES};
 
@@ -86,6 +88,12 @@ impl VectorChannel {
 pub struct Engine {
     url: Arc<EngineUrl>,
     pool: Pool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({})", self.url)
+    }
 }
 
 fn opts(url: &EngineUrl, database: Option<&str>) -> OptsBuilder {

@@ -61,6 +61,24 @@ impl EngineUrl {
         self.password.as_deref()
     }
 
+    /// The whole URL, password included (%-escaped): for the settings layers, never for printing.
+    pub fn to_url_with_password(&self) -> String {
+        let escape = |s: &str| {
+            let mut out = String::new();
+            for b in s.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out
+        };
+        let pass = self.password.as_deref().map(|p| format!(":{}", escape(p))).unwrap_or_default();
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("{SCHEME}{}{pass}@{host}:{}/{}", escape(&self.user), self.port, self.database)
+    }
+
     /// The same server and credentials, another database (tests use a sibling per test).
     pub fn with_database(&self, db: &str) -> Result<EngineUrl> {
         if !is_identifier(db) {

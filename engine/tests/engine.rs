@@ -175,7 +175,7 @@ fn load(e: &Engine, ws: &[ProductWrite]) {
 fn connection_errors_name_the_server_but_never_the_password() {
     // Port 1 on loopback: nothing listens there, so this needs no engine.
     let url: EngineUrl = "oceanbase://root:s3cret-PASS@127.0.0.1:1/vitrine".parse().unwrap();
-    let e = Engine::connect(&url).err().expect("nothing listens on port 1");
+    let e = Engine::connect(&url).expect_err("nothing listens on port 1");
     let shown = format!("{e} {e:?}");
     assert!(matches!(e, EngineError::Connect { .. }), "{shown}");
     assert!(shown.contains("127.0.0.1:1") && !shown.contains("s3cret-PASS"), "{shown}");
@@ -196,7 +196,7 @@ fn migrating_twice_is_a_no_op_and_a_newer_schema_is_refused() {
     let mut c = raw(&db.base, Some(&e.url().database)).unwrap();
     let newer = schema::SCHEMA_VERSION + 1;
     c.exec_drop("UPDATE vitrine_meta SET v = ? WHERE k = 'schema_version'", (newer.to_string(),)).unwrap();
-    let err = Engine::connect(e.url()).err().expect("a newer schema is refused");
+    let err = Engine::connect(e.url()).expect_err("a newer schema is refused");
     assert!(matches!(err, EngineError::SchemaTooNew { found, .. } if found == newer), "{err}");
     assert!(err.to_string().contains("upgrade Vitrine"), "{err}");
     // Refusing changed nothing: the version is still the newer one.

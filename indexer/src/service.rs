@@ -71,6 +71,8 @@ pub struct WriteConfig {
     pub idle_close: Duration,
     /// Where `POST /v1/snapshots` writes snapshots, each in a folder named by the service.
     pub snapshot_dir: PathBuf,
+    /// The engine backend, when products live there (`None`: the embedded store in `data`).
+    pub engine: Option<vitrine_engine::Engine>,
 }
 
 impl WriteConfig {
@@ -81,7 +83,7 @@ impl WriteConfig {
     /// says otherwise.
     pub fn new(data: PathBuf, index: IndexOptions) -> Self {
         let snapshot_dir = data.parent().unwrap_or(Path::new(".")).join("snapshots");
-        WriteConfig { data, index, idle_close: Duration::from_secs(10), snapshot_dir }
+        WriteConfig { data, index, idle_close: Duration::from_secs(10), snapshot_dir, engine: None }
     }
 }
 
@@ -138,6 +140,10 @@ impl WriteService {
     /// that were acknowledged (durable in the store) become searchable now rather than at the
     /// next write. A directory with no index yet has nothing to repair.
     pub fn repair(&self) -> Result<()> {
+        if self.config.engine.is_some() {
+            // The engine indexes at commit: an acknowledged write is already searchable.
+            return Ok(());
+        }
         if crate::recover(&self.config.data, self.config.index.clone())?.is_some() {
             (self.on_generation)();
         }
@@ -170,7 +176,11 @@ impl WriteService {
         }
         let mut guard = self.writer.lock();
         if guard.is_none() {
-            let ix = Indexer::open(&self.config.data, self.embedder()?, self.config.index.clone())?;
+            let (data, opts) = (&self.config.data, self.config.index.clone());
+            let ix = match &self.config.engine {
+                Some(engine) => Indexer::open_engine(data, engine.clone(), Some(self.embedder()?), opts)?,
+                None => Indexer::open(data, self.embedder()?, opts)?,
+            };
             *guard = Some((ix, Instant::now()));
         }
         let (ix, used) = guard.as_mut().expect("just opened");

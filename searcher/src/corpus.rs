@@ -7,6 +7,8 @@
 //! ([`crate::engine`]) over SQL. Everything above it (`search_corpus`, `retrieve`) is written
 //! once.
 
+use std::collections::HashMap;
+
 use vitrine_core::catalog::StoredProduct;
 use vitrine_core::Filters;
 
@@ -58,7 +60,8 @@ pub(crate) trait Corpus: Sync {
     fn prices(&self, ords: &[u64]) -> Result<Vec<Option<f64>>>;
     /// Category, brand and price-bucket counts over these products.
     fn count_facets(&self, ords: &[u64]) -> Result<Facets>;
-    fn product_by_ord(&self, ord: u64) -> Result<Option<StoredProduct>>;
+    /// The products with these ordinals that exist, by ordinal (one round trip where it matters).
+    fn products(&self, ords: &[u64]) -> Result<HashMap<u64, StoredProduct>>;
     /// Marks the query's words in titles and descriptions.
     fn highlighter(&self, text: Option<&str>) -> Result<Highlighter>;
     /// The generation number results report (0 where there are no generations).

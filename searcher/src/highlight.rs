@@ -45,10 +45,26 @@ pub struct Highlighter {
 impl Highlighter {
     /// `text`: the keyword query as sent (None for an image-only query: nothing is marked).
     pub fn new(g: &Generation, text: Option<&str>) -> Result<Self> {
-        let mut stem = g.index.tokenizer_for_field(g.fields.title)?;
+        let stem = g.index.tokenizer_for_field(g.fields.title)?;
         let raw = g.index.tokenizer_for_field(g.fields.title_raw)?;
+        let typos = match text {
+            Some(text) => crate::typo_words(g, &query_words(text))?.into_iter().map(|w| w.chars().collect()).collect(),
+            None => vec![],
+        };
+        Ok(Self::with_analyzers(stem, raw, text, typos))
+    }
+
+    /// Without an index to ask which words are typos: the same analyzers as the keyword index's
+    /// fields (tantivy's `en_stem` and `default`), no typo marks. The engine backend uses this.
+    pub fn without_index(text: Option<&str>) -> Self {
+        let tokenizers = tantivy::tokenizer::TokenizerManager::default();
+        let stem = tokenizers.get("en_stem").expect("tantivy registers en_stem");
+        let raw = tokenizers.get("default").expect("tantivy registers default");
+        Self::with_analyzers(stem, raw, text, vec![])
+    }
+
+    fn with_analyzers(mut stem: TextAnalyzer, raw: TextAnalyzer, text: Option<&str>, typos: Vec<Vec<char>>) -> Self {
         let mut stems = HashSet::new();
-        let mut typos = vec![];
         if let Some(text) = text {
             let words = query_words(text);
             let mut stream = stem.token_stream(&words);
@@ -58,9 +74,8 @@ impl Highlighter {
                     stems.insert(t.text.clone());
                 }
             }
-            typos = crate::typo_words(g, &words)?.into_iter().map(|w| w.chars().collect()).collect();
         }
-        Ok(Highlighter { stems, typos, stem, raw })
+        Highlighter { stems, typos, stem, raw }
     }
 
     /// Every hit gets a title (escaped, marked where the query matches).

@@ -20,6 +20,7 @@
 //! (arc-swap) when `CURRENT` changes; queries in flight keep the one they started with.
 
 mod corpus;
+mod engine;
 pub mod eval;
 pub mod fusion;
 pub mod highlight;
@@ -315,10 +316,22 @@ pub struct Searcher {
     relevance: ArcSwapOption<relevance::RelevanceSettings>,
     /// The settings file's (modified time, length) when last read, to read it again only on change.
     relevance_stamp: Mutex<Option<(std::time::SystemTime, u64)>>,
+    /// The engine backend, when the catalog lives there (then there are no generations).
+    engine: Option<vitrine_engine::Engine>,
 }
 
 impl Searcher {
     pub fn open(data: &Path, ef_search: usize) -> Result<Self> {
+        Self::open_inner(data, ef_search, None)
+    }
+
+    /// A searcher on the engine backend. `data` holds only node-local files (`relevance.json`,
+    /// the media store when it is not mounted shared).
+    pub fn open_engine(data: &Path, engine: vitrine_engine::Engine) -> Result<Self> {
+        Self::open_inner(data, 0, Some(engine))
+    }
+
+    fn open_inner(data: &Path, ef_search: usize, engine: Option<vitrine_engine::Engine>) -> Result<Self> {
         let s = Searcher {
             data: data.to_path_buf(),
             current: ArcSwapOption::empty(),
@@ -326,9 +339,28 @@ impl Searcher {
             ef_search,
             relevance: ArcSwapOption::empty(),
             relevance_stamp: Mutex::new(None),
+            engine,
         };
         s.refresh()?;
         Ok(s)
+    }
+
+    /// The engine this searcher reads, if the catalog lives in one.
+    pub fn engine(&self) -> Option<&vitrine_engine::Engine> {
+        self.engine.as_ref()
+    }
+
+    /// Whether there is an index to answer from: a live generation, or the engine.
+    pub fn has_index(&self) -> bool {
+        self.engine.is_some() || self.snapshot().is_some()
+    }
+
+    /// The model the index was built with.
+    pub fn indexed_model(&self) -> Result<Option<vitrine_core::ModelId>> {
+        match &self.engine {
+            Some(e) => Ok(e.model()?),
+            None => Ok(self.snapshot().map(|g| g.manifest.model.clone())),
+        }
     }
 
     /// The tuned relevance settings of this index ([`relevance`]), whatever model they were
@@ -363,6 +395,9 @@ impl Searcher {
     /// `CURRENT` (another refresh overtook this one) and is ignored.
     pub fn refresh(&self) -> Result<bool> {
         self.refresh_relevance();
+        if self.engine.is_some() {
+            return Ok(false);
+        }
         // Held from the read of `CURRENT` to the swap: two refreshes cannot cross.
         let mut cache = self.cache.lock();
         let Some((dir, manifest)) = generation::current(&self.data)? else { return Ok(false) };
@@ -413,8 +448,43 @@ impl Searcher {
     }
 
     pub fn product(&self, id: &str) -> Result<StoredProduct> {
-        let g = self.snapshot().ok_or(SearchError::NoIndex)?;
-        g.product(id)?.ok_or_else(|| SearchError::NotFound(id.to_string()))
+        let found = match &self.engine {
+            Some(e) => e.get(id)?,
+            None => self.snapshot().ok_or(SearchError::NoIndex)?.product(id)?,
+        };
+        found.ok_or_else(|| SearchError::NotFound(id.to_string()))
+    }
+
+    /// A product with its stored vectors (more-like-this), from one consistent view.
+    pub fn product_with_vectors(&self, id: &str) -> Result<(StoredProduct, ProductVectors)> {
+        match &self.engine {
+            Some(e) => {
+                let p = e.get(id)?.ok_or_else(|| SearchError::NotFound(id.to_string()))?;
+                Ok((p, (e.image_vectors(id)?, e.text_vector(id)?)))
+            }
+            None => {
+                let g = self.snapshot().ok_or(SearchError::NoIndex)?;
+                let p = g.product(id)?.ok_or_else(|| SearchError::NotFound(id.to_string()))?;
+                let vectors = self.product_vectors(&g, id)?;
+                Ok((p, vectors))
+            }
+        }
+    }
+
+    /// Products for paging through the catalog (admin): those matching `text` best first, else
+    /// all by ordinal. Returns the page and the total.
+    pub fn list_products(&self, text: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<StoredProduct>, usize)> {
+        match &self.engine {
+            Some(e) => {
+                let text = text.map(str::trim).filter(|t| !t.is_empty());
+                if let Some(t) = text {
+                    validate_keyword_query(t)?;
+                }
+                let (page, total) = e.list_products(text, offset, limit)?;
+                Ok((page, total as usize))
+            }
+            None => list_products(&*self.snapshot().ok_or(SearchError::NoIndex)?, text, offset, limit),
+        }
     }
 
     /// The stored vectors of a product.
@@ -438,6 +508,9 @@ impl Searcher {
     }
 
     pub fn search(&self, q: &SearchQuery) -> Result<SearchResult> {
+        if let Some(e) = &self.engine {
+            return search_corpus(&engine::EngineCorpus(e), q);
+        }
         let g = self.snapshot().ok_or(SearchError::NoIndex)?;
         search_generation(&g, q)
     }
@@ -707,9 +780,11 @@ pub(crate) fn search_corpus<C: Corpus + ?Sized>(g: &C, q: &SearchQuery) -> Resul
 
     let t4 = Instant::now();
     let mut highlighter = g.highlighter(text)?;
+    let page: Vec<&(u64, Explain)> = order.iter().skip(q.offset).take(q.k).collect();
+    let mut products = g.products(&page.iter().map(|(o, _)| *o).collect::<Vec<_>>())?;
     let mut hits = vec![];
-    for (ord, explain) in order.iter().skip(q.offset).take(q.k) {
-        let Some(sp) = g.product_by_ord(*ord)? else { continue };
+    for (ord, explain) in page {
+        let Some(sp) = products.remove(ord) else { continue };
         let p = sp.product;
         let highlights = highlighter.highlight(p.title.as_deref(), p.description.as_deref());
         hits.push(Hit {
@@ -727,13 +802,11 @@ pub(crate) fn search_corpus<C: Corpus + ?Sized>(g: &C, q: &SearchQuery) -> Resul
     }
     let channels = if q.channels {
         let ids = |list: &Ranked| -> Result<Vec<ChannelHit>> {
-            let mut out = Vec::with_capacity(list.len());
-            for (ord, score) in list {
-                if let Some(p) = g.product_by_ord(*ord)? {
-                    out.push(ChannelHit { id: p.product.id, score: *score });
-                }
-            }
-            Ok(out)
+            let products = g.products(&list.iter().map(|(o, _)| *o).collect::<Vec<_>>())?;
+            Ok(list
+                .iter()
+                .filter_map(|(ord, score)| products.get(ord).map(|p| ChannelHit { id: p.product.id.clone(), score: *score }))
+                .collect())
         };
         Some(ChannelLists { image: ids(&first.image)?, text: ids(&first.text)?, keyword: ids(&first.keyword)? })
     } else {
@@ -887,8 +960,14 @@ impl Corpus for Generation {
         count_facets(self, ords.iter().copied())
     }
 
-    fn product_by_ord(&self, ord: u64) -> Result<Option<StoredProduct>> {
-        Ok(Generation::product_by_ord(self, ord)?)
+    fn products(&self, ords: &[u64]) -> Result<HashMap<u64, StoredProduct>> {
+        let mut out = HashMap::with_capacity(ords.len());
+        for &ord in ords {
+            if let Some(p) = self.product_by_ord(ord)? {
+                out.insert(ord, p);
+            }
+        }
+        Ok(out)
     }
 
     fn highlighter(&self, text: Option<&str>) -> Result<highlight::Highlighter> {
@@ -993,11 +1072,10 @@ fn ms(t: Instant) -> f64 {
 /// Upper edges of the price buckets; the last bucket is open.
 pub const PRICE_EDGES: [f64; 6] = [10.0, 25.0, 50.0, 100.0, 250.0, 500.0];
 
-/// Count categories, brands and price buckets over products (by ord).
+/// Count categories, brands and price buckets over products (by ord), from the keyword index's
+/// fast fields.
 pub fn count_facets(g: &Generation, ords: impl Iterator<Item = u64>) -> Result<Facets> {
-    let mut cats: HashMap<String, u64> = HashMap::new();
-    let mut brands: HashMap<String, u64> = HashMap::new();
-    let mut buckets = [0u64; PRICE_EDGES.len() + 1];
+    let mut tally = FacetTally::default();
     struct Cols {
         cat: Option<tantivy::columnar::StrColumn>,
         brand: Option<tantivy::columnar::StrColumn>,
@@ -1012,37 +1090,69 @@ pub fn count_facets(g: &Generation, ords: impl Iterator<Item = u64>) -> Result<F
             e.insert(Cols { cat: ff.str("category")?, brand: ff.str("brand")?, price: ff.f64("price")? });
         }
         let c = &cols[&addr.segment_ord];
-        for (col, acc) in [(&c.cat, &mut cats), (&c.brand, &mut brands)] {
+        for (col, brand) in [(&c.cat, false), (&c.brand, true)] {
             if let Some(col) = col {
                 for t in col.term_ords(addr.doc_id) {
                     s.clear();
                     if col.ord_to_str(t, &mut s).unwrap_or(false) {
-                        *acc.entry(s.clone()).or_default() += 1;
+                        if brand {
+                            tally.brand(&s);
+                        } else {
+                            tally.category(&s);
+                        }
                     }
                 }
             }
         }
-        if let Some(p) = c.price.first(addr.doc_id) {
+        tally.price(c.price.first(addr.doc_id));
+    }
+    Ok(tally.facets())
+}
+
+/// Facet counts as they accumulate: the one bucketing and ordering rule for every backend.
+#[derive(Default)]
+pub(crate) struct FacetTally {
+    categories: HashMap<String, u64>,
+    brands: HashMap<String, u64>,
+    buckets: [u64; PRICE_EDGES.len() + 1],
+}
+
+impl FacetTally {
+    pub(crate) fn category(&mut self, v: &str) {
+        *self.categories.entry(v.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn brand(&mut self, v: &str) {
+        *self.brands.entry(v.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn price(&mut self, p: Option<f64>) {
+        if let Some(p) = p.filter(|p| p.is_finite()) {
             let b = PRICE_EDGES.iter().position(|edge| p < *edge).unwrap_or(PRICE_EDGES.len());
-            buckets[b] += 1;
+            self.buckets[b] += 1;
         }
     }
-    let sorted = |m: HashMap<String, u64>| {
-        let mut v: Vec<FacetValue> = m.into_iter().map(|(value, count)| FacetValue { value, count }).collect();
-        v.sort_by(|a, b| b.count.cmp(&a.count).then(a.value.cmp(&b.value)));
-        v
-    };
-    let price = buckets
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c > 0)
-        .map(|(i, c)| PriceBucket {
-            min: if i == 0 { 0.0 } else { PRICE_EDGES[i - 1] },
-            max: PRICE_EDGES.get(i).copied(),
-            count: *c,
-        })
-        .collect();
-    Ok(Facets { category: sorted(cats), brand: sorted(brands), price })
+
+    /// Values by count (then by value), and the non-empty price buckets.
+    pub(crate) fn facets(self) -> Facets {
+        let sorted = |m: HashMap<String, u64>| {
+            let mut v: Vec<FacetValue> = m.into_iter().map(|(value, count)| FacetValue { value, count }).collect();
+            v.sort_by(|a, b| b.count.cmp(&a.count).then(a.value.cmp(&b.value)));
+            v
+        };
+        let price = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| PriceBucket {
+                min: if i == 0 { 0.0 } else { PRICE_EDGES[i - 1] },
+                max: PRICE_EDGES.get(i).copied(),
+                count: *c,
+            })
+            .collect();
+        Facets { category: sorted(self.categories), brand: sorted(self.brands), price }
+    }
 }
 
 /// All products matching the filters, for paging through the catalog (admin).

@@ -484,21 +484,24 @@ impl QueryService {
 
     /// Install the loaded, warmed model; refuses one the live index was not built with.
     pub fn set_model(&self, embedder: Arc<dyn Embedder>) -> Result<(), QueryError> {
-        let indexed = vitrine_store::generation::current(self.searcher.data_dir()).map_err(SearchError::from)?;
-        if let Some((_, manifest)) = indexed {
-            if !manifest.model.same_model(embedder.model_id()) {
-                return Err(QueryError::ModelMismatch {
-                    have: Box::new(manifest.model),
-                    want: Box::new(embedder.model_id().clone()),
-                });
+        // What the backend was built with: the live generation's manifest, or the engine's record.
+        let indexed = match self.searcher.engine() {
+            Some(_) => self.searcher.indexed_model()?,
+            None => {
+                vitrine_store::generation::current(self.searcher.data_dir()).map_err(SearchError::from)?.map(|(_, m)| m.model)
+            }
+        };
+        if let Some(have) = indexed {
+            if !have.same_model(embedder.model_id()) {
+                return Err(QueryError::ModelMismatch { have: Box::new(have), want: Box::new(embedder.model_id().clone()) });
             }
         }
         self.model.set(embedder).map_err(|_| QueryError::ModelAlreadySet)
     }
 
-    /// The model is loaded and a generation is open.
+    /// The model is loaded and there is an index (a generation, or the engine).
     pub fn is_ready(&self) -> bool {
-        self.model.get().is_some() && self.searcher.snapshot().is_some()
+        self.model.get().is_some() && self.searcher.has_index()
     }
 
     /// Run a query (blocking). `_admission` is held until the result is ready.
@@ -605,9 +608,7 @@ impl QueryService {
     /// More like this: the product's own first image vector, text vector and title, the product
     /// itself left out.
     fn similar(&self, id: &str, base: SearchQuery, fusion: Option<Fusion>) -> Result<Prepared, QueryError> {
-        let g = self.searcher.snapshot().ok_or(SearchError::NoIndex)?;
-        let product = g.product(id).map_err(SearchError::from)?.ok_or_else(|| SearchError::NotFound(id.to_string()))?;
-        let (images, text_vector) = self.searcher.product_vectors(&g, id)?;
+        let (product, (images, text_vector)) = self.searcher.product_with_vectors(id)?;
         let image_vector = images.into_iter().next();
         let kind = QueryKind::of(image_vector.is_some(), true);
         let search =

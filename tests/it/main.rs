@@ -1,6 +1,7 @@
 //! Workspace-level integration tests, built into one binary to save link time.
 //! They run on the committed tiny random-weight CLIP (`models/tiny-clip`) and the demo catalog.
 
+mod backends;
 mod cli;
 mod common;
 mod compat;

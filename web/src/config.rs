@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
+use vitrine_engine::{Backend, Engine};
 use vitrine_indexer::{FetchOptions, IndexOptions, TagVocabulary};
 use vitrine_model::batch::BatchPolicy;
 use vitrine_model::model::VariantChoice;
@@ -22,6 +23,24 @@ use vitrine_store::vectors::HnswParams;
 
 /// The data directory when none is given; shared by every command.
 pub const DEFAULT_DATA: &str = "data";
+
+/// Where the catalog lives; shared by `serve`, `index`, `reindex`, `delete` and the maintenance
+/// commands (docs/SCALING.md).
+#[derive(Args, Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackendSettings {
+    /// `embedded` (sled, vector segments and tantivy in the data directory) or
+    /// `oceanbase://USER[:PASS]@HOST:PORT/DB` (an OceanBase cluster or seekdb; the database and its
+    /// tables are created when absent).
+    #[arg(long, env = "VITRINE_BACKEND", value_name = "URL", default_value = "embedded")]
+    pub backend: Backend,
+}
+
+impl BackendSettings {
+    /// Connect to the engine, if the backend is one.
+    pub fn connect(&self) -> Result<Option<Engine>, vitrine_engine::EngineError> {
+        self.backend.engine_url().map(Engine::connect).transpose()
+    }
+}
 
 /// A setting whose value cannot work, with what is wrong; the binary adds where the value came from.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +180,9 @@ pub struct ServeConfig {
     /// Data directory (created if missing).
     #[arg(long, env = "VITRINE_DATA", value_name = "DIR", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backend: BackendSettings,
     #[command(flatten)]
     #[serde(flatten)]
     pub model: ModelSettings,

@@ -57,6 +57,8 @@ pub enum StartError {
     Write(#[from] WriteError),
     #[error(transparent)]
     Query(#[from] QueryError),
+    #[error("backend: {0}")]
+    Engine(#[from] vitrine_engine::EngineError),
 }
 
 const BAD: StatusCode = StatusCode::BAD_REQUEST;

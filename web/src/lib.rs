@@ -58,6 +58,7 @@ pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
     if let Some(dir) = &config.snapshot_dir {
         write_config.snapshot_dir = dir.clone();
     }
+    write_config.engine = query.searcher().engine().cloned();
     let writes = WriteService::start(write_config, model, notify)?;
     // Acknowledged writes of a process that died before building their generation.
     if let Err(e) = writes.repair() {
@@ -70,7 +71,13 @@ pub fn build_state(config: ServeConfig) -> Result<Arc<AppState>, StartError> {
 /// eval` and `vitrine tune` query through, so they measure what the service answers).
 pub fn query_service(config: &ServeConfig, model: ModelSlot) -> Result<Arc<QueryService>, StartError> {
     vitrine_migrations::open(&config.data)?;
-    let searcher = Arc::new(Searcher::open(&config.data, config.ef_search)?);
+    let searcher = Arc::new(match config.backend.connect()? {
+        Some(engine) => {
+            tracing::info!(backend = %config.backend.backend, "products live in the engine");
+            Searcher::open_engine(&config.data, engine)?
+        }
+        None => Searcher::open(&config.data, config.ef_search)?,
+    });
     let urls = match (config.allow_image_urls(), config.allow_private_image_urls) {
         (false, _) => ImageUrls::Disabled,
         (true, false) => ImageUrls::PublicOnly,
@@ -120,7 +127,7 @@ async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     if state.query.embedder().is_none() {
         return Err(ApiError::NotReady("the model is loading"));
     }
-    if state.searcher().snapshot().is_none() {
+    if !state.searcher().has_index() {
         return Err(ApiError::NotReady("no index generation yet"));
     }
     Ok(HttpResponse::Ok().json(Status { status: "ready" }))

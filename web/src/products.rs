@@ -215,9 +215,9 @@ pub struct ListParams {
 pub async fn list(req: HttpRequest, state: web::Data<AppState>, p: web::Query<ListParams>) -> ApiResult<HttpResponse> {
     require_admin(&req, &state)?;
     let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(20).clamp(1, 200));
-    let g = state.searcher().snapshot().ok_or(vitrine_searcher::SearchError::NoIndex)?;
     let q = p.q.clone();
-    let (products, total) = web::block(move || vitrine_searcher::list_products(&g, q.as_deref(), offset, limit)).await??;
+    let searcher = state.searcher().clone();
+    let (products, total) = web::block(move || searcher.list_products(q.as_deref(), offset, limit)).await??;
     let products = products.iter().map(ProductBody::new).collect();
     Ok(HttpResponse::Ok().json(ProductList { products, total, offset, limit }))
 }
@@ -819,11 +819,16 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
     let (disk, media) = web::block(move || (dir_size(&data), MediaStore::new(&data).usage())).await?;
     let g = state.searcher().snapshot();
     let m = g.as_ref().map(|g| g.manifest.clone());
+    // On the engine backend there is no manifest: the engine counts its products.
+    let engine_products = match state.searcher().engine().cloned() {
+        Some(e) => Some(web::block(move || e.product_count()).await?.map_err(vitrine_searcher::SearchError::from)?),
+        None => None,
+    };
     let embedder = state.query.embedder();
     let (depth, capacity) = state.query.queue();
     let model = embedder.as_ref().map(|e| e.model_id().clone());
     Ok(HttpResponse::Ok().json(Stats {
-        products: m.as_ref().map(|m| m.products).unwrap_or(0),
+        products: engine_products.or(m.as_ref().map(|m| m.products)).unwrap_or(0),
         images: m.as_ref().map(|m| m.image_points).unwrap_or(0),
         vectors: m.as_ref().map(|m| m.points()).unwrap_or(0),
         live_vectors: m.as_ref().map(|m| m.live_points).unwrap_or(0),

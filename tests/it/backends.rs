@@ -1,0 +1,210 @@
+//! The service on both backends, with the same assertions: the embedded data directory and the
+//! engine (`--backend oceanbase://…`, seekdb in the tests: `scripts/test.sh` starts it and sets
+//! `VITRINE_TEST_ENGINE`). Everything goes through the binary, as an operator would run it:
+//! `vitrine index`, `vitrine delete`, `vitrine serve` over HTTP.
+//!
+//! Without `VITRINE_TEST_ENGINE` the engine half is skipped with a line saying so, except under
+//! CI (`CI=true`), where a missing engine is a failure.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use base64::Engine as _;
+use mysql::prelude::Queryable;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const KEY: &str = "test-admin-key";
+
+/// A backend for one test: its `--backend` value, and the engine database to drop at the end.
+struct Backend {
+    name: &'static str,
+    flag: String,
+    engine: Option<(String, String)>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some((base, db)) = &self.engine {
+            let url = format!("mysql://{}", base.strip_prefix("oceanbase://").unwrap_or(base));
+            let conn = mysql::Opts::from_url(&url)
+                .ok()
+                .and_then(|o| mysql::Conn::new(mysql::OptsBuilder::from_opts(o).prefer_socket(false)).ok());
+            if let Some(mut c) = conn {
+                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"));
+            }
+        }
+    }
+}
+
+fn engine_base() -> Option<String> {
+    match std::env::var("VITRINE_TEST_ENGINE") {
+        Ok(u) if !u.trim().is_empty() => Some(u.trim().trim_end_matches('/').to_string() + "/"),
+        _ => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "VITRINE_TEST_ENGINE is not set under CI (scripts/test.sh starts seekdb)"
+            );
+            eprintln!(
+                "skipped the engine backend: no VITRINE_TEST_ENGINE (export VITRINE_TEST_ENGINE=$(scripts/seekdb.sh start))"
+            );
+            None
+        }
+    }
+}
+
+/// The embedded backend, and the engine one when an engine is there, each fresh.
+fn backends(test: &str) -> Vec<Backend> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut out = vec![Backend { name: "embedded", flag: "embedded".into(), engine: None }];
+    if let Some(base) = engine_base() {
+        let db = format!("it_{test}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        out.push(Backend { name: "engine", flag: format!("{base}{db}"), engine: Some((base, db)) });
+    }
+    out
+}
+
+fn summary(v: &Value) -> [u64; 5] {
+    ["ingested", "unchanged", "updated", "deleted", "failed"].map(|k| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}")))
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hits in {v}"))
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn demo_catalog(dir: &Path) -> std::path::PathBuf {
+    let cat = dir.join("catalog.jsonl");
+    write_jsonl(&cat, &demo_products());
+    cat
+}
+
+#[test]
+fn the_service_answers_alike_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = demo_catalog(dir.path());
+    let n = demo_products().len() as u64;
+    let photo = base64::engine::general_purpose::STANDARD.encode(std::fs::read(root().join("demo/images/sku-014.jpg")).unwrap());
+    let mut photo_rankings = vec![];
+    for b in backends("service") {
+        let ctx = b.name;
+        let data = dir.path().join(format!("data-{ctx}"));
+        let backend = ["--backend", b.flag.as_str()];
+        // Incremental ingest: a second run writes nothing.
+        assert_eq!(summary(&index_json(&cat, &data, &backend)), [n, 0, 0, 0, 0], "{ctx}");
+        assert_eq!(summary(&index_json(&cat, &data, &backend)), [0, n, 0, 0, 0], "{ctx}");
+
+        // A node with an empty local data directory answers like the one that indexed.
+        let node = dir.path().join(format!("node-{ctx}"));
+        let serve_data = if b.engine.is_some() { &node } else { &data };
+        let mut server = Server::start(serve_data, &["--admin-key", KEY, "--backend", &b.flag], &[]);
+        server.wait_ready();
+        let get = |path: &str| {
+            let a = server.call("GET", path, None, None);
+            assert_eq!(a.status, 200, "{ctx} GET {path}: {}", String::from_utf8_lossy(&a.bytes));
+            a.json()
+        };
+
+        // Keyword + vectors, with explain.
+        let r = get("/v1/search?q=galaxies&k=5");
+        assert_eq!(ids(&r)[0], "sku-014", "{ctx}: {r}");
+        assert!(r["hits"][0]["explain"]["keyword"]["rank"].as_u64() == Some(1), "{ctx}: {r}");
+        assert!(r["hits"][0]["highlights"]["title"].as_str().unwrap().contains("<mark>Galaxies</mark>"), "{ctx}: {r}");
+
+        // Filters inside retrieval: every hit passes, and the filtered set is not cut short.
+        let r = get("/v1/search?q=poster&k=50&category=poster&price_max=30");
+        let hits = r["hits"].as_array().unwrap();
+        let want: BTreeSet<String> = demo_products()
+            .iter()
+            .filter(|p| p["category"] == "poster" && p["price"].as_f64().unwrap() <= 30.0)
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(ids(&r).into_iter().collect::<BTreeSet<_>>(), want, "{ctx}: {r}");
+        assert!(hits.iter().all(|h| h["category"] == "poster" && h["price"].as_f64().unwrap() <= 30.0), "{ctx}");
+
+        // Facets count the candidates, with the selected facet counted without its own selection.
+        let r = get("/v1/search?q=mug&k=10&facets=true&category=mug");
+        let cats = r["facets"]["category"].as_array().unwrap();
+        assert!(cats.iter().any(|c| c["value"] == "mug"), "{ctx}: {r}");
+        assert!(cats.len() > 1, "disjunctive: other categories stay visible ({ctx}): {r}");
+
+        // Paging: two pages are the first twenty of one ranking.
+        let all = ids(&get("/v1/search?q=print&k=20"));
+        let (p1, p2) = (ids(&get("/v1/search?q=print&k=10")), ids(&get("/v1/search?q=print&k=10&offset=10")));
+        assert_eq!([p1, p2].concat(), all, "{ctx}");
+
+        // A photo of a product finds it first (its own image: cosine 1).
+        let a = server.call("POST", "/v1/search/image", None, Some(&json!({"image_base64": photo, "k": 5})));
+        assert_eq!(a.status, 200, "{ctx}: {}", String::from_utf8_lossy(&a.bytes));
+        let ranking = ids(&a.json());
+        assert_eq!(ranking[0], "sku-014", "{ctx}");
+        photo_rankings.push(ranking);
+
+        // More like this leaves the product out; a product with several images is one hit.
+        let r = get("/v1/products/sku-033/similar?k=10");
+        assert!(!ids(&r).contains(&"sku-033".to_string()), "{ctx}: {r}");
+        let r = get("/v1/search?q=cozy%20morning%20mug%20set&k=34");
+        assert_eq!(ids(&r).iter().filter(|id| *id == "sku-033").count(), 1, "{ctx}: {r}");
+        assert_eq!(get("/v1/products/sku-033")["images"].as_array().unwrap().len(), 2, "{ctx}");
+
+        // Writes over HTTP are searchable when acknowledged; deletes too.
+        let put = json!({"id": "sku-new", "title": "Quokkaflux lampshade", "category": "decor", "price": 12.0});
+        let a = server.call("PUT", "/v1/products/sku-new", Some(KEY), Some(&put));
+        assert!(a.status == 200 || a.status == 201, "{ctx}: {}", String::from_utf8_lossy(&a.bytes));
+        assert_eq!(ids(&get("/v1/search?q=quokkaflux&k=3"))[0], "sku-new", "{ctx}");
+        assert_eq!(server.call("DELETE", "/v1/products/sku-new", Some(KEY), None).status, 200, "{ctx}");
+        assert!(!ids(&get("/v1/search?q=quokkaflux&k=3")).contains(&"sku-new".to_string()), "{ctx}");
+        assert_eq!(server.call("GET", "/v1/products/sku-new", None, None).status, 404, "{ctx}");
+
+        // Hostile input is refused the same way.
+        assert_eq!(server.call("GET", &format!("/v1/search?q={}", "a".repeat(1_001)), None, None).status, 400, "{ctx}");
+        drop(server);
+
+        // The CLI deletes too; the next index run puts the product back.
+        let (ok, out, err) = vitrine(&["delete", "sku-001", "--data", data.to_str().unwrap(), "--backend", &b.flag]);
+        assert!(ok, "{ctx}: {out}{err}");
+        assert_eq!(summary(&index_json(&cat, &data, &backend)), [1, n - 1, 0, 0, 0], "{ctx}");
+    }
+    // The vector channel ranks alike on both backends (exact cosine on either at this size).
+    if let [a, b] = &photo_rankings[..] {
+        assert_eq!(a, b, "the same photo ranks the same on both backends");
+    }
+}
+
+#[test]
+fn a_killed_index_run_against_the_engine_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("c.jsonl");
+    write_jsonl(&cat, &many_products("p", 60));
+    for b in backends("kill") {
+        let ctx = b.name;
+        let data = dir.path().join(format!("data-{ctx}"));
+        let out = std::process::Command::new(vitrine_bin())
+            .args(["index", cat.to_str().unwrap(), "--data", data.to_str().unwrap(), "--device", "cpu", "--batch", "8"])
+            .args(["--backend", &b.flag, "--model"])
+            .arg(tiny_model_dir())
+            .env(FAULT_ABORT_AFTER_WRITES, "23")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(9), "{ctx}: {}", String::from_utf8_lossy(&out.stderr));
+        // Exactly the 23 acknowledged products are kept; the rest are embedded now, once.
+        assert_eq!(summary(&index_json(&cat, &data, &["--backend", &b.flag])), [60 - 23, 23, 0, 0, 0], "{ctx}");
+        let mut server = Server::start(&data, &["--admin-key", KEY, "--backend", &b.flag], &[]);
+        server.wait_ready();
+        assert_eq!(server.call("GET", "/v1/stats", Some(KEY), None).json()["products"], 60, "{ctx}: none lost, none twice");
+        let found = ids(&server.call("GET", "/v1/search?q=poster&k=200", None, None).json());
+        let unique: HashSet<&String> = found.iter().collect();
+        assert!(!found.is_empty() && unique.len() == found.len(), "{ctx}: no product twice in {found:?}");
+        drop(server);
+        assert_eq!(summary(&index_json(&cat, &data, &["--backend", &b.flag])), [0, 60, 0, 0, 0], "{ctx}");
+    }
+}
