@@ -294,30 +294,36 @@ pub fn synthetic_data_dir(n: usize, model: &ModelId) -> PathBuf {
     bench_data().join(format!("http-v{SYNTHETIC_VERSION}-{n}-{}", model.content_hash.chars().take(12).collect::<String>()))
 }
 
-/// Write `n` synthetic products into a fresh data directory and build its generation.
-pub fn build_data(dir: &Path, n: usize, model: &ModelId) -> Value {
-    if dir.join(SYNTHETIC_READY).exists() {
-        let info: Value =
-            serde_json::from_slice(&std::fs::read(dir.join(SYNTHETIC_READY)).unwrap_or_default()).unwrap_or(json!({}));
-        return json!({"cached": true, "built": info});
+/// The synthetic catalog of the benches: random titles, brands, categories, prices and
+/// attributes, image and text vectors clustered around ~n/100 unit centres. Product `i` is the same
+/// for every backend (one seeded sequence, drawn in order); ordinals and versions are the
+/// backend's to give.
+pub struct SyntheticCatalog {
+    rng: rand::rngs::StdRng,
+    centers: Vec<Vec<f32>>,
+    clusters: usize,
+}
+
+impl SyntheticCatalog {
+    pub fn new(n: usize, dim: usize) -> Self {
+        let mut rng = rng(1234);
+        let clusters = (n / 100).clamp(10, 1000);
+        let centers = centers(clusters, dim, &mut rng);
+        SyntheticCatalog { rng, centers, clusters }
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).expect("remove a half-built data dir");
+
+    pub fn id(i: usize) -> String {
+        format!("p{i:07}")
     }
-    eprintln!("building {n} synthetic products in {} (cached for later runs)", dir.display());
-    let t = Instant::now();
-    vitrine_migrations::open(dir).expect("data dir");
-    let store = Store::open(&dir.join("store")).expect("store");
-    store.set_model(model).expect("set model");
-    let mut rng = rng(1234);
-    let clusters = (n / 100).clamp(10, 1000);
-    let centers = centers(clusters, model.dim, &mut rng);
-    for i in 0..n {
-        let c = rng.random_range(0..clusters);
+
+    /// Product `i`; call with i = 0, 1, 2, … in order.
+    pub fn product(&mut self, i: usize, ord: u64, version: u64) -> ProductWrite {
+        let rng = &mut self.rng;
+        let c = rng.random_range(0..self.clusters);
         let (cat, noun) = (CATEGORIES[c % CATEGORIES.len()], NOUNS[c % NOUNS.len()]);
-        let brand = pick(&mut rng, BRANDS);
-        let (color, material, adj) = (pick(&mut rng, COLORS), pick(&mut rng, MATERIALS), pick(&mut rng, ADJECTIVES));
-        let id = format!("p{i:07}");
+        let brand = pick(rng, BRANDS);
+        let (color, material, adj) = (pick(rng, COLORS), pick(rng, MATERIALS), pick(rng, ADJECTIVES));
+        let id = Self::id(i);
         let mut attributes = BTreeMap::new();
         attributes.insert("color".to_string(), color.to_string());
         attributes.insert("material".to_string(), material.to_string());
@@ -340,8 +346,8 @@ pub fn build_data(dir: &Path, n: usize, model: &ModelId) -> Value {
         };
         let stored = StoredProduct {
             product,
-            ord: store.ordinal_for(&id).expect("ord"),
-            version: store.next_seq().expect("seq"),
+            ord,
+            version,
             hash: format!("bench-{i}"),
             image_vectors: 1,
             has_text_vector: true,
@@ -350,9 +356,37 @@ pub fn build_data(dir: &Path, n: usize, model: &ModelId) -> Value {
             updated_at: generation::now_secs(),
             auto: Default::default(),
         };
-        let image = near(&centers[c], 0.5, &mut rng);
-        let text = near(&centers[c], 0.7, &mut rng);
-        store.put(ProductWrite { stored, image_vectors: vec![image], text_vector: Some(text) }).expect("put");
+        let image = near(&self.centers[c], 0.5, rng);
+        let text = near(&self.centers[c], 0.7, rng);
+        ProductWrite { stored, image_vectors: vec![image], text_vector: Some(text) }
+    }
+
+    /// A query vector near one of the catalog's centres (its own random sequence).
+    pub fn query(&self, rng: &mut impl Rng) -> Vec<f32> {
+        near(&self.centers[rng.random_range(0..self.clusters)], 0.5, rng)
+    }
+}
+
+/// Write `n` synthetic products into a fresh data directory and build its generation.
+pub fn build_data(dir: &Path, n: usize, model: &ModelId) -> Value {
+    if dir.join(SYNTHETIC_READY).exists() {
+        let info: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(SYNTHETIC_READY)).unwrap_or_default()).unwrap_or(json!({}));
+        return json!({"cached": true, "built": info});
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).expect("remove a half-built data dir");
+    }
+    eprintln!("building {n} synthetic products in {} (cached for later runs)", dir.display());
+    let t = Instant::now();
+    vitrine_migrations::open(dir).expect("data dir");
+    let store = Store::open(&dir.join("store")).expect("store");
+    store.set_model(model).expect("set model");
+    let mut catalog = SyntheticCatalog::new(n, model.dim);
+    for i in 0..n {
+        let id = SyntheticCatalog::id(i);
+        let w = catalog.product(i, store.ordinal_for(&id).expect("ord"), store.next_seq().expect("seq"));
+        store.put(w).expect("put");
     }
     store.flush().expect("flush");
     let store_s = t.elapsed().as_secs_f64();

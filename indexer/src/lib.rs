@@ -61,6 +61,10 @@ pub use tagging::{TagAttribute, TagVocabulary, Tagger};
 /// The prefix of an image reference to an image already in the media store: `media:HASH`.
 pub const MEDIA_REF_PREFIX: &str = "media:";
 
+/// How long an unreferenced image in a shared media directory (engine backend) is kept: far
+/// longer than one product write takes from storing its images to committing its row.
+pub const SHARED_MEDIA_GRACE: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error(
@@ -540,7 +544,12 @@ impl Indexer {
     pub fn collect_media(&self) -> Result<GcReport> {
         let mut referenced = HashSet::new();
         self.products.for_each_product(|p| referenced.extend(p.stored_media().map(|m| m.hash.clone())))?;
-        self.media.gc(&referenced)
+        if self.products.builds_generations() {
+            self.media.gc(&referenced)
+        } else {
+            // Other nodes write to the same media directory: keep what may await its product row.
+            self.media.gc_older_than(&referenced, SHARED_MEDIA_GRACE)
+        }
     }
 
     /// Rebuild every derived index from the store (no model calls).

@@ -278,6 +278,17 @@ impl MediaStore {
     /// temporary files a crash left. For the single writer only: a `put_all` running at the same
     /// time could lose a file it has just written.
     pub fn gc(&self, referenced: &HashSet<String>) -> Result<GcReport> {
+        self.gc_older_than(referenced, Duration::ZERO)
+    }
+
+    /// [`MediaStore::gc`], keeping files written less than `min_age` ago. Where several writers
+    /// share the media directory (the engine backend), another node may have stored an image whose
+    /// product row is not committed yet: a grace period keeps it.
+    pub fn gc_older_than(&self, referenced: &HashSet<String>, min_age: Duration) -> Result<GcReport> {
+        let young = |e: &std::fs::DirEntry| {
+            !min_age.is_zero()
+                && e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_none_or(|age| age < min_age)
+        };
         let mut report = GcReport::default();
         let mut remove = |e: &std::fs::DirEntry| {
             let len = e.metadata().map(|m| m.len()).unwrap_or(0);
@@ -291,7 +302,7 @@ impl MediaStore {
         };
         self.each_file(|e, name| {
             let keep = match name.split_once('.') {
-                Some((hash, _)) if !hash.is_empty() => referenced.contains(hash),
+                Some((hash, _)) if !hash.is_empty() => referenced.contains(hash) || young(e),
                 _ => !stale_temp(e),
             };
             if !keep {
@@ -412,6 +423,20 @@ mod tests {
         // And put replaces it, since its length is wrong.
         store.put(&bytes).unwrap();
         assert_eq!(store.get(&r).unwrap().unwrap(), bytes);
+    }
+
+    #[test]
+    fn gc_with_a_grace_period_keeps_young_unreferenced_media() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MediaStore::new(dir.path());
+        let r = store.put(&png(40, 30, 7)).unwrap();
+        let report = store.gc_older_than(&HashSet::new(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(report.removed_files, 0, "another node's image may still await its product row");
+        assert!(store.get(&r).unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(20));
+        let report = store.gc_older_than(&HashSet::new(), Duration::from_millis(10)).unwrap();
+        assert_eq!(report.removed_files, 1, "past the grace period it goes");
+        assert!(store.get(&r).unwrap().is_none());
     }
 
     #[test]
