@@ -7,7 +7,7 @@ ef_construction and Vitrine's build time), builds each peer with the same M and 
 all cores, then searches with ONE thread over an ef sweep, queries batched into one call (so no
 Python overhead per query), and reports per system:
 
-  build_s      wall time of the build (all cores; Vitrine's from meta.json, hnsw_rs on rayon)
+  build_s      wall time of the build (all cores; Vitrine's from meta.json, store/src/hnsw.rs on rayon)
   rss_mib      growth of the process's RssAnon over the build (the index's memory)
   curve        ef -> recall@10, mean µs per query (median of --repeats runs)
   at_recall    mean µs per query at the first ef reaching each recall target

@@ -4,8 +4,8 @@
 //!
 //! `N` (100,000) unit vectors of `DIM` (512): `CLUSTERS` (1000) Gaussian centres, each point =
 //! centre + isotropic noise of norm `NOISE` (0.5), normalized, seed 42; `QUERIES` (1000) held-out
-//! points of the same distribution. The segment is written by `write_index` (hnsw_rs,
-//! `HnswParams::default()`, M 24, ef_construction 200) into `SEGMENT_DIR` (default
+//! points of the same distribution. The segment is written by `write_index` (`HnswBuilder`,
+//! `HnswParams::default()`, M 24, ef_construction 200, on all cores) into `SEGMENT_DIR` (default
 //! `target/bench-tmp/segment-N-DIM-CLUSTERS`) and **reused** when it is already there with the
 //! same parameters, since the build is the slow part (its time is kept in `meta.json`). Beside it:
 //! `queries.f32` and `truth.u32` (exact top-10 per query), which the peer script reads along with
@@ -101,7 +101,7 @@ fn main() {
         root.join(format!("target/bench-tmp/segment-{n}-{dim}-{clusters}{}", if graph_kind == "hnsw" { "" } else { "-random" }))
     });
     let meta_want = json!({"n": n, "dim": dim, "clusters": clusters, "noise": noise, "queries": nq, "seed": 42,
-        "graph": graph_kind, "m": params.m, "ef_construction": params.ef_construction});
+        "graph": graph_kind, "builder": "vitrine-hnsw", "m": params.m, "ef_construction": params.ef_construction});
 
     let meta_path = dir.join("meta.json");
     let meta: serde_json::Value =

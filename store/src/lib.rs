@@ -1,6 +1,6 @@
 //! The storage and index stage: the product store on sled ([`store`]), index generations built
 //! from it and opened by readers ([`generation`]), the vector segments ([`vectors`]) with their
-//! HNSW graph ([`graph`]), their f32 vectors mapped from disk ([`vecfile`]), the 8-bit codes the
+//! HNSW graph (built by [`hnsw`], searched by [`graph`]), their f32 vectors mapped from disk ([`vecfile`]), the 8-bit codes the
 //! graph walk scores ([`sq8`]) with kernels chosen for the CPU at run time ([`simd`]), the
 //! tantivy keyword index ([`keyword`]), and the data directory's single-writer lock ([`lock`]).
 //!
@@ -10,6 +10,7 @@
 
 pub mod generation;
 pub mod graph;
+pub mod hnsw;
 pub mod keyword;
 pub mod lock;
 pub mod simd;
