@@ -5,11 +5,11 @@
 //! immutable file: an old point just stops matching (a tombstone by version).
 //!
 //! Small indexes are searched exactly (a flat scan is both exact and faster below a few thousand
-//! points); larger ones get an HNSW graph, built by [`HnswBuilder`] (`hnsw.rs`, dot product on unit
-//! vectors), saved as `graph.bin` and searched as a [`FlatGraph`] (see `graph.rs` for why). Only the graph's 8-bit
-//! codes and links are held in memory; `vectors.f32` is mapped (`vecfile.rs`), and exact scoring
-//! of a filtered subset, the rescoring of a graph search's candidates and more-like-this read the
-//! vectors they need from it.
+//! points); larger ones get an HNSW graph, built by [`HnswBuilder`] (`hnsw.rs`, dot product on
+//! unit vectors), saved as `graph.bin` and searched as a [`FlatGraph`] (see `graph.rs` for why).
+//! Only the graph's 8-bit codes and links are held in memory; `vectors.f32` is mapped
+//! (`vecfile.rs`), and exact scoring of a filtered subset, the rescoring of a graph search's
+//! candidates and more-like-this read the vectors they need from it.
 //!
 //! Files (`# Persisted: changing this needs a migration`): `points.bin` (per point: ord u64 LE,
 //! version u64 LE), `vectors.f32` (n × dim f32 LE), and for a graph `graph.bin` (the links, see
