@@ -7,7 +7,9 @@ ef_construction and Vitrine's build time), builds each peer with the same M and 
 all cores, then searches with ONE thread over an ef sweep, queries batched into one call (so no
 Python overhead per query), and reports per system:
 
-  build_s      wall time of the build (all cores; Vitrine's from meta.json, hnsw_rs on rayon)
+  build_s      wall time of the build (all cores; Vitrine's from meta.json, store/src/hnsw.rs on rayon)
+  build_cpu_s  CPU time of the build, user + system over all threads (a machine shared with other
+               jobs stretches wall time, much less CPU time)
   rss_mib      growth of the process's RssAnon over the build (the index's memory)
   curve        ef -> recall@10, mean µs per query (median of --repeats runs)
   at_recall    mean µs per query at the first ef reaching each recall target
@@ -36,6 +38,14 @@ def rss_anon_kib():
     return 0
 
 
+def cpu_s():
+    """CPU seconds (user + system, all threads) of this process: the build's cost on a shared machine."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def load(segment):
     import numpy as np
 
@@ -62,7 +72,7 @@ def run_system(system, segment, efs, repeats):
     threads = os.cpu_count() or 1
     base = np.ascontiguousarray(base)
     before = rss_anon_kib()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), cpu_s()
     if system == "hnswlib":
         import hnswlib
 
@@ -93,7 +103,7 @@ def run_system(system, segment, efs, repeats):
             return labels
     else:
         raise SystemExit(f"unknown system {system}")
-    build_s = time.perf_counter() - t
+    build_s, build_cpu_s = time.perf_counter() - t, cpu_s() - cpu
     rss_mib = (rss_anon_kib() - before) / 1024
     search(64)  # warm up
     curve = {}
@@ -107,7 +117,7 @@ def run_system(system, segment, efs, repeats):
         means.sort()
         curve[str(ef)] = {"recall_at_10": r, "mean_us": means[len(means) // 2], "mean_us_runs": means}
         print(f"{system} ef {ef}: recall {r:.4f} mean {means[len(means) // 2]:.1f} us", file=sys.stderr)
-    return {"system": system, "build_s": build_s, "build_threads": threads, "rss_mib": rss_mib, "curve": curve}
+    return {"system": system, "build_s": build_s, "build_cpu_s": build_cpu_s, "build_threads": threads, "rss_mib": rss_mib, "curve": curve}
 
 
 def at_recall(curve):
@@ -138,6 +148,7 @@ def vitrine_result(log, config):
     return {
         "system": f"vitrine ({config}, {c['simd']})",
         "build_s": line["segment"]["build_s"],
+        "build_cpu_s": line["segment"].get("build_cpu_s"),
         "build_threads": line["segment"].get("build_threads"),
         "rss_mib": c["anon_bytes_per_point"] * n / 2**20,
         "rss_file_mib_after_searches": c["file_bytes_per_point_after_searches"] * n / 2**20,
@@ -171,13 +182,14 @@ def main():
     meta = json.load(open(os.path.join(a.segment, "meta.json")))
     result = {"bench": "peers", "run_id": os.environ.get("VITRINE_BENCH_RUN_ID"), "params": meta["params"],
               "loadavg": open("/proc/loadavg").read().split()[:3], "systems": rows}
-    print(f"{'system':<34} {'build s':>8} {'RSS MiB':>8}  " + "  ".join(f"µs@{t}" for t in TARGETS), file=sys.stderr)
+    print(f"{'system':<34} {'build s':>8} {'CPU s':>8} {'RSS MiB':>8}  " + "  ".join(f"µs@{t}" for t in TARGETS), file=sys.stderr)
     for r in rows:
         cells = []
         for t in TARGETS:
             h = r["at_recall"][str(t)]
             cells.append("-" if h is None else f"{h['mean_us']:.0f} (ef {h['ef']})")
-        print(f"{r['system']:<34} {r['build_s']:>8.1f} {r['rss_mib']:>8.1f}  " + "  ".join(f"{c:>14}" for c in cells), file=sys.stderr)
+        cpu = "-" if r.get("build_cpu_s") is None else f"{r['build_cpu_s']:.1f}"
+        print(f"{r['system']:<34} {r['build_s']:>8.1f} {cpu:>8} {r['rss_mib']:>8.1f}  " + "  ".join(f"{c:>14}" for c in cells), file=sys.stderr)
     print(json.dumps(result))
 
 

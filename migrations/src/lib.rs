@@ -10,7 +10,8 @@
 //!   (manifest.json, tantivy `keyword/`, vector `segments/` whose graphs are hnsw_rs dumps or,
 //!   since the flat search loop, `graph.bin`: both load, no version step was needed; since the
 //!   mapped vectors, `vectors.f32` is read in place and the 8-bit codes are computed when a
-//!   segment opens, so that change needed none either),
+//!   segment opens, so that change needed none either; since `store/src/hnsw.rs` replaced
+//!   hnsw_rs as the builder, `graph.bin` is written by it in the same format: none either),
 //!   `CURRENT`, `reports/`, `jobs/` (the service's ingest jobs, JSON with their catalogs), and
 //!   `cache/thumbs/` (derived, safe to delete). The model id's `variant` (2026-11-30) was added
 //!   without a step: an id without it reads as `fp32`, the weights every older index was built

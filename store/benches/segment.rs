@@ -4,10 +4,11 @@
 //!
 //! `N` (100,000) unit vectors of `DIM` (512): `CLUSTERS` (1000) Gaussian centres, each point =
 //! centre + isotropic noise of norm `NOISE` (0.5), normalized, seed 42; `QUERIES` (1000) held-out
-//! points of the same distribution. The segment is written by `write_index` (hnsw_rs,
-//! `HnswParams::default()`, M 24, ef_construction 200) into `SEGMENT_DIR` (default
+//! points of the same distribution. The segment is written by `write_index` (`HnswBuilder`,
+//! `HnswParams::default()`, M 24, ef_construction 200, on all cores) into `SEGMENT_DIR` (default
 //! `target/bench-tmp/segment-N-DIM-CLUSTERS`) and **reused** when it is already there with the
-//! same parameters, since the build is the slow part (its time is kept in `meta.json`). Beside it:
+//! same parameters, since the build is the slow part (its wall and CPU time are kept in
+//! `meta.json`). Beside it:
 //! `queries.f32` and `truth.u32` (exact top-10 per query), which the peer script reads along with
 //! the segment's own `vectors.f32`, so every system searches the same files.
 //!
@@ -75,6 +76,16 @@ fn write_f32s(path: &Path, v: &[f32]) {
     std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).expect("write");
 }
 
+/// CPU seconds (user + system, all threads) this process has used, from `/proc/self/stat`
+/// (clock ticks of 1/100 s): on a machine shared with other jobs, the build's cost that wall time
+/// alone does not show.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -101,7 +112,7 @@ fn main() {
         root.join(format!("target/bench-tmp/segment-{n}-{dim}-{clusters}{}", if graph_kind == "hnsw" { "" } else { "-random" }))
     });
     let meta_want = json!({"n": n, "dim": dim, "clusters": clusters, "noise": noise, "queries": nq, "seed": 42,
-        "graph": graph_kind, "m": params.m, "ef_construction": params.ef_construction});
+        "graph": graph_kind, "builder": "vitrine-hnsw", "m": params.m, "ef_construction": params.ef_construction});
 
     let meta_path = dir.join("meta.json");
     let meta: serde_json::Value =
@@ -140,18 +151,19 @@ fn main() {
                     .collect();
                 let truth_s = t.elapsed().as_secs_f64();
                 eprintln!("ground truth in {truth_s:.1} s");
-                let t = Instant::now();
+                let (t, cpu) = (Instant::now(), cpu_s());
                 if graph_kind == "hnsw" {
                     write_index(&dir, dim, &points, params).expect("write index");
                 } else {
                     write_random(&dir, &points, env_usize("DEGREE", 36));
                 }
-                let build_s = t.elapsed().as_secs_f64();
-                eprintln!("segment written in {build_s:.1} s");
+                let (build_s, build_cpu_s) = (t.elapsed().as_secs_f64(), cpu_s() - cpu);
+                eprintln!("segment written in {build_s:.1} s ({build_cpu_s:.1} s of CPU)");
                 write_f32s(&dir.join("queries.f32"), &queries);
                 std::fs::write(dir.join("truth.u32"), truth.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
                     .expect("truth");
-                let m = json!({"params": meta_want, "build_s": build_s, "build_threads": rayon::current_num_threads(),
+                let m = json!({"params": meta_want, "build_s": build_s, "build_cpu_s": build_cpu_s,
+                "build_threads": rayon::current_num_threads(),
                 "loadavg_during_build": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()});
                 std::fs::write(&meta_path, serde_json::to_vec_pretty(&m).expect("json")).expect("meta");
                 m

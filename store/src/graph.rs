@@ -1,5 +1,7 @@
-//! The search side of an HNSW index: hnsw_rs builds the graph, its links are saved flat
+//! The search side of an HNSW index: `hnsw.rs` builds the graph, its links are saved flat
 //! (`graph.bin`, see [`Adjacency`]) beside the segment's vectors, and the loop here searches it.
+//! Segments written before `graph.bin` carry hnsw_rs's dump instead; [`Adjacency::from_hnsw`]
+//! flattens those when they are opened.
 //!
 //! Why not hnsw_rs's own search: it keeps each point behind an `Arc` with its neighbour lists
 //! under a `RwLock`, tracks visited points in a `HashMap` and allocates an `Arc` per heap entry.
@@ -61,6 +63,7 @@ pub enum GraphError {
 }
 
 /// One layer's adjacency: the neighbours of point `i` are `targets[offsets[i]..offsets[i + 1]]`.
+#[derive(Debug, PartialEq, Eq)]
 struct Layer {
     offsets: Vec<u32>,
     targets: Vec<u32>,
@@ -78,6 +81,7 @@ impl Layer {
 /// Persisted as `graph.bin` (`# Persisted: changing this needs a migration`), little endian:
 /// `b"VTGRAPH1"`, n u32, layer count u32, entry u32, then per layer: offsets (n + 1 × u32),
 /// target count u32, targets (u32 each).
+#[derive(Debug, PartialEq, Eq)]
 pub struct Adjacency {
     n: usize,
     layers: Vec<Layer>,
@@ -89,12 +93,37 @@ impl Adjacency {
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(|l| (l.offsets.capacity() + l.targets.capacity()) * 4).sum()
     }
+
+    /// The number of points.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Never true: a graph holds at least one point.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The number of layers (layer 0 included).
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The point every search starts from (on the top layer).
+    pub fn entry(&self) -> u32 {
+        self.entry
+    }
+
+    /// The neighbours of point `i` on `layer` (empty when the point is not on that layer).
+    pub fn neighbours(&self, layer: usize, i: u32) -> &[u32] {
+        self.layers[layer].neighbours(i)
+    }
 }
 
 const MAGIC: &[u8; 8] = b"VTGRAPH1";
 
 /// More layers than any HNSW graph has (a layer holds about 1/M of the one below it).
-const MAX_LAYERS: usize = 64;
+pub(crate) const MAX_LAYERS: usize = 64;
 
 impl Adjacency {
     /// The links of `hnsw`, whose points are identified by their origin id `0..n`.
@@ -225,8 +254,8 @@ pub struct FlatGraph {
 pub const PIVOTS: usize = 256;
 
 /// A similarity with a total order, for the heaps.
-#[derive(Clone, Copy, PartialEq)]
-struct Scored(f32, u32);
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) struct Scored(pub(crate) f32, pub(crate) u32);
 
 impl Eq for Scored {}
 
