@@ -738,6 +738,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             demo_defaults(&mut r, world)?;
             let config = r.value.clone();
             check_data_dir(&config.data)?;
+            // The demo is the Quick start: it needs no engine.
+            embedded_only(&config.backend, "demo")?;
             let embedder: Arc<dyn Embedder> = Arc::new(load_model_for(&config.model, &config.data, None)?);
             let catalog = demo_root()?.join(world.paths().0);
             {

@@ -92,6 +92,10 @@ mod tests {
         let setting = b.to_setting();
         assert!(setting.contains("s%40cret"), "{setting}");
         assert_eq!(setting.parse::<Backend>().unwrap(), b);
+        // An OceanBase tenant user (`root@test`, as docker-compose.yml writes it).
+        let tenant: Backend = "oceanbase://root%40test@oceanbase:2881/vitrine".parse().unwrap();
+        assert_eq!(tenant.engine_url().unwrap().user, "root@test");
+        assert_eq!(tenant.to_setting().parse::<Backend>().unwrap(), tenant);
         let json = serde_json::to_string(&b).unwrap();
         assert_eq!(serde_json::from_str::<Backend>(&json).unwrap(), b);
     }

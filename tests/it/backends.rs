@@ -208,3 +208,36 @@ fn a_killed_index_run_against_the_engine_loses_and_duplicates_nothing() {
         assert_eq!(summary(&index_json(&cat, &data, &["--backend", &b.flag])), [0, 60, 0, 0, 0], "{ctx}");
     }
 }
+
+#[test]
+fn the_backend_setting_is_checked_masked_and_refused_where_it_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // A malformed backend never reaches a network; the message says what the forms are.
+    for bad in ["sled", "mysql://root@127.0.0.1:3306/x", "oceanbase://root@127.0.0.1/x", "oceanbase://root@127.0.0.1:2881/a;b"] {
+        let (ok, _, err) = vitrine(&["delete", "x", "--data", data, "--backend", bad]);
+        assert!(!ok && (err.contains("backend") || err.contains("oceanbase://")), "{bad}: {err}");
+    }
+    // Commands that only the embedded backend has refuse the engine before connecting to it
+    // (nothing listens on port 9: a connection attempt would fail differently).
+    let engine = "oceanbase://app:hunter2@127.0.0.1:9/shop";
+    for cmd in [vec!["rebuild"], vec!["demo", "--no-serve"], vec!["reindex"]] {
+        let mut args = cmd.clone();
+        args.extend(["--data", data, "--backend", engine]);
+        let (ok, _, err) = vitrine(&args);
+        assert!(!ok && err.contains("embedded backend only"), "{cmd:?}: {err}");
+        assert!(!err.contains("hunter2"), "the password is never printed: {err}");
+    }
+    // `vitrine config` shows where the backend is, never its password.
+    let (ok, out, err) = std::process::Command::new(vitrine_bin())
+        .args(["config", "--json", "serve"])
+        .env("VITRINE_BACKEND", engine)
+        .output()
+        .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned()))
+        .unwrap();
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["settings"]["backend"]["value"], "oceanbase://app:***@127.0.0.1:9/shop", "{out}");
+    assert!(!out.contains("hunter2"));
+}
