@@ -30,6 +30,9 @@ use vitrine_store::store::Store;
 
 use common::SyntheticCatalog;
 
+/// A query vector, and the category it is filtered to (if any).
+type Query = (Vec<f32>, Option<usize>);
+
 fn model(dim: usize) -> ModelId {
     ModelId { name: "bench-synthetic".into(), content_hash: "0".repeat(64), dim, variant: Variant::Fp32 }
 }
@@ -42,7 +45,7 @@ fn exact(vectors: &[(u64, Vec<f32>, usize)], q: &[f32], only: Option<usize>, k: 
     scored.into_iter().take(k).map(|(_, o)| o).collect()
 }
 
-fn measure(searcher: &Searcher, queries: &[(Vec<f32>, Option<usize>)], truth: &[Vec<u64>], ord_of: &dyn Fn(&str) -> u64) -> Value {
+fn measure(searcher: &Searcher, queries: &[Query], truth: &[Vec<u64>], ord_of: &dyn Fn(&str) -> u64) -> Value {
     let image_only = Fusion { weights: Some(Weights { image: 1.0, text: 0.0, keyword: 0.0 }), ..Default::default() };
     let (mut ms, mut recall) = (vec![], vec![]);
     for ((q, cat), want) in queries.iter().zip(truth) {
@@ -50,7 +53,14 @@ fn measure(searcher: &Searcher, queries: &[(Vec<f32>, Option<usize>)], truth: &[
             Some(c) => Filters { category: vec![common::CATEGORIES[*c].to_string()], ..Default::default() },
             None => Filters::default(),
         };
-        let sq = SearchQuery { image_vector: Some(q.clone()), k: 10, filters, fusion: image_only.clone(), channels: true, ..Default::default() };
+        let sq = SearchQuery {
+            image_vector: Some(q.clone()),
+            k: 10,
+            filters,
+            fusion: image_only,
+            channels: true,
+            ..Default::default()
+        };
         let t = Instant::now();
         let r = searcher.search(&sq).expect("search");
         ms.push(common::ms_since(t));
@@ -79,14 +89,15 @@ fn main() {
     let category = |w: &vitrine_core::catalog::ProductWrite| {
         common::CATEGORIES.iter().position(|c| Some(*c) == w.stored.product.category.as_deref()).expect("a bench category")
     };
-    let vectors: Vec<(u64, Vec<f32>, usize)> = writes.iter().map(|w| (w.stored.ord, w.image_vectors[0].clone(), category(w))).collect();
+    let vectors: Vec<(u64, Vec<f32>, usize)> =
+        writes.iter().map(|w| (w.stored.ord, w.image_vectors[0].clone(), category(w))).collect();
     let mut rng = common::rng(99);
-    let queries: Vec<(Vec<f32>, Option<usize>)> = (0..n_queries)
+    let queries: Vec<Query> = (0..n_queries)
         .map(|i| (catalog.query(&mut rng), (i % 2 == 1).then(|| rng.random_range(0..common::CATEGORIES.len()))))
         .collect();
     let truth: Vec<Vec<u64>> = queries.iter().map(|(q, c)| exact(&vectors, q, *c, 10)).collect();
     let ord_of = |id: &str| id.trim_start_matches('p').parse::<u64>().expect("a bench id") + 1;
-    let split = |v: &Vec<(Vec<f32>, Option<usize>)>, filtered: bool| -> (Vec<(Vec<f32>, Option<usize>)>, Vec<Vec<u64>>) {
+    let split = |v: &[Query], filtered: bool| -> (Vec<Query>, Vec<Vec<u64>>) {
         v.iter().zip(&truth).filter(|((_, c), _)| c.is_some() == filtered).map(|(q, t)| (q.clone(), t.clone())).unzip()
     };
     let (plain_q, plain_t) = split(&queries, false);
@@ -102,12 +113,13 @@ fn main() {
         store.set_model(&m).expect("model");
         let t = Instant::now();
         for w in &writes {
-            store.put(vitrine_core::catalog::ProductWrite {
-                stored: w.stored.clone(),
-                image_vectors: w.image_vectors.clone(),
-                text_vector: w.text_vector.clone(),
-            })
-            .expect("put");
+            store
+                .put(vitrine_core::catalog::ProductWrite {
+                    stored: w.stored.clone(),
+                    image_vectors: w.image_vectors.clone(),
+                    text_vector: w.text_vector.clone(),
+                })
+                .expect("put");
         }
         store.flush().expect("flush");
         let put_s = t.elapsed().as_secs_f64();
@@ -152,7 +164,7 @@ fn main() {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(w) = writes.get(i) else { return };
                             engine.put(w).expect("engine put");
-                            if i > 0 && i % 10_000 == 0 {
+                            if i > 0 && i.is_multiple_of(10_000) {
                                 eprintln!("engine: {i} products in {:.0} s", t.elapsed().as_secs_f64());
                             }
                         });
@@ -172,6 +184,10 @@ fn main() {
         }
     };
     eprintln!("engine: {engine_result}");
-    common::emit("backends", machine, json!({"n": n, "dim": dim, "categories": common::CATEGORIES.len(),
-        "embedded": embedded, "engine": engine_result}));
+    common::emit(
+        "backends",
+        machine,
+        json!({"n": n, "dim": dim, "categories": common::CATEGORIES.len(),
+        "embedded": embedded, "engine": engine_result}),
+    );
 }

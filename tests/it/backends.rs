@@ -234,7 +234,9 @@ fn the_backend_setting_is_checked_masked_and_refused_where_it_cannot_work() {
         .args(["config", "--json", "serve"])
         .env("VITRINE_BACKEND", engine)
         .output()
-        .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned()))
+        .map(|o| {
+            (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        })
         .unwrap();
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
