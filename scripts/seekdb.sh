@@ -67,7 +67,15 @@ url() { echo "oceanbase://root@127.0.0.1:$(cat "$PORTFILE")/"; }
 
 install() {
   if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
+    if ! python3 -m venv "$VENV" >&2; then
+      # Debian's python3 ships venv's pip bootstrap separately.
+      rm -rf "$VENV"
+      command -v apt-get >/dev/null || die "python3 -m venv failed and there is no apt-get to install python3-venv"
+      local sudo_cmd=""
+      [ "$(id -u)" = 0 ] || sudo_cmd=sudo
+      $sudo_cmd apt-get update -qq >&2 && $sudo_cmd apt-get install -y -qq python3-venv >&2
+      python3 -m venv "$VENV" >&2
+    fi
   fi
   if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('pylibseekdb') != '$VERSION' or m.version('pymysql') != '$PYMYSQL')" 2>/dev/null; then
     "$VENV/bin/pip" install -q "pylibseekdb==$VERSION" "pymysql==$PYMYSQL" >&2
