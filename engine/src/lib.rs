@@ -53,6 +53,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest keyword query, in characters.
 pub const MAX_KEYWORD_CHARS: usize = 1000;
+/// Most jobs one listing returns.
+pub const MAX_JOBS_LISTED: usize = 1_000;
 /// The image channel fetches `k * IMAGE_OVERSAMPLE` image points from the ANN index before keeping
 /// each product's best one, and fetches again with four times as many while fewer than `k`
 /// distinct products came back from a full answer (twice at most: up to `48 k` points).
@@ -492,6 +494,29 @@ impl Engine {
         }
         tx.commit().map_err(EngineError::sql("commit delete"))?;
         Ok(true)
+    }
+
+    /// Record an ingest job's status (JSON) under its id, replacing the last one.
+    pub fn put_job(&self, id: &str, created_at: u64, doc: &str) -> Result<()> {
+        self.conn()?
+            .exec_drop(
+                "INSERT INTO vitrine_jobs (id, created_at, doc) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE doc = VALUES(doc)",
+                (id, created_at, doc),
+            )
+            .map_err(EngineError::sql("put job"))
+    }
+
+    /// A job's status as recorded by the node that runs it.
+    pub fn job(&self, id: &str) -> Result<Option<String>> {
+        self.conn()?.exec_first("SELECT doc FROM vitrine_jobs WHERE id = ?", (id,)).map_err(EngineError::sql("job"))
+    }
+
+    /// The newest `limit` jobs' statuses, newest first.
+    pub fn jobs(&self, limit: usize) -> Result<Vec<String>> {
+        let limit = limit.min(MAX_JOBS_LISTED);
+        self.conn()?
+            .query(format!("SELECT doc FROM vitrine_jobs ORDER BY created_at DESC, id DESC LIMIT {limit}"))
+            .map_err(EngineError::sql("jobs"))
     }
 
     pub fn ids(&self) -> Result<Vec<String>> {

@@ -14,6 +14,9 @@
 //! | `image_vectors` | `(ord, slot)` | `vec VECTOR(dim)` under an HNSW cosine `VECTOR INDEX` (created by `set_model`) |
 //! | `text_vectors` | `ord` | `vec VECTOR(dim)`, likewise |
 //!
+//! Version 2 adds `vitrine_jobs` (`id`; `created_at`, `doc`: an ingest job's status as JSON, written
+//! by the node that runs it, read by every node).
+//!
 //! Filter columns hold a value only when it is at most [`vitrine_core::filters::MAX_FILTER_VALUE_BYTES`]
 //! bytes: a longer one can never equal a (validated) filter value, so it is stored as NULL.
 //!
@@ -90,6 +93,13 @@ pub const MIGRATIONS: &[&[&str]] = &[
             partitioning!()
         ),
     ],
+    // 2: ingest job status, so that any node answers for any job.
+    &["CREATE TABLE IF NOT EXISTS vitrine_jobs (
+            id VARCHAR(64) NOT NULL PRIMARY KEY,
+            created_at BIGINT UNSIGNED NOT NULL,
+            doc LONGTEXT NOT NULL,
+            KEY vitrine_jobs_created (created_at)
+        ) DEFAULT CHARSET = utf8mb4"],
 ];
 
 /// The schema version this build writes and reads.

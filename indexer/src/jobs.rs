@@ -97,6 +97,9 @@ pub struct Jobs {
     jobs: Mutex<BTreeMap<String, Job>>,
     tx: std::sync::mpsc::Sender<String>,
     rx: Mutex<Option<std::sync::mpsc::Receiver<String>>>,
+    /// On the engine backend, every saved status is also written there, so any node answers for
+    /// any job (its catalog, uploaded files and failure report stay with the node that runs it).
+    shared: Option<vitrine_engine::Engine>,
 }
 
 fn now() -> u64 {
@@ -106,6 +109,11 @@ fn now() -> u64 {
 impl Jobs {
     /// Load persisted jobs; queued or running ones are queued again.
     pub fn open(data: &Path) -> std::io::Result<Arc<Self>> {
+        Self::open_shared(data, None)
+    }
+
+    /// [`Jobs::open`], publishing each job's status to the engine too (`shared`).
+    pub fn open_shared(data: &Path, shared: Option<vitrine_engine::Engine>) -> std::io::Result<Arc<Self>> {
         let dir = data.join("jobs");
         std::fs::create_dir_all(&dir)?;
         // Uploads that a crash interrupted before they became jobs.
@@ -132,7 +140,7 @@ impl Jobs {
             }
             jobs.insert(job.id.clone(), job);
         }
-        let me = Arc::new(Jobs { dir, jobs: Mutex::new(jobs), tx, rx: Mutex::new(Some(rx)) });
+        let me = Arc::new(Jobs { dir, jobs: Mutex::new(jobs), tx, rx: Mutex::new(Some(rx)), shared });
         let queued: Vec<(u64, String)> =
             me.jobs.lock().values().filter(|j| j.state == JobState::Queued).map(|j| (j.created_at, j.id.clone())).collect();
         let mut queued = queued;
@@ -145,13 +153,27 @@ impl Jobs {
     }
 
     pub(crate) fn save(&self, id: &str) {
-        let bytes = self.jobs.lock().get(id).map(|job| serde_json::to_vec_pretty(job).expect("serializes"));
-        if let Some(bytes) = bytes {
+        let saved = self.jobs.lock().get(id).map(|job| (job.created_at, serde_json::to_vec_pretty(job).expect("serializes")));
+        if let Some((created_at, bytes)) = saved {
             let p = self.dir.join(format!("{id}.json"));
             if let Err(e) = atomic_write(&p, &bytes) {
                 tracing::warn!("saving job {id}: {e}");
             }
+            if let Some(engine) = &self.shared {
+                // The local file is the job's own record; the engine's copy is for other nodes,
+                // so a failure to publish is a warning and the next save retries.
+                let doc = String::from_utf8_lossy(&bytes);
+                if let Err(e) = engine.put_job(id, created_at, &doc) {
+                    tracing::warn!("publishing job {id} to the engine: {e}");
+                }
+            }
         }
+    }
+
+    /// A job another node runs, as it last published it.
+    fn shared_job(&self, id: &str) -> Option<Job> {
+        let doc = self.shared.as_ref()?.job(id).map_err(|e| tracing::warn!("reading job {id} from the engine: {e}")).ok()??;
+        serde_json::from_str(&doc).ok()
     }
 
     /// The queue of job ids, taken once by the worker.
@@ -213,12 +235,30 @@ impl Jobs {
         Ok(job)
     }
 
-    pub fn get(&self, id: &str) -> Option<Job> {
+    /// A job this node runs or ran: the only ones whose report files are here.
+    fn local(&self, id: &str) -> Option<Job> {
         self.jobs.lock().get(id).cloned()
     }
 
+    /// A job of this node, else (on the engine backend) one another node published.
+    pub fn get(&self, id: &str) -> Option<Job> {
+        let local = self.jobs.lock().get(id).cloned();
+        local.or_else(|| self.shared_job(id))
+    }
+
+    /// This node's jobs and, on the engine backend, the newest ones of every node; newest first.
     pub fn list(&self) -> Vec<Job> {
         let mut v: Vec<Job> = self.jobs.lock().values().cloned().collect();
+        if let Some(engine) = &self.shared {
+            match engine.jobs(vitrine_engine::MAX_JOBS_LISTED) {
+                Ok(docs) => {
+                    let mine: std::collections::HashSet<String> = v.iter().map(|j| j.id.clone()).collect();
+                    let others = docs.iter().filter_map(|d| serde_json::from_str::<Job>(d).ok());
+                    v.extend(others.filter(|j| !mine.contains(&j.id)).collect::<Vec<_>>());
+                }
+                Err(e) => tracing::warn!("listing jobs from the engine: {e}"),
+            }
+        }
         v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         v
     }
@@ -253,7 +293,7 @@ impl Jobs {
         limit: usize,
         severity: Option<Severity>,
     ) -> Option<std::io::Result<Option<ReportPage>>> {
-        let job = self.get(id)?;
+        let job = self.local(id)?;
         let mut page = ReportPage { job_id: job.id.clone(), total: 0, errors: 0, warnings: 0, offset, limit, items: vec![] };
         let Some(path) = job.report else { return Some(Ok(Some(page))) };
         let file = match std::fs::File::open(path) {
@@ -296,7 +336,7 @@ impl Jobs {
     /// The failure report of a job as JSONL (empty when there were no failures). `Ok(None)` when
     /// the job exists but its report was removed (only the newest reports are kept).
     pub fn failures(&self, id: &str) -> Option<std::io::Result<Option<Vec<u8>>>> {
-        let job = self.get(id)?;
+        let job = self.local(id)?;
         Some(match job.report {
             Some(p) => match std::fs::read(p) {
                 Ok(b) => Ok(Some(b)),

@@ -101,7 +101,7 @@ impl WriteService {
     pub fn start(config: WriteConfig, model: ModelSlot, on_generation: GenerationListener) -> Result<Arc<Self>> {
         // Creates the data directory (with its format version) or checks the one there.
         vitrine_migrations::open(&config.data).map_err(IndexError::from)?;
-        let jobs = Jobs::open(&config.data)
+        let jobs = Jobs::open_shared(&config.data, config.engine.clone())
             .map_err(|e| WriteError::Io { context: config.data.join("jobs").display().to_string(), source: e })?;
         let me = Arc::new(WriteService { config, model, writer: Mutex::new(None), jobs, on_generation });
         let queue = me.jobs.take_queue().expect("a new Jobs has its queue");

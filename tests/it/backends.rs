@@ -243,3 +243,39 @@ fn the_backend_setting_is_checked_masked_and_refused_where_it_cannot_work() {
     assert_eq!(v["settings"]["backend"]["value"], "oceanbase://app:***@127.0.0.1:9/shop", "{out}");
     assert!(!out.contains("hunter2"));
 }
+
+#[test]
+fn on_the_engine_any_node_answers_for_any_job_and_search() {
+    let Some(b) = backends("nodes").into_iter().find(|b| b.engine.is_some()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (a_data, b_data) = (dir.path().join("node-a"), dir.path().join("node-b"));
+    let mut a = Server::start(&a_data, &["--admin-key", KEY, "--backend", &b.flag], &[]);
+    let mut b_node = Server::start(&b_data, &["--admin-key", KEY, "--backend", &b.flag], &[]);
+    a.wait_ready();
+    b_node.wait_ready();
+    // A catalog job on node A (one good line, one broken) ...
+    let body = format!("{}\n{{broken\n", json!({"id": "job-1", "title": "Quokkaflux chair", "category": "chair"}));
+    let sent = a.call_raw("POST", "/v1/ingest", Some(("x-api-key", KEY.to_string())), Some(("application/x-ndjson", body)));
+    assert_eq!(sent.status, 202, "{}", String::from_utf8_lossy(&sent.bytes));
+    let job = sent.json()["job_id"].as_str().unwrap().to_string();
+    // ... is answered by node B, which never saw it, until it is done.
+    let mut seen = Value::Null;
+    for _ in 0..300 {
+        let r = b_node.call("GET", &format!("/v1/jobs/{job}"), Some(KEY), None);
+        if r.status == 200 {
+            seen = r.json();
+            if seen["state"] == "done" || seen["state"] == "failed" {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!((seen["id"].as_str(), seen["state"].as_str()), (Some(job.as_str()), Some("done")), "{seen}");
+    assert_eq!((seen["counts"]["ingested"].as_u64(), seen["counts"]["failed"].as_u64()), (Some(1), Some(1)), "{seen}");
+    let listed = b_node.call("GET", "/v1/jobs", Some(KEY), None).json();
+    assert!(listed.to_string().contains(&job), "node B lists node A's job: {listed}");
+    // The product node A wrote is searchable on node B at once.
+    assert_eq!(ids(&b_node.call("GET", "/v1/search?q=quokkaflux&k=3", None, None).json())[0], "job-1");
+    // Another node has no such job: still a 404.
+    assert_eq!(b_node.call("GET", "/v1/jobs/no-such-job", Some(KEY), None).status, 404);
+}

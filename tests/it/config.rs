@@ -185,7 +185,7 @@ fn a_key_of_another_command_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "all.toml", "data = \"shop\"\nbind = \"0.0.0.0:80\"\nfetch_retries = 1\nqueue = 3\n");
     let s = settings(&run(vitrine(dir.path()).args(["config", "rebuild", "--json", "--config"]).arg(&file)));
-    assert_eq!(s.as_object().unwrap().keys().collect::<Vec<_>>(), ["data"]);
+    assert_eq!(s.as_object().unwrap().keys().collect::<Vec<_>>(), ["backend", "data"]);
     assert_eq!(s["data"]["value"], "shop");
 }
 
