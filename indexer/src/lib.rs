@@ -388,12 +388,9 @@ impl Indexer {
     /// writers, since the engine's transactions, ordinals and versions are safe across nodes.
     pub fn open_engine(data: &Path, engine: Engine, embedder: Option<Arc<dyn Embedder>>, opts: IndexOptions) -> Result<Self> {
         let lock = take_lock(data, opts.lock_wait)?;
+        let place = engine.url().to_string();
         let products = ProductStore::Engine(engine);
-        let where_ = match &products {
-            ProductStore::Engine(e) => e.url().to_string(),
-            ProductStore::Embedded { .. } => unreachable!(),
-        };
-        let model = Self::agree_on_model(&products, embedder.as_deref(), &where_)?;
+        let model = Self::agree_on_model(&products, embedder.as_deref(), &place)?;
         Ok(Indexer::new(data, products, embedder, model, opts, lock))
     }
 

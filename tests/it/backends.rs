@@ -15,6 +15,7 @@ use mysql::prelude::Queryable;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use crate::service::ids;
 
 const KEY: &str = "test-admin-key";
 
@@ -65,19 +66,6 @@ fn backends(test: &str) -> Vec<Backend> {
         out.push(Backend { name: "engine", flag: format!("{base}{db}"), engine: Some((base, db)) });
     }
     out
-}
-
-fn summary(v: &Value) -> [u64; 5] {
-    ["ingested", "unchanged", "updated", "deleted", "failed"].map(|k| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}")))
-}
-
-fn ids(v: &Value) -> Vec<String> {
-    v["hits"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no hits in {v}"))
-        .iter()
-        .map(|h| h["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn demo_catalog(dir: &Path) -> std::path::PathBuf {

@@ -194,6 +194,12 @@ pub fn vitrine(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// The five counts of an ingest summary (`--json` of `vitrine index`, or a job's `counts`):
+/// ingested, unchanged, updated, deleted, failed.
+pub fn summary(v: &serde_json::Value) -> [u64; 5] {
+    ["ingested", "unchanged", "updated", "deleted", "failed"].map(|k| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}")))
+}
+
 /// Index a catalog with the tiny model and return the `--json` summary.
 pub fn index_json(catalog: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["index", catalog.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"];

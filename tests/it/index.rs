@@ -8,10 +8,6 @@ use vitrine_searcher::{SearchQuery, Searcher};
 
 use crate::common::*;
 
-fn summary(v: &serde_json::Value) -> [u64; 5] {
-    ["ingested", "unchanged", "updated", "deleted", "failed"].map(|k| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}")))
-}
-
 fn searchable_ids(data: &Path) -> Vec<String> {
     let s = Searcher::open(data, 64).unwrap();
     let g = s.snapshot().unwrap();
