@@ -126,9 +126,32 @@ pub(crate) fn read_version(conn: &mut impl Queryable) -> Result<u32> {
     }
 }
 
+/// Times a failed migration is run again (see [`migrate`]).
+const MIGRATE_RETRIES: u32 = 5;
+
 /// Brings the database to [`SCHEMA_VERSION`]: applies the missing steps in order, recording the
 /// version after each. A database at a newer version is refused and left untouched.
+///
+/// Nodes that start together on a new database migrate it together, and OceanBase DDL is not
+/// transactional: another session's `CREATE TABLE` may still be in flight when this one's
+/// `IF NOT EXISTS` returns (then the next statement finds no table, error 1146). Every step is
+/// idempotent, so a migration that fails on SQL is run again, at most [`MIGRATE_RETRIES`] times
+/// with a growing pause (3 s in all); other errors (a newer schema) are final at once.
 pub(crate) fn migrate(conn: &mut impl Queryable, database: &str) -> Result<u32> {
+    let mut attempt = 0;
+    loop {
+        match migrate_once(conn, database) {
+            Err(EngineError::Sql { what, source }) if attempt < MIGRATE_RETRIES => {
+                attempt += 1;
+                tracing::warn!(database, attempt, "engine migration ({what}) failed, retrying: {source}");
+                std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)));
+            }
+            done => return done,
+        }
+    }
+}
+
+fn migrate_once(conn: &mut impl Queryable, database: &str) -> Result<u32> {
     conn.query_drop(META_TABLE).map_err(EngineError::sql("create vitrine_meta"))?;
     let found = read_version(conn)?;
     if found > SCHEMA_VERSION {

@@ -182,6 +182,29 @@ fn connection_errors_name_the_server_but_never_the_password() {
 }
 
 #[test]
+fn nodes_starting_together_on_a_new_database_all_connect() {
+    let Some((base, url)) = fresh_url("together") else { return };
+    let start = std::sync::Barrier::new(4);
+    let results: Vec<Result<u32, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    Engine::connect(&url).and_then(|e| e.schema_version()).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    if let Ok(mut c) = raw(&base, None) {
+        let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{}`", url.database));
+    }
+    for r in results {
+        assert_eq!(r, Ok(schema::SCHEMA_VERSION), "every node migrates or finds the schema migrated");
+    }
+}
+
+#[test]
 fn migrating_twice_is_a_no_op_and_a_newer_schema_is_refused() {
     let Some(db) = fresh("migrate") else { return };
     let e = &db.engine;
