@@ -692,10 +692,13 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Reindex { json, .. } => {
             let s: IndexSettings = resolve(m, file)?.value;
             check_data_dir(&s.data.data)?;
-            embedded_only(&s.data.backend, "reindex")?;
             let embedder: Arc<dyn Embedder> = Arc::new(load_model(&s.model)?);
             let bar = progress::Bar::new("re-embedding");
-            let res = vitrine_indexer::reindex(&s.data.data, embedder, s.ingest.operator_options(), &bar)?;
+            let opts = s.ingest.operator_options();
+            let res = match s.data.backend.connect()? {
+                Some(engine) => vitrine_indexer::reindex_engine(&s.data.data, engine, embedder, opts, &bar)?,
+                None => vitrine_indexer::reindex(&s.data.data, embedder, opts, &bar)?,
+            };
             bar.finish();
             report(&res, json);
             Ok(ExitCode::SUCCESS)

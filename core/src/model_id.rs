@@ -32,16 +32,20 @@ impl ModelId {
 
     /// What to do when an index holds vectors of `self` and `given` was loaded: the one fix to
     /// name in every mismatch message (CLI, service, indexer). `data` is the data directory.
-    pub fn mismatch_fix(&self, given: &ModelId, data: &str) -> String {
+    ///
+    /// `place` is where the index is: a data directory, or an engine backend's URL (with its
+    /// password already masked), which the command names as `--backend`.
+    pub fn mismatch_fix(&self, given: &ModelId, place: &str) -> String {
+        let flag = if place.contains("://") { "--backend" } else { "--data" };
         if self.variant != given.variant && self.name == given.name {
             format!(
                 "the index holds {have} vectors: pass --variant {have} (or --variant auto, which follows the index), \
-                 or re-embed everything as {want} with `vitrine reindex --variant {want} --data {data}`",
+                 or re-embed everything as {want} with `vitrine reindex --variant {want} {flag} {place}`",
                 have = self.variant,
                 want = given.variant
             )
         } else {
-            format!("use the same model, or re-embed everything with `vitrine reindex --model DIR --data {data}`")
+            format!("use the same model, or re-embed everything with `vitrine reindex --model DIR {flag} {place}`")
         }
     }
 }
@@ -125,7 +129,9 @@ mod tests {
         let fix = id(Variant::Quantized).mismatch_fix(&id(Variant::Fp32), "data");
         assert!(fix.contains("--variant quantized") && fix.contains("reindex --variant fp32 --data data"), "{fix}");
         let other = ModelId { name: "other".into(), ..id(Variant::Fp32) };
-        assert!(other.mismatch_fix(&id(Variant::Fp32), "d").contains("reindex --model DIR"));
+        assert!(other.mismatch_fix(&id(Variant::Fp32), "d").contains("reindex --model DIR --data d"));
+        let url = "oceanbase://app:***@127.0.0.1:2881/shop";
+        assert!(other.mismatch_fix(&id(Variant::Fp32), url).ends_with(&format!("reindex --model DIR --backend {url}`")));
     }
 
     #[test]

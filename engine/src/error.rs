@@ -36,6 +36,24 @@ pub enum EngineError {
     #[error("engine: corrupt row: {message}")]
     Corrupt { message: String },
 
+    /// A write while a reindex holds the database's fence (`vitrine reindex`, [`crate::Reindex`]).
+    #[error(
+        "engine: a reindex of this database is running (started {started_s_ago} s ago): writes are refused until it \
+         switches over to the new model; retry after it"
+    )]
+    Reindexing { started_s_ago: u64 },
+
+    /// A write through a handle on a vector space that is no longer the live one.
+    #[error(
+        "engine: this database was reindexed with another model (live vector space {live}; this node writes space \
+         {mine}): restart this node with the new model (`--model`)"
+    )]
+    Reindexed { live: u32, mine: u32 },
+
+    /// A reindex whose fence went stale (no heartbeat for longer than the lease) or was taken.
+    #[error("engine: this reindex lost its fence (no heartbeat within the lease), so writes may have happened meanwhile: run it again")]
+    ReindexLost,
+
     /// A caller's input outside the bounds (keyword text too long, a non-finite vector, filters).
     #[error("engine: invalid input: {message}")]
     Invalid { message: String },
@@ -52,6 +70,11 @@ impl EngineError {
 
     pub(crate) fn corrupt(message: impl Into<String>) -> EngineError {
         EngineError::Corrupt { message: message.into() }
+    }
+
+    /// True when the write was refused because of a reindex (running, or done with another model).
+    pub fn is_reindex(&self) -> bool {
+        matches!(self, EngineError::Reindexing { .. } | EngineError::Reindexed { .. } | EngineError::ReindexLost)
     }
 
     /// True when the caller sent something wrong (bad URL, text, filter, vector length).

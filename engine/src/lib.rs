@@ -24,6 +24,7 @@
 
 mod backend;
 mod error;
+pub mod reindex;
 pub mod schema;
 mod url;
 
@@ -39,6 +40,8 @@ use vitrine_core::{Filters, ModelId};
 
 pub use backend::Backend;
 pub use error::EngineError;
+pub use reindex::Reindex;
+use schema::Space;
 pub use url::{is_identifier, EngineUrl, MAX_URL_BYTES};
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -65,10 +68,6 @@ const ER_BAD_DB_ERROR: u16 = 1049;
 /// MySQL's "duplicate key" error code.
 const ER_DUP_ENTRY: u16 = 1062;
 
-/// Every table with rows of one product (by `ord`); the vector tables, last, exist once a model
-/// is recorded.
-const ROW_TABLES: [&str; 4] = ["products", "product_attributes", "image_vectors", "text_vectors"];
-
 /// Which vector table a query searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VectorChannel {
@@ -76,20 +75,17 @@ pub enum VectorChannel {
     Text,
 }
 
-impl VectorChannel {
-    fn table(self) -> &'static str {
-        match self {
-            VectorChannel::Image => "image_vectors",
-            VectorChannel::Text => "text_vectors",
-        }
-    }
-}
-
-/// A handle on one Vitrine database in the engine.
+/// A handle on one Vitrine database in the engine, reading and writing one vector space: the
+/// live one when it connected. After a reindex switched to another space, the handle goes on
+/// answering from its own (kept until the next reindex) and its writes are refused
+/// ([`EngineError::Reindexed`]), so a node is restarted with the new model at its own pace.
 #[derive(Clone)]
 pub struct Engine {
     url: Arc<EngineUrl>,
     pool: Pool,
+    space: Arc<Space>,
+    /// The reindex this handle writes for (its fence token); None for every other handle.
+    fence: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -109,6 +105,17 @@ fn opts(url: &EngineUrl, database: Option<&str>) -> OptsBuilder {
         .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
         .read_timeout(Some(IO_TIMEOUT))
         .write_timeout(Some(IO_TIMEOUT))
+        // The engine rolls back any transaction of ours older than this: what lets a reindex know
+        // when writes that passed its fence check before it was set are over (reindex::drain).
+        .init(vec![format!("SET SESSION ob_trx_timeout = {}", reindex::WRITE_TRX_TIMEOUT.as_micros())])
+}
+
+/// A model dimension the vector tables can hold.
+fn check_dim(m: &ModelId) -> Result<()> {
+    if m.dim == 0 || m.dim > 16_000 {
+        return Err(EngineError::invalid(format!("model dimension {} is outside 1..=16000", m.dim)));
+    }
+    Ok(())
 }
 
 /// `[a,b,c]`: the engine's vector literal, bound as a string parameter.
@@ -260,7 +267,7 @@ fn best_per_product(hits: impl IntoIterator<Item = (u64, f64)>, k: usize) -> Vec
 
 /// One attempt at [`Engine::put`]'s transaction (`literals`: the image vectors' then the text
 /// vector's, validated; `vector_tables`: whether they exist).
-fn put_once(conn: &mut PooledConn, w: &ProductWrite, literals: &[String], vector_tables: bool) -> Result<()> {
+fn put_once(e: &Engine, conn: &mut PooledConn, w: &ProductWrite, literals: &[String], vector_tables: bool) -> Result<()> {
     let s = &w.stored;
     let p = &s.product;
     let doc = serde_json::to_string(s).expect("a product serializes");
@@ -269,6 +276,7 @@ fn put_once(conn: &mut PooledConn, w: &ProductWrite, literals: &[String], vector
         s.all_attributes().filter(|(k, v)| k.len() <= MAX_FILTER_VALUE_BYTES && v.len() <= MAX_FILTER_VALUE_BYTES).collect();
 
     let mut tx = conn.start_transaction(TxOpts::default()).map_err(EngineError::sql("begin put"))?;
+    e.check_writable(&mut tx)?;
     let owner: Option<Vec<u8>> =
         tx.exec_first("SELECT id FROM products WHERE ord = ? FOR UPDATE", (s.ord,)).map_err(EngineError::sql("put"))?;
     if owner.as_ref().is_some_and(|o| o != p.id.as_bytes()) {
@@ -277,9 +285,8 @@ fn put_once(conn: &mut PooledConn, w: &ProductWrite, literals: &[String], vector
     // The same id under another ord (an ord not from ordinal_for) is replaced wholesale.
     let old_ord: Option<u64> =
         tx.exec_first("SELECT ord FROM products WHERE id = ? FOR UPDATE", (p.id.as_bytes(),)).map_err(EngineError::sql("put"))?;
-    let tables = if vector_tables { &ROW_TABLES[..] } else { &ROW_TABLES[..2] };
     for ord in [Some(s.ord), old_ord].into_iter().flatten() {
-        for t in tables {
+        for t in e.row_tables(vector_tables) {
             tx.exec_drop(format!("DELETE FROM {t} WHERE ord = ?"), (ord,)).map_err(EngineError::sql("put: clear"))?;
         }
     }
@@ -320,11 +327,11 @@ fn put_once(conn: &mut PooledConn, w: &ProductWrite, literals: &[String], vector
             params.extend([Value::from(s.ord), Value::from(slot as u64), Value::from(lit.as_str())]);
         }
         let rows = vec!["(?, ?, ?)"; n_images].join(", ");
-        tx.exec_drop(format!("INSERT INTO image_vectors (ord, slot, vec) VALUES {rows}"), params)
+        tx.exec_drop(format!("INSERT INTO {} (ord, slot, vec) VALUES {rows}", e.space.image), params)
             .map_err(EngineError::sql("put: image vectors"))?;
     }
     if let Some(lit) = literals.get(n_images) {
-        tx.exec_drop("INSERT INTO text_vectors (ord, vec) VALUES (?, ?)", (s.ord, lit.as_str()))
+        tx.exec_drop(format!("INSERT INTO {} (ord, vec) VALUES (?, ?)", e.space.text), (s.ord, lit.as_str()))
             .map_err(EngineError::sql("put: text vector"))?;
     }
     tx.commit().map_err(EngineError::sql("commit put"))
@@ -352,9 +359,10 @@ impl Engine {
         // No COM_RESET_CONNECTION between uses: the engine keeps no session state of ours.
         let pool_opts = PoolOpts::default().with_constraints(constraints).with_reset_connection(false);
         let pool = Pool::new(opts(url, Some(&url.database)).pool_opts(pool_opts)).map_err(connect_err)?;
-        let engine = Engine { url: Arc::new(url.clone()), pool };
+        let mut engine = Engine { url: Arc::new(url.clone()), pool, space: Arc::new(Space::new(0)), fence: None };
         let mut conn = engine.conn()?;
         schema::migrate(&mut conn, &url.database)?;
+        engine.space = Arc::new(Space::new(schema::live_space(&mut conn)?));
         Ok(engine)
     }
 
@@ -366,10 +374,42 @@ impl Engine {
         self.pool.try_get_conn(POOL_WAIT).map_err(|e| EngineError::Connect { url: self.url.to_string(), message: e.to_string() })
     }
 
+    /// The vector space this handle reads and writes.
+    pub fn space(&self) -> u32 {
+        self.space.n
+    }
+
+    /// Every table with rows of one product (by `ord`) in this handle's view; the vector tables,
+    /// last, exist once a model is recorded.
+    fn row_tables(&self, vector_tables: bool) -> Vec<&str> {
+        let mut t = vec!["products", "product_attributes"];
+        if vector_tables {
+            t.extend([self.space.image.as_str(), self.space.text.as_str()]);
+        }
+        t
+    }
+
+    /// Refuses a write (inside its transaction) while a reindex holds the fence, and once the
+    /// database switched to another vector space than this handle's; a reindex's own writer is
+    /// refused once its fence is gone. The check runs in the write's transaction, which the
+    /// engine rolls back after [`reindex::WRITE_TRX_TIMEOUT`]: a reindex that waited that long
+    /// after taking the fence sees every write that passed this check.
+    fn check_writable(&self, tx: &mut impl Queryable) -> Result<()> {
+        let (fence, live) = reindex::write_state(tx)?;
+        match (&self.fence, fence) {
+            (Some(mine), Some(f)) if **mine == *f.token => Ok(()),
+            (Some(_), _) => Err(EngineError::ReindexLost),
+            (None, Some(f)) => Err(EngineError::Reindexing { started_s_ago: f.started_s_ago }),
+            (None, None) if live == self.space.n => Ok(()),
+            (None, None) => Err(EngineError::Reindexed { live, mine: self.space.n }),
+        }
+    }
+
     pub fn schema_version(&self) -> Result<u32> {
         schema::read_version(&mut self.conn()?)
     }
 
+    /// The model of the live vector space.
     pub fn model(&self) -> Result<Option<ModelId>> {
         match schema::read_meta(&mut self.conn()?, "model")? {
             None => Ok(None),
@@ -377,44 +417,42 @@ impl Engine {
         }
     }
 
-    /// The dimension of the vector tables (None before the first `set_model`).
+    /// The dimension of this handle's vector tables (None before its model is recorded).
     fn vector_dim(&self, conn: &mut impl Queryable) -> Result<Option<usize>> {
-        match schema::read_meta(conn, "vector_dim")? {
-            None => Ok(None),
-            Some(d) => d.parse().map(Some).map_err(|_| EngineError::corrupt(format!("vitrine_meta.vector_dim is {d:?}"))),
-        }
+        schema::space_dim(conn, &self.space)
     }
 
-    /// Records the model and creates the vector tables for its dimension when absent. A model of
-    /// another dimension is refused while vectors are stored; over empty vector tables it
-    /// replaces them.
+    /// Records the model of a database's first vector space and creates its tables when absent.
+    /// A model of another dimension is refused while vectors are stored; over empty vector tables
+    /// it replaces them. Another model for a database with vectors is `vitrine reindex`'s
+    /// ([`Engine::begin_reindex`]).
     pub fn set_model(&self, m: &ModelId) -> Result<()> {
-        if m.dim == 0 || m.dim > 16_000 {
-            return Err(EngineError::invalid(format!("model dimension {} is outside 1..=16000", m.dim)));
-        }
+        check_dim(m)?;
         let mut conn = self.conn()?;
         if let Some(dim) = self.vector_dim(&mut conn)? {
             if dim != m.dim {
+                let Space { image, text, .. } = &*self.space;
                 let stored: u64 = conn
-                    .query_first("SELECT (SELECT COUNT(*) FROM image_vectors) + (SELECT COUNT(*) FROM text_vectors)")
+                    .query_first(format!("SELECT (SELECT COUNT(*) FROM {image}) + (SELECT COUNT(*) FROM {text})"))
                     .map_err(EngineError::sql("count vectors"))?
                     .unwrap_or(0);
                 if stored > 0 {
                     return Err(EngineError::Dimension {
                         message: format!(
-                            "the database holds {stored} vectors of dimension {dim}; model {} has dimension {}: re-embed into a new database",
+                            "the database holds {stored} vectors of dimension {dim}; model {} has dimension {}: `vitrine reindex` re-embeds them",
                             m.name, m.dim
                         ),
                     });
                 }
-                for t in ["image_vectors", "text_vectors"] {
+                for t in [image, text] {
                     conn.query_drop(format!("DROP TABLE IF EXISTS {t}")).map_err(EngineError::sql("drop vector table"))?;
                 }
             }
         }
-        for sql in schema::vector_tables(m.dim) {
+        for sql in self.space.create_tables(m.dim) {
             conn.query_drop(sql).map_err(EngineError::sql("create vector table"))?;
         }
+        schema::write_meta(&mut conn, &self.space.dim_key(), &m.dim.to_string())?;
         schema::write_meta(&mut conn, "vector_dim", &m.dim.to_string())?;
         let json = serde_json::to_string(m).expect("a model id serializes");
         schema::write_meta(&mut conn, "model", &json)
@@ -424,11 +462,24 @@ impl Engine {
         self.vector_dim(conn)?.ok_or(EngineError::NoModel)
     }
 
+    /// The product `id`. A reindex's writer sees only the products it has written into its new
+    /// vector space, so ingest re-embeds each of them exactly once.
     pub fn get(&self, id: &str) -> Result<Option<StoredProduct>> {
-        let doc: Option<String> = self
-            .conn()?
-            .exec_first("SELECT doc FROM products WHERE id = ?", (id.as_bytes(),))
-            .map_err(EngineError::sql("get"))?;
+        let mut conn = self.conn()?;
+        let doc: Option<String> = match self.fence {
+            None => conn.exec_first("SELECT doc FROM products WHERE id = ?", (id.as_bytes(),)),
+            Some(_) => {
+                let Space { image, text, .. } = &*self.space;
+                conn.exec_first(
+                    format!(
+                        "SELECT p.doc FROM products p WHERE p.id = ?
+                         AND (p.ord IN (SELECT ord FROM {image}) OR p.ord IN (SELECT ord FROM {text}))"
+                    ),
+                    (id.as_bytes(),),
+                )
+            }
+        }
+        .map_err(EngineError::sql("get"))?;
         doc.map(|d| decode_doc(&d)).transpose()
     }
 
@@ -468,7 +519,7 @@ impl Engine {
         // row, which serializes the two.
         let mut attempt = 0;
         loop {
-            match put_once(&mut conn, w, &literals, tables_dim.is_some()) {
+            match put_once(self, &mut conn, w, &literals, tables_dim.is_some()) {
                 Err(EngineError::Sql { source: mysql::Error::MySqlError(e), .. }) if e.code == ER_DUP_ENTRY && attempt < 3 => {
                     attempt += 1;
                 }
@@ -488,8 +539,9 @@ impl Engine {
             tx.rollback().map_err(EngineError::sql("delete"))?;
             return Ok(false);
         };
-        let tables = if self.vector_dim(&mut tx)?.is_some() { &ROW_TABLES[..] } else { &ROW_TABLES[..2] };
-        for t in tables {
+        self.check_writable(&mut tx)?;
+        let has_vectors = self.vector_dim(&mut tx)?.is_some();
+        for t in self.row_tables(has_vectors) {
             tx.exec_drop(format!("DELETE FROM {t} WHERE ord = ?"), (ord,)).map_err(EngineError::sql("delete"))?;
         }
         tx.commit().map_err(EngineError::sql("commit delete"))?;
@@ -568,7 +620,10 @@ impl Engine {
         }
         let rows: Vec<Vec<u8>> = conn
             .exec(
-                "SELECT v.vec FROM image_vectors v JOIN products p ON p.ord = v.ord WHERE p.id = ? ORDER BY v.slot",
+                format!(
+                    "SELECT v.vec FROM {} v JOIN products p ON p.ord = v.ord WHERE p.id = ? ORDER BY v.slot",
+                    self.space.image
+                ),
                 (id.as_bytes(),),
             )
             .map_err(EngineError::sql("image vectors"))?;
@@ -581,7 +636,10 @@ impl Engine {
             return Ok(None);
         }
         let row: Option<Vec<u8>> = conn
-            .exec_first("SELECT v.vec FROM text_vectors v JOIN products p ON p.ord = v.ord WHERE p.id = ?", (id.as_bytes(),))
+            .exec_first(
+                format!("SELECT v.vec FROM {} v JOIN products p ON p.ord = v.ord WHERE p.id = ?", self.space.text),
+                (id.as_bytes(),),
+            )
             .map_err(EngineError::sql("text vector"))?;
         row.map(|b| parse_vector(&b)).transpose()
     }
@@ -631,7 +689,10 @@ impl Engine {
         let lit = vector_literal(v)?;
         let mut fparams = vec![];
         let clauses = filter_clauses(f, exclude, &mut fparams)?;
-        let table = ch.table();
+        let table = match ch {
+            VectorChannel::Image => &self.space.image,
+            VectorChannel::Text => &self.space.text,
+        };
         // The filter is a subquery on products, never a join: with `JOIN products p … WHERE
         // <filter on p>`, seekdb 1.4's APPROXIMATE plan (vector index scan with pre-filter under
         // a merge join) returned rows failing the filter. Without filters every vector row is

@@ -1,5 +1,5 @@
 //! The engine's schema: an ordered list of migration steps, applied in one place ([`migrate`]),
-//! and the model-dependent vector tables ([`vector_tables`]).
+//! and the model-dependent vector tables of each vector space ([`Space`]).
 //!
 //! # Persisted: changing any table needs a new step at the end of [`MIGRATIONS`]
 //!
@@ -16,6 +16,17 @@
 //!
 //! Version 2 adds `vitrine_jobs` (`id`; `created_at`, `doc`: an ingest job's status as JSON, written
 //! by the node that runs it, read by every node).
+//!
+//! Version 3 adds vector spaces and the reindex fence (see [`crate::reindex`]):
+//! - a *vector space* is one model's pair of vector tables. Space 0 is `image_vectors` /
+//!   `text_vectors` (so databases from versions 1 and 2 are space 0 unchanged); space `n > 0` is
+//!   `image_vectors_n` / `text_vectors_n`. `vitrine_meta` keys: `vectors` (the live space; absent
+//!   means 0), `vector_dim.N` (space N's dimension; for space 0 of an older database, `vector_dim`).
+//!   `model` and `vector_dim` always describe the live space.
+//! - `vitrine_reindex`, one row named `fence`: `token` (empty when no reindex holds it), `space`
+//!   (the space being filled), `model` (its model, JSON), `started` and `heartbeat` (engine time,
+//!   `UNIX_TIMESTAMP()`, of the start and of the holder's last renewal). A fence whose heartbeat
+//!   is older than [`crate::reindex::LEASE`] is dead and ignored.
 //!
 //! Filter columns hold a value only when it is at most [`vitrine_core::filters::MAX_FILTER_VALUE_BYTES`]
 //! bytes: a longer one can never equal a (validated) filter value, so it is stored as NULL.
@@ -100,6 +111,18 @@ pub const MIGRATIONS: &[&[&str]] = &[
             doc LONGTEXT NOT NULL,
             KEY vitrine_jobs_created (created_at)
         ) DEFAULT CHARSET = utf8mb4"],
+    // 3: the reindex fence (vector spaces need no table: space 0 is the tables of versions 1-2).
+    &[
+        "CREATE TABLE IF NOT EXISTS vitrine_reindex (
+            name VARCHAR(16) NOT NULL PRIMARY KEY,
+            token VARCHAR(64) NOT NULL,
+            space INT UNSIGNED NOT NULL,
+            model LONGTEXT NULL,
+            started BIGINT NOT NULL,
+            heartbeat BIGINT NOT NULL
+        ) DEFAULT CHARSET = utf8mb4",
+        "INSERT IGNORE INTO vitrine_reindex (name, token, space, model, started, heartbeat) VALUES ('fence', '', 0, NULL, 0, 0)",
+    ],
 ];
 
 /// The schema version this build writes and reads.
@@ -117,6 +140,17 @@ pub(crate) fn read_meta(conn: &mut impl Queryable, key: &str) -> Result<Option<S
 pub(crate) fn write_meta(conn: &mut impl Queryable, key: &str, value: &str) -> Result<()> {
     conn.exec_drop("INSERT INTO vitrine_meta (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)", (key, value))
         .map_err(EngineError::sql("write vitrine_meta"))
+}
+
+/// Records that the schema is at `version` at least: never lowers it, because nodes migrating
+/// together finish their steps in any order (one that ran step 2 last must not undo another's 3).
+fn write_version(conn: &mut impl Queryable, version: u32) -> Result<()> {
+    conn.exec_drop(
+        "INSERT INTO vitrine_meta (k, v) VALUES ('schema_version', ?)
+         ON DUPLICATE KEY UPDATE v = IF(CAST(v AS UNSIGNED) < CAST(VALUES(v) AS UNSIGNED), VALUES(v), v)",
+        (version.to_string(),),
+    )
+    .map_err(EngineError::sql("write the schema version"))
 }
 
 pub(crate) fn read_version(conn: &mut impl Queryable) -> Result<u32> {
@@ -161,31 +195,103 @@ fn migrate_once(conn: &mut impl Queryable, database: &str) -> Result<u32> {
         for sql in *step {
             conn.query_drop(sql).map_err(EngineError::sql("migrate"))?;
         }
-        write_meta(conn, "schema_version", &(i + 1).to_string())?;
+        write_version(conn, i as u32 + 1)?;
         tracing::info!(database, version = i + 1, "engine schema migrated");
     }
     Ok(SCHEMA_VERSION)
 }
 
-/// The vector tables for `dim`-dimensional vectors, each with an HNSW cosine index. Created by
-/// `set_model`, because the dimension is the model's.
-pub(crate) fn vector_tables(dim: usize) -> [String; 2] {
-    [
-        format!(
-            "CREATE TABLE IF NOT EXISTS image_vectors (
+/// One model's vector tables (see "Version 3" above): space 0 is the tables of versions 1 and 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Space {
+    pub n: u32,
+    pub image: String,
+    pub text: String,
+}
+
+impl Space {
+    pub fn new(n: u32) -> Space {
+        if n == 0 {
+            Space { n, image: "image_vectors".into(), text: "text_vectors".into() }
+        } else {
+            Space { n, image: format!("image_vectors_{n}"), text: format!("text_vectors_{n}") }
+        }
+    }
+
+    /// The space a vector table belongs to, from its name; None for any other table.
+    pub fn of_table(name: &str) -> Option<u32> {
+        let rest = name.strip_prefix("image_vectors").or_else(|| name.strip_prefix("text_vectors"))?;
+        match rest {
+            "" => Some(0),
+            r => r.strip_prefix('_').filter(|d| !d.starts_with('0')).and_then(|d| d.parse().ok()),
+        }
+    }
+
+    /// The `vitrine_meta` key of this space's dimension.
+    pub(crate) fn dim_key(&self) -> String {
+        format!("vector_dim.{}", self.n)
+    }
+
+    /// The space's tables for `dim`-dimensional vectors, each with an HNSW cosine index.
+    pub(crate) fn create_tables(&self, dim: usize) -> [String; 2] {
+        let Space { image, text, .. } = self;
+        [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {image} (
                 ord BIGINT UNSIGNED NOT NULL,
                 slot SMALLINT UNSIGNED NOT NULL,
                 vec VECTOR({dim}) NOT NULL,
                 PRIMARY KEY (ord, slot),
-                VECTOR INDEX image_vectors_hnsw (vec) WITH (DISTANCE = cosine, TYPE = hnsw, LIB = vsag)
+                VECTOR INDEX {image}_hnsw (vec) WITH (DISTANCE = cosine, TYPE = hnsw, LIB = vsag)
             ) {PARTITIONING}"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS text_vectors (
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {text} (
                 ord BIGINT UNSIGNED NOT NULL PRIMARY KEY,
                 vec VECTOR({dim}) NOT NULL,
-                VECTOR INDEX text_vectors_hnsw (vec) WITH (DISTANCE = cosine, TYPE = hnsw, LIB = vsag)
+                VECTOR INDEX {text}_hnsw (vec) WITH (DISTANCE = cosine, TYPE = hnsw, LIB = vsag)
             ) {PARTITIONING}"
-        ),
-    ]
+            ),
+        ]
+    }
+}
+
+/// The live vector space (`vitrine_meta.vectors`; 0 when absent).
+pub(crate) fn live_space(conn: &mut impl Queryable) -> Result<u32> {
+    match read_meta(conn, "vectors")? {
+        None => Ok(0),
+        Some(v) => v.trim().parse().map_err(|_| EngineError::corrupt(format!("vitrine_meta.vectors is {v:?}"))),
+    }
+}
+
+/// Space `s`'s dimension (None before its model is recorded).
+pub(crate) fn space_dim(conn: &mut impl Queryable, s: &Space) -> Result<Option<usize>> {
+    let v = match read_meta(conn, &s.dim_key())? {
+        Some(v) => Some(v),
+        // Space 0 of a database from before version 3 has only the live key.
+        None if s.n == 0 => read_meta(conn, "vector_dim")?,
+        None => None,
+    };
+    match v {
+        None => Ok(None),
+        Some(d) => d.trim().parse().map(Some).map_err(|_| EngineError::corrupt(format!("vitrine_meta vector dimension {d:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_tables_and_names_round_trip() {
+        for n in [0, 1, 7, 1234] {
+            let s = Space::new(n);
+            assert_eq!(Space::of_table(&s.image), Some(n));
+            assert_eq!(Space::of_table(&s.text), Some(n));
+        }
+        assert_eq!(Space::new(0).image, "image_vectors", "space 0 is the tables of schema versions 1 and 2");
+        for other in ["products", "image_vectors_", "image_vectors_01", "image_vectors_x", "text_vectorsx", "vitrine_meta"] {
+            assert_eq!(Space::of_table(other), None, "{other}");
+        }
+    }
 }

@@ -634,3 +634,79 @@ fn concurrent_puts_of_one_product_leave_one_whole_version() {
     assert_eq!(e.product_count().unwrap(), 1);
     assert_eq!(e.count_matching(&Filters::default(), None).unwrap(), 1);
 }
+
+/// The first vector channel hit of `q` in `ch`.
+fn top(e: &Engine, ch: VectorChannel, q: &[f32]) -> u64 {
+    e.vector_channel(ch, q, &Filters::default(), None, 1, false).unwrap()[0].0
+}
+
+#[test]
+fn a_reindex_fences_writers_fills_a_new_space_and_switches_in_one_step() {
+    let Some(db) = fresh("reindex") else { return };
+    let (old, e) = (model(8), &db.engine);
+    e.set_model(&old).unwrap();
+    let ws = catalog(e, 20, 8, 11);
+    load(e, &ws);
+    let q = ws[5].image_vectors[0].clone();
+    assert_eq!(top(e, VectorChannel::Image, &q), ws[5].stored.ord);
+
+    let new = ModelId { name: "bigger".into(), ..model(12) };
+    let r = e.begin_reindex(&new).unwrap();
+    assert_eq!((e.space(), r.target()), (0, 1));
+    // Fenced: every other writer is refused, a second reindex too; reads go on, old model.
+    match e.put(&ws[0]) {
+        Err(EngineError::Reindexing { started_s_ago }) => assert!(started_s_ago >= 10, "{started_s_ago}"),
+        other => panic!("a write during a reindex: {other:?}"),
+    }
+    assert!(matches!(e.delete("p0001"), Err(EngineError::Reindexing { .. })));
+    assert!(matches!(e.begin_reindex(&new), Err(EngineError::Reindexing { .. })));
+    assert_eq!(top(e, VectorChannel::Image, &q), ws[5].stored.ord, "the live space still answers");
+    assert_eq!(e.get("p0003").unwrap().unwrap().product.id, "p0003");
+
+    // The writer sees only what it has written into the new space.
+    let w = r.writer();
+    assert!(w.get("p0003").unwrap().is_none());
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut restated = vec![];
+    for old_w in &ws {
+        let mut nw = write(&old_w.stored.product.id, old_w.stored.ord, vec![unit(&mut rng, 12)], Some(unit(&mut rng, 12)));
+        nw.stored.product = old_w.stored.product.clone();
+        nw.stored.auto.tagged_with = "new-model-tags".into();
+        w.put(&nw).unwrap();
+        restated.push(nw);
+    }
+    assert_eq!(w.get("p0003").unwrap().unwrap().auto.tagged_with, "new-model-tags");
+    assert_eq!(e.model().unwrap().unwrap(), old, "nothing switched before commit");
+    r.commit().unwrap();
+
+    // After the switch: the old handle still answers from the old space, its writes are refused.
+    assert_eq!(top(e, VectorChannel::Image, &q), ws[5].stored.ord);
+    assert!(matches!(e.put(&ws[0]), Err(EngineError::Reindexed { live: 1, mine: 0 })));
+    // A node that connects now opens the new space with the new model, and writes again.
+    let fresh_node = Engine::connect(e.url()).unwrap();
+    assert_eq!((fresh_node.space(), fresh_node.model().unwrap().unwrap()), (1, new.clone()));
+    let nq = restated[7].text_vector.clone().unwrap();
+    assert_eq!(top(&fresh_node, VectorChannel::Text, &nq), restated[7].stored.ord);
+    assert!(matches!(
+        fresh_node.vector_channel(VectorChannel::Text, &q, &Filters::default(), None, 1, false),
+        Err(EngineError::Dimension { .. })
+    ));
+    fresh_node.put(&restated[0]).unwrap();
+    assert!(fresh_node.delete("p0019").unwrap());
+    assert_eq!(fresh_node.product_count().unwrap(), 19);
+
+    // A reindex that is dropped releases the fence at once; one whose fence was taken from it
+    // (lapsed) neither writes nor switches. The next reindex drops the spaces but the live one.
+    drop(fresh_node.begin_reindex(&old).unwrap());
+    fresh_node.put(&restated[1]).unwrap();
+    let r = fresh_node.begin_reindex(&old).unwrap();
+    let mut c = raw(&db.base, Some(&e.url().database)).unwrap();
+    c.query_drop("UPDATE vitrine_reindex SET heartbeat = 0").unwrap();
+    assert!(matches!(fresh_node.put(&restated[1]), Ok(())), "a lapsed fence no longer holds writers back");
+    assert!(matches!(r.writer().put(&ws[1]), Err(EngineError::ReindexLost)));
+    assert!(matches!(r.commit(), Err(EngineError::ReindexLost)));
+    let tables: Vec<String> = c.query("SHOW TABLES").unwrap();
+    let spaces: HashSet<u32> = tables.iter().filter_map(|t| schema::Space::of_table(t)).collect();
+    assert_eq!(spaces, HashSet::from([1, 2]), "space 0 dropped by the third reindex; its own space 2 left: {tables:?}");
+    assert_eq!(Engine::connect(e.url()).unwrap().space(), 1);
+}

@@ -79,6 +79,10 @@ pub enum IndexError {
          (a running `vitrine serve` takes catalogs with POST /v1/ingest)"
     )]
     Busy { data: String, holder: String, waited: Duration },
+    /// A write refused because of a reindex of the engine database: one is running, or one
+    /// switched to another model than this writer's (the service maps this to 409, like `Busy`).
+    #[error("{0}")]
+    Reindex(String),
     #[error(transparent)]
     Migration(#[from] vitrine_migrations::MigrationError),
     #[error(transparent)]
@@ -94,7 +98,11 @@ pub type Result<T, E = IndexError> = std::result::Result<T, E>;
 
 impl From<vitrine_engine::EngineError> for IndexError {
     fn from(e: vitrine_engine::EngineError) -> Self {
-        IndexError::Core(e.into())
+        if e.is_reindex() {
+            IndexError::Reindex(e.to_string())
+        } else {
+            IndexError::Core(e.into())
+        }
     }
 }
 
@@ -1032,6 +1040,48 @@ pub fn reindex(data: &Path, embedder: Arc<dyn Embedder>, opts: IndexOptions, pro
     // are only kept for readers, which never open a store.
     let old_dir = data.join(&old_name);
     std::fs::remove_dir_all(&old_dir).map_err(|e| CoreError::io(old_dir.display().to_string(), e))?;
+    Ok(res)
+}
+
+/// Re-embed every product of an engine database with a new model, then switch over in one
+/// transaction (see `vitrine_engine::reindex` for the protocol). While it runs, writes from every
+/// node are refused and searches go on with the old model's vectors; nodes opened afterwards use
+/// the new ones. Images come from the (shared) media store under `data`.
+pub fn reindex_engine(
+    data: &Path,
+    engine: Engine,
+    embedder: Arc<dyn Embedder>,
+    opts: IndexOptions,
+    progress: &dyn Progress,
+) -> Result<IngestResult> {
+    /// Products read and re-embedded per page (the catalog is never held whole).
+    const PAGE: usize = 1_000;
+    let lock = take_lock(data, opts.lock_wait)?;
+    if engine.model()?.is_none() {
+        return Err(IndexError::Invalid(format!("{} has no index to reindex", engine.url())));
+    }
+    let total = engine.product_count()?;
+    let reindex = engine.begin_reindex(embedder.model_id())?;
+    let model = embedder.model_id().clone();
+    let ix = Indexer::new(data, ProductStore::Engine(reindex.writer().clone()), Some(embedder), model, opts, lock);
+    let mut res = IngestResult::default();
+    progress.start(total);
+    let mut processed = 0;
+    loop {
+        // By ord: the reindex is the only writer now, and it keeps every product's ord.
+        let (prior, _) = engine.list_products(None, processed as usize, PAGE)?;
+        let records: Vec<Record> = prior
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Record { line: processed as usize + i + 1, product: p.product.clone() })
+            .collect();
+        processed = ix.run_chunks(&records, Some(&prior), &mut res, processed, progress, false)?;
+        if prior.len() < PAGE {
+            break;
+        }
+    }
+    reindex.commit()?;
+    res.report = ix.write_report(&res.failures)?;
     Ok(res)
 }
 

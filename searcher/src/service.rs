@@ -224,9 +224,9 @@ pub enum QueryError {
     NotReady,
     #[error(
         "the index was built with model {} ({}, {} dims) but the service loaded {} ({}, {} dims): {}",
-        have.name, have.variant, have.dim, want.name, want.variant, want.dim, have.mismatch_fix(want, "DATA")
+        have.name, have.variant, have.dim, want.name, want.variant, want.dim, have.mismatch_fix(want, place)
     )]
-    ModelMismatch { have: Box<ModelId>, want: Box<ModelId> },
+    ModelMismatch { have: Box<ModelId>, want: Box<ModelId>, place: String },
     #[error("the model is already set")]
     ModelAlreadySet,
 }
@@ -485,15 +485,18 @@ impl QueryService {
     /// Install the loaded, warmed model; refuses one the live index was not built with.
     pub fn set_model(&self, embedder: Arc<dyn Embedder>) -> Result<(), QueryError> {
         // What the backend was built with: the live generation's manifest, or the engine's record.
-        let indexed = match self.searcher.engine() {
-            Some(_) => self.searcher.indexed_model()?,
+        let (indexed, place) = match self.searcher.engine() {
+            Some(e) => (self.searcher.indexed_model()?, e.url().to_string()),
             None => {
-                vitrine_store::generation::current(self.searcher.data_dir()).map_err(SearchError::from)?.map(|(_, m)| m.model)
+                let data = self.searcher.data_dir();
+                let live = vitrine_store::generation::current(data).map_err(SearchError::from)?;
+                (live.map(|(_, m)| m.model), data.display().to_string())
             }
         };
         if let Some(have) = indexed {
             if !have.same_model(embedder.model_id()) {
-                return Err(QueryError::ModelMismatch { have: Box::new(have), want: Box::new(embedder.model_id().clone()) });
+                let want = Box::new(embedder.model_id().clone());
+                return Err(QueryError::ModelMismatch { have: Box::new(have), want, place });
             }
         }
         self.model.set(embedder).map_err(|_| QueryError::ModelAlreadySet)

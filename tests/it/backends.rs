@@ -210,7 +210,7 @@ fn the_backend_setting_is_checked_masked_and_refused_where_it_cannot_work() {
     // Commands that only the embedded backend has refuse the engine before connecting to it
     // (nothing listens on port 9: a connection attempt would fail differently).
     let engine = "oceanbase://app:hunter2@127.0.0.1:9/shop";
-    for cmd in [vec!["rebuild"], vec!["demo", "--no-serve"], vec!["reindex"]] {
+    for cmd in [vec!["rebuild"], vec!["demo", "--no-serve"]] {
         let mut args = cmd.clone();
         args.extend(["--data", data, "--backend", engine]);
         let (ok, _, err) = vitrine(&args);
@@ -266,4 +266,75 @@ fn on_the_engine_any_node_answers_for_any_job_and_search() {
     assert_eq!(ids(&b_node.call("GET", "/v1/search?q=quokkaflux&k=3", None, None).json())[0], "job-1");
     // Another node has no such job: still a 404.
     assert_eq!(b_node.call("GET", "/v1/jobs/no-such-job", Some(KEY), None).status, 404);
+}
+
+/// `vitrine reindex --backend`: while it runs, every node goes on searching with the old model
+/// and refuses writes (409); afterwards a node on the old model still answers but cannot write,
+/// a new writer with the old model is refused, and a node on the new model serves and writes.
+#[test]
+fn a_reindex_on_the_engine_fences_writes_and_switches_every_new_node_over() {
+    let Some(b) = backends("reindex").into_iter().find(|b| b.engine.is_some()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cat = demo_catalog(dir.path());
+    let n = demo_products().len() as u64;
+    let data = dir.path().join("data");
+    assert_eq!(summary(&index_json(&cat, &data, &["--backend", &b.flag])), [n, 0, 0, 0, 0]);
+    let mut old_node = Server::start(&dir.path().join("node-old"), &["--admin-key", KEY, "--backend", &b.flag], &[]);
+    old_node.wait_ready();
+    // Each write differs (an unchanged product is not written again).
+    let writes = AtomicU32::new(0);
+    let put = |s: &Server, id: &str| {
+        let title = format!("Zorblax lamp {}", writes.fetch_add(1, Ordering::Relaxed));
+        s.call("PUT", &format!("/v1/products/{id}"), Some(KEY), Some(&json!({ "title": title })))
+    };
+    assert_eq!(put(&old_node, "before").status, 200);
+
+    let other = other_tiny_model(dir.path());
+    let reindex = std::process::Command::new(vitrine_bin())
+        .args(["reindex", "--data", data.to_str().unwrap(), "--device", "cpu", "--json", "--backend", &b.flag, "--model"])
+        .arg(&other)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Fenced: writes on the running node are refused with the reason, searches still answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut during_got_in = false;
+    let refused = loop {
+        let a = put(&old_node, "during");
+        if a.status == 409 {
+            break a.json();
+        }
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.bytes));
+        during_got_in = true;
+        assert!(std::time::Instant::now() < deadline, "the reindex never fenced writes");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(refused.to_string().contains("reindex"), "{refused}");
+    assert_eq!(ids(&old_node.call("GET", "/v1/search?q=galaxies&k=3", None, None).json())[0], "sku-014");
+    let out = reindex.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let res: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let products = n + 1 + u64::from(during_got_in); // the catalog, "before", and "during" if it got in first
+    assert_eq!(summary(&res)[0], products, "every product re-embedded once: {res}");
+
+    // The old node answers from the old model's vectors, and refuses writes: restart it.
+    assert_eq!(ids(&old_node.call("GET", "/v1/search?q=galaxies&k=3", None, None).json())[0], "sku-014");
+    let a = put(&old_node, "after");
+    assert_eq!(a.status, 409, "{}", String::from_utf8_lossy(&a.bytes));
+    // (the writer finds the engine's model is not its own before it gets to the fence check)
+    let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("indexed with model") && msg.contains(&format!("--backend {}", b.flag)), "{msg}");
+    // A writer with the old model is refused up front; one with the new model writes.
+    let (ok, _, err) = vitrine(&["index", cat.to_str().unwrap(), "--data", data.to_str().unwrap(), "--backend", &b.flag]);
+    assert!(!ok && err.contains("model"), "{err}");
+    let on_new = ["--backend", b.flag.as_str(), "--model", other.to_str().unwrap()];
+    assert_eq!(summary(&index_json(&cat, &data, &on_new)), [0, n, 0, 0, 0], "nothing left to re-embed");
+    let mut new_node = Server::start(&dir.path().join("node-new"), &[&["--admin-key", KEY][..], &on_new[..]].concat(), &[]);
+    new_node.wait_ready();
+    assert_eq!(put(&new_node, "after").status, 200);
+    let r = new_node.call("GET", "/v1/search?q=zorblax&k=5", None, None).json();
+    let found: HashSet<String> = ids(&r).into_iter().collect();
+    assert!(found.contains("before") && found.contains("after"), "{r}");
+    assert_eq!(new_node.call("GET", "/v1/stats", Some(KEY), None).json()["products"], products + 1);
 }

@@ -116,7 +116,7 @@ fn fetch(e: &FetchError) -> (StatusCode, &'static str) {
 
 fn index(e: &IndexError) -> (StatusCode, &'static str) {
     match e {
-        IndexError::ModelMismatch { .. } | IndexError::Busy { .. } => (StatusCode::CONFLICT, "conflict"),
+        IndexError::ModelMismatch { .. } | IndexError::Busy { .. } | IndexError::Reindex(_) => (StatusCode::CONFLICT, "conflict"),
         IndexError::Invalid(_) => (BAD, "bad_request"),
         IndexError::Core(c) => core(c),
         IndexError::Migration(_) => INTERNAL,
