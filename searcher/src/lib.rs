@@ -134,6 +134,13 @@ pub fn validate_keyword_query(text: &str) -> Result<()> {
         if fields.schema.get_field(field).is_ok() && !searchable.contains(&field) {
             return invalid(format!("the field {field:?} cannot be searched; searchable: {}", searchable.join(", ")));
         }
+        // `field:*` asks whether a field is set, which only a fast field can answer (`title:*`,
+        // `/:*` failed inside tantivy). Refused here, so that both backends refuse it alike: the
+        // engine's full-text search would take it as words.
+        let fast = fields.schema.get_field(field).is_ok_and(|f| fields.schema.get_field_entry(f).is_fast());
+        if word[field.len() + 1..] == *"*" && !fast {
+            return invalid(format!("{field}:* cannot be answered: only brand, category, attr and price can be asked for"));
+        }
     }
     Ok(())
 }
@@ -1195,10 +1202,10 @@ mod tests {
         let nots = format!("{}a", "NOT ".repeat(MAX_QUERY_NESTING + 1));
         assert!(matches!(validate_keyword_query(&nots), Err(SearchError::InvalidQuery(_))));
         assert!(validate_keyword_query(&"a NOT b ".repeat(100)).is_ok(), "NOT between words does not nest");
-        for bad in ["id:*", "title_raw:x", "doc:x", "ord:1", "red version:2"] {
+        for bad in ["id:*", "title_raw:x", "doc:x", "ord:1", "red version:2", "title:* mug", "/:*", "nosuchfield:*"] {
             assert!(matches!(validate_keyword_query(bad), Err(SearchError::InvalidQuery(_))), "{bad}");
         }
-        for ok in ["title:mug", "brand:acme", "price:[1 TO 5]", "ratio 16:9", "unknown:field"] {
+        for ok in ["title:mug", "brand:acme", "price:[1 TO 5]", "ratio 16:9", "unknown:field", "brand:*", "price:*"] {
             assert!(validate_keyword_query(ok).is_ok(), "{ok}");
         }
     }

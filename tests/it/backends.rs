@@ -8,10 +8,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use base64::Engine as _;
-use mysql::prelude::Queryable;
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -19,51 +17,19 @@ use crate::service::ids;
 
 const KEY: &str = "test-admin-key";
 
-/// A backend for one test: its `--backend` value, and the engine database to drop at the end.
+/// A backend for one test: its `--backend` value, and the engine database (dropped at the end).
 struct Backend {
     name: &'static str,
     flag: String,
-    engine: Option<(String, String)>,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Some((base, db)) = &self.engine {
-            let url = format!("mysql://{}", base.strip_prefix("oceanbase://").unwrap_or(base));
-            let conn = mysql::Opts::from_url(&url)
-                .ok()
-                .and_then(|o| mysql::Conn::new(mysql::OptsBuilder::from_opts(o).prefer_socket(false)).ok());
-            if let Some(mut c) = conn {
-                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"));
-            }
-        }
-    }
-}
-
-fn engine_base() -> Option<String> {
-    match std::env::var("VITRINE_TEST_ENGINE") {
-        Ok(u) if !u.trim().is_empty() => Some(u.trim().trim_end_matches('/').to_string() + "/"),
-        _ => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "VITRINE_TEST_ENGINE is not set under CI (scripts/test.sh starts seekdb)"
-            );
-            eprintln!(
-                "skipped the engine backend: no VITRINE_TEST_ENGINE (export VITRINE_TEST_ENGINE=$(scripts/seekdb.sh start))"
-            );
-            None
-        }
-    }
+    engine: Option<EngineDb>,
 }
 
 /// The embedded backend, and the engine one when an engine is there, each fresh.
 fn backends(test: &str) -> Vec<Backend> {
-    static N: AtomicU32 = AtomicU32::new(0);
     let mut out = vec![Backend { name: "embedded", flag: "embedded".into(), engine: None }];
     if let Some(base) = engine_base() {
-        let db = format!("it_{test}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        out.push(Backend { name: "engine", flag: format!("{base}{db}"), engine: Some((base, db)) });
+        let db = EngineDb::new(&base, test);
+        out.push(Backend { name: "engine", flag: db.url(), engine: Some(db) });
     }
     out
 }

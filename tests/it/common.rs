@@ -370,3 +370,82 @@ pub fn vitrine_within(args: &[&str], secs: u64) -> (bool, String, String) {
     };
     (ok, std::fs::read_to_string(out).unwrap_or_default(), std::fs::read_to_string(err).unwrap_or_default())
 }
+
+/// The test engine's base URL (`VITRINE_TEST_ENGINE`, ending in `/`; a test appends its database
+/// name), or `None` with a line saying the engine half is skipped. Under CI (`CI=true`) a missing
+/// engine is a failure: `scripts/test.sh` starts seekdb.
+pub fn engine_base() -> Option<String> {
+    match std::env::var("VITRINE_TEST_ENGINE") {
+        Ok(u) if !u.trim().is_empty() => Some(u.trim().trim_end_matches('/').to_string() + "/"),
+        _ => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "VITRINE_TEST_ENGINE is not set under CI (scripts/test.sh starts seekdb)"
+            );
+            eprintln!(
+                "skipped the engine backend: no VITRINE_TEST_ENGINE (export VITRINE_TEST_ENGINE=$(scripts/seekdb.sh start))"
+            );
+            None
+        }
+    }
+}
+
+/// A plain connection to the test engine (no database selected), for what the service does not
+/// do: dropping test databases.
+fn engine_connection(base: &str) -> Option<mysql::Conn> {
+    let url = format!("mysql://{}", base.strip_prefix("oceanbase://").unwrap_or(base));
+    let opts = mysql::Opts::from_url(&url).ok()?;
+    mysql::Conn::new(mysql::OptsBuilder::from_opts(opts).prefer_socket(false)).ok()
+}
+
+/// A database of its own on the test engine for one test (or one shared fixture), dropped with
+/// this value, on failure too. Named `it_{label}_{pid}_{n}`; the service creates it on first use.
+/// The first one of a process first drops what finished test processes left behind.
+pub struct EngineDb {
+    pub base: String,
+    pub name: String,
+}
+
+impl EngineDb {
+    pub fn new(base: &str, label: &str) -> EngineDb {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        static REAPED: std::sync::Once = std::sync::Once::new();
+        REAPED.call_once(|| drop_stale_engine_databases(base));
+        let label: String = label.chars().take(32).collect();
+        let name = format!("it_{label}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        EngineDb { base: base.to_string(), name }
+    }
+
+    /// The `--backend` value.
+    pub fn url(&self) -> String {
+        format!("{}{}", self.base, self.name)
+    }
+}
+
+impl Drop for EngineDb {
+    fn drop(&mut self) {
+        if let Some(mut c) = engine_connection(&self.base) {
+            use mysql::prelude::Queryable;
+            let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        }
+    }
+}
+
+/// Drop the `it_…_{pid}_{n}` databases of test processes that are gone: the shared fixtures live
+/// in statics, which are never dropped, and a killed run drops nothing. Databases of running
+/// processes (another `cargo test` on the same engine) are left alone.
+fn drop_stale_engine_databases(base: &str) {
+    use mysql::prelude::Queryable;
+    let Some(mut c) = engine_connection(base) else { return };
+    let Ok(names) = c.query::<String, _>("SHOW DATABASES") else { return };
+    for name in names {
+        let mut parts = name.rsplit('_');
+        let (Some(n), Some(pid)) = (parts.next(), parts.next()) else { continue };
+        let ours = name.starts_with("it_") && n.parse::<u32>().is_ok() && pid.parse::<u32>().is_ok();
+        if ours && !Path::new("/proc").join(pid).exists() {
+            let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"));
+        }
+    }
+}

@@ -1,4 +1,23 @@
 //! The HTTP service end to end through actix's test harness, on the tiny model and the demo catalog.
+//!
+//! Each test that does not depend on where the catalog lives runs on both backends with the same
+//! assertions (see [`on_both_backends`]): `NAME::on_embedded` on a data directory, and
+//! `NAME::on_engine` on the engine (`VITRINE_TEST_ENGINE`; skipped with a line without it, a
+//! failure under CI). Read-only tests share one indexed demo catalog per backend and test process
+//! ([`demo`]); tests that write index their own ([`writable`]; an engine database is dropped when
+//! the test ends, pass or fail). Where the backends answer differently by design, the test says
+//! so at that point: the `generation` of a search (none on the engine: 0), and `/v1/snapshots`
+//! (a copy of the data directory, refused on the engine with a documented 400).
+//!
+//! Embedded only:
+//! - `a_running_searcher_picks_up_a_generation_built_by_the_cli`: generations are files of the
+//!   data directory that another process writes; the engine has none (its writes are visible at
+//!   once, which `backends.rs` checks across two nodes).
+//! - The other modules' tests on `demo_data()` (`http`, `shop`, `openapi`, `relevance`, `upload`,
+//!   `snapshot`, …) stay on the embedded backend.
+//!
+//! Engine halves marked `#[ignore = "engine: …"]` are differences found by running the same
+//! assertions there, left for the engine to fix rather than weakened here.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -48,6 +67,126 @@ pub(crate) fn writable_data() -> (tempfile::TempDir, std::path::PathBuf) {
     (d, data)
 }
 
+/// Which backend a test body runs on (see [`on_both_backends`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum On {
+    Embedded,
+    Engine,
+}
+
+/// A catalog the service answers from: the data directory the node serves with, and where the
+/// products live. On the engine the data directory is the one `vitrine index --backend` ran with,
+/// which holds no products (only what stays with a node: jobs, media); a node with an empty one
+/// is `backends::the_service_answers_alike_on_both_backends`.
+pub(crate) struct Catalog {
+    pub data: std::path::PathBuf,
+    pub backend: vitrine_engine::Backend,
+    _dir: Option<tempfile::TempDir>,
+    _db: Option<EngineDb>,
+}
+
+impl Catalog {
+    /// The demo catalog indexed on `on` by `vitrine index` with `dir/data`: into that folder
+    /// (embedded), or into a new engine database (`--backend`).
+    fn demo_in(on: On, dir: tempfile::TempDir, label: &str) -> Catalog {
+        let data = dir.path().join("data");
+        let catalog = root().join("demo/catalog.jsonl");
+        let (backend, db) = match on {
+            On::Embedded => {
+                index_json(&catalog, &data, &[]);
+                (vitrine_engine::Backend::Embedded, None)
+            }
+            On::Engine => {
+                let db = EngineDb::new(&engine_base().expect("an engine (VITRINE_TEST_ENGINE)"), label);
+                let url = db.url();
+                index_json(&catalog, &data, &["--backend", &url]);
+                (url.parse().unwrap(), Some(db))
+            }
+        };
+        Catalog { data, backend, _dir: Some(dir), _db: db }
+    }
+
+    /// The serve settings of the tests: this catalog, the admin key.
+    pub(crate) fn config(&self) -> ServeConfig {
+        let mut config = ServeConfig { data: self.data.clone(), admin_key: Some(KEY.into()), ..Default::default() };
+        config.backend.backend = self.backend.clone();
+        config
+    }
+
+    /// The `--backend` value for `vitrine` commands on this catalog.
+    pub(crate) fn flag(&self) -> String {
+        self.backend.to_setting()
+    }
+
+    /// [`state_for`] on this catalog.
+    pub(crate) fn state(&self, tweak: impl FnOnce(&mut ServeConfig)) -> Arc<AppState> {
+        let mut config = self.config();
+        tweak(&mut config);
+        vitrine_web::build_state_with_model(config, embedder()).unwrap()
+    }
+}
+
+/// The demo catalog on `on`, indexed once per test process and shared by the read-only tests
+/// ([`demo_data`] on the embedded backend, one engine database on the engine).
+pub(crate) fn demo(on: On) -> &'static Catalog {
+    static EMBEDDED: OnceLock<Catalog> = OnceLock::new();
+    static ENGINE: OnceLock<Catalog> = OnceLock::new();
+    match on {
+        On::Embedded => EMBEDDED.get_or_init(|| Catalog {
+            data: demo_data(),
+            backend: vitrine_engine::Backend::Embedded,
+            _dir: None,
+            _db: None,
+        }),
+        On::Engine => ENGINE.get_or_init(|| Catalog::demo_in(On::Engine, tempfile::tempdir().unwrap(), "demo")),
+    }
+}
+
+/// A private copy of the demo catalog on `on` for a test that writes ([`writable_data`] on the
+/// embedded backend, a database of its own on the engine, dropped with it).
+pub(crate) fn writable(on: On, label: &str) -> Catalog {
+    Catalog::demo_in(on, tempfile::tempdir().unwrap(), label)
+}
+
+/// Runs `async fn NAME(on: On)` (or, with `fn NAME`, a plain `fn NAME(on: On)`) as two tests with
+/// the same assertions, `NAME::on_embedded` and `NAME::on_engine`, so a failure names its backend.
+/// The engine half skips without `VITRINE_TEST_ENGINE` (and fails under CI, see [`engine_base`]);
+/// `engine: #[ignore = "engine: why"]` marks the engine half alone.
+macro_rules! on_both_backends {
+    (fn $name:ident $(, engine: #[$engine:meta])*) => {
+        mod $name {
+            #[test]
+            fn on_embedded() {
+                super::$name(super::On::Embedded)
+            }
+
+            #[test]
+            $(#[$engine])*
+            fn on_engine() {
+                if crate::common::engine_base().is_some() {
+                    super::$name(super::On::Engine)
+                }
+            }
+        }
+    };
+    ($name:ident $(, engine: #[$engine:meta])*) => {
+        mod $name {
+            #[actix_web::test]
+            async fn on_embedded() {
+                super::$name(super::On::Embedded).await
+            }
+
+            #[actix_web::test]
+            $(#[$engine])*
+            async fn on_engine() {
+                if crate::common::engine_base().is_some() {
+                    super::$name(super::On::Engine).await
+                }
+            }
+        }
+    };
+}
+
 pub(crate) fn multipart(fields: &[(&str, &str, Vec<u8>)]) -> (String, Vec<u8>) {
     let boundary = "XvitrineBoundaryX";
     let mut body = Vec::new();
@@ -91,9 +230,9 @@ pub(crate) fn ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
-#[actix_web::test]
-async fn a_cropped_reencoded_catalog_photo_finds_its_product_first() {
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+on_both_backends!(a_cropped_reencoded_catalog_photo_finds_its_product_first);
+async fn a_cropped_reencoded_catalog_photo_finds_its_product_first(on: On) {
+    let app = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     for sku in ["sku-001", "sku-007", "sku-011", "sku-020"] {
         let photo = std::fs::read(root().join(format!("demo/queries/{sku}.jpg"))).unwrap();
         let (ct, body) = multipart(&[("image", "q.jpg", photo.clone()), ("k", "", b"5".to_vec())]);
@@ -112,13 +251,13 @@ async fn a_cropped_reencoded_catalog_photo_finds_its_product_first() {
     }
 }
 
-#[actix_web::test]
-async fn image_url_queries_fetch_the_photo() {
+on_both_backends!(image_url_queries_fetch_the_photo);
+async fn image_url_queries_fetch_the_photo(on: On) {
     let photo = std::fs::read(root().join("demo/queries/sku-011.jpg")).unwrap();
     let server = http_server(move |p| if p == "/q.jpg" { Reply::Ok(photo.clone()) } else { Reply::Status(404) });
     // By default a searcher's URL may not reach the server's own network (the test server is on
     // 127.0.0.1), nor can image URLs be used at all when they are switched off.
-    let locked = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+    let locked = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     let (s, v) =
         call(&locked, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")})))
             .await;
@@ -127,7 +266,7 @@ async fn image_url_queries_fetch_the_photo() {
     assert!(m.contains("non-public") && !m.contains("disabled"), "{v}");
     // Switched off, a URL is refused even where private addresses are allowed (so the fetch would
     // succeed): the error says the switch, not the address.
-    let off = test::init_service(vitrine_web::app(state_for(demo_data(), |c| {
+    let off = test::init_service(vitrine_web::app(demo(on).state(|c| {
         c.no_image_urls = true;
         c.allow_private_image_urls = true;
     })))
@@ -137,7 +276,7 @@ async fn image_url_queries_fetch_the_photo() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["error"]["code"], "image_url_disabled", "{v}");
     assert_eq!(v["error"]["message"], "image_url is disabled on this server", "{v}");
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.allow_private_image_urls = true))).await;
+    let app = test::init_service(vitrine_web::app(demo(on).state(|c| c.allow_private_image_urls = true))).await;
     let (s, v) =
         call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_url": format!("{server}/q.jpg")}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -149,9 +288,12 @@ async fn image_url_queries_fetch_the_photo() {
     assert!(v["error"]["message"].as_str().unwrap().contains("404"), "{v}");
 }
 
-#[actix_web::test]
-async fn text_search_filters_fusion_facets_and_paging() {
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+on_both_backends!(
+    text_search_filters_fusion_facets_and_paging,
+    engine: #[ignore = "engine: its keyword channel has no typo tolerance (`cameramen` finds nothing) and no stemming (`mugs` finds only sku-033)"]
+);
+async fn text_search_filters_fusion_facets_and_paging(on: On) {
+    let app = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     // Keyword-only ranking finds the exact title first; all channels find it in the top results.
     let (s, v) = call(
         &app,
@@ -275,9 +417,9 @@ fn hand_fused(hits: &[Value], fusion: &Value) -> Vec<f64> {
     fused
 }
 
-#[actix_web::test]
-async fn fused_scores_are_what_each_fusion_formula_gives_for_the_explained_channels() {
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+on_both_backends!(fused_scores_are_what_each_fusion_formula_gives_for_the_explained_channels);
+async fn fused_scores_are_what_each_fusion_formula_gives_for_the_explained_channels(on: On) {
+    let app = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     let weights = json!({"image": 0.5, "text": 2.0, "keyword": 1.5});
     for fusion in [
         json!({"mode": "rrf", "k": 10, "weights": weights}),
@@ -307,9 +449,9 @@ async fn fused_scores_are_what_each_fusion_formula_gives_for_the_explained_chann
     }
 }
 
-#[actix_web::test]
-async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.max_upload = 60_000))).await;
+on_both_backends!(bad_input_gets_the_right_status_and_the_service_keeps_serving);
+async fn bad_input_gets_the_right_status_and_the_service_keeps_serving(on: On) {
+    let app = test::init_service(vitrine_web::app(demo(on).state(|c| c.max_upload = 60_000))).await;
     let photo = std::fs::read(root().join("demo/queries/sku-007.jpg")).unwrap();
     let cases: Vec<(TestRequest, StatusCode, &str)> = vec![
         (TestRequest::post().uri("/v1/search/image").set_json(json!({})), StatusCode::BAD_REQUEST, "bad_request"),
@@ -415,7 +557,7 @@ async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
     {
         let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q, "k": 7}))).await;
         assert_eq!(s, StatusCode::OK, "{q:?}: {v}");
-        assert_search_shape(&v, 7, q);
+        assert_search_shape(&v, 7, on, q);
     }
     // The words inside odd syntax still count.
     let keyword_only = json!({"weights": {"image": 0, "text": 0, "keyword": 1}});
@@ -423,7 +565,7 @@ async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
         let (s, v) =
             call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": q, "fusion": keyword_only}))).await;
         assert_eq!(s, StatusCode::OK, "{q:?}: {v}");
-        assert_search_shape(&v, 10, q);
+        assert_search_shape(&v, 10, on, q);
         assert_eq!(ids(&v).first().map(String::as_str), Some("sku-020"), "{q:?}: {v}");
     }
     // Fields that cannot be searched, and hostile nesting, are refused with a reason, not a 500
@@ -445,10 +587,16 @@ async fn bad_input_gets_the_right_status_and_the_service_keeps_serving() {
 
 /// A search answer: `k` and `offset` echoed, at most `k` hits, sorted, each with an id, a finite
 /// score equal to its explained fused score, and at least one channel that found it.
-fn assert_search_shape(v: &Value, k: u64, ctx: &str) {
+fn assert_search_shape(v: &Value, k: u64, on: On, ctx: &str) {
     assert_eq!(v["k"], k, "{ctx}: {v}");
     assert_eq!(v["offset"], 0, "{ctx}: {v}");
-    assert!(v["generation"].as_u64().is_some_and(|g| g >= 1), "{ctx}: {v}");
+    // The generation that answered; the engine has none (searcher: "then there are no
+    // generations"), and says 0.
+    let generation = v["generation"].as_u64();
+    match on {
+        On::Embedded => assert!(generation.is_some_and(|g| g >= 1), "{ctx}: {v}"),
+        On::Engine => assert_eq!(generation, Some(0), "{ctx}: {v}"),
+    }
     assert!(v["took_ms"].as_f64().is_some(), "{ctx}: {v}");
     let hits = v["hits"].as_array().unwrap_or_else(|| panic!("{ctx}: no hits array in {v}"));
     assert!(hits.len() as u64 <= k && v["total"].as_u64().unwrap() >= hits.len() as u64, "{ctx}: {v}");
@@ -463,9 +611,9 @@ fn assert_search_shape(v: &Value, k: u64, ctx: &str) {
     }
 }
 
-#[actix_web::test]
-async fn a_full_inference_queue_answers_503_instead_of_queueing_forever() {
-    let state = state_for(demo_data(), |c| c.queue_capacity = 1);
+on_both_backends!(a_full_inference_queue_answers_503_instead_of_queueing_forever);
+async fn a_full_inference_queue_answers_503_instead_of_queueing_forever(on: On) {
+    let state = demo(on).state(|c| c.queue_capacity = 1);
     let app = test::init_service(vitrine_web::app(state.clone())).await;
     let slot = state.query.admit().unwrap();
     let (s, v) = call(&app, TestRequest::get().uri("/v1/search?q=cat")).await;
@@ -476,10 +624,13 @@ async fn a_full_inference_queue_answers_503_instead_of_queueing_forever() {
     assert_eq!(s, StatusCode::OK);
 }
 
-#[actix_web::test]
-async fn writes_are_searchable_when_they_return() {
-    let (_d, data) = writable_data();
-    let app = test::init_service(vitrine_web::app(state_for(data, |_| {}))).await;
+on_both_backends!(
+    writes_are_searchable_when_they_return,
+    engine: #[ignore = "engine: more like sku-007 ranks sku-009 over sku-008, the engine's keyword channel putting poster titles above tabby cat"]
+);
+async fn writes_are_searchable_when_they_return(on: On) {
+    let catalog = writable(on, "writes");
+    let app = test::init_service(vitrine_web::app(catalog.state(|_| {}))).await;
     let auth = ("x-api-key", KEY);
     let img = root().join("demo/images/sku-027.jpg").display().to_string();
     let (s, v) = call(
@@ -546,12 +697,13 @@ async fn writes_are_searchable_when_they_return() {
     assert!(t.width().max(t.height()) <= 256);
 }
 
-#[actix_web::test]
-async fn ingest_jobs_run_report_progress_and_survive_a_restart() {
-    let (_d, data) = writable_data();
+on_both_backends!(ingest_jobs_run_report_progress_and_survive_a_restart);
+async fn ingest_jobs_run_report_progress_and_survive_a_restart(on: On) {
+    let catalog = writable(on, "jobs");
+    let data = catalog.data.clone();
     let auth = ("authorization", format!("Bearer {KEY}"));
     {
-        let state = state_for(data.clone(), |_| {});
+        let state = catalog.state(|_| {});
         let app = test::init_service(vitrine_web::app(state.clone())).await;
         let mut rows = demo_products()[..3].to_vec();
         for (i, r) in rows.iter_mut().enumerate() {
@@ -621,7 +773,7 @@ async fn ingest_jobs_run_report_progress_and_survive_a_restart() {
     job["catalog"] = json!("interrupted.jsonl");
     job["report"] = Value::Null;
     std::fs::write(jobs.join("interrupted.json"), job.to_string()).unwrap();
-    let app = test::init_service(vitrine_web::app(state_for(data.clone(), |_| {}))).await;
+    let app = test::init_service(vitrine_web::app(catalog.state(|_| {}))).await;
     let mut j = Value::Null;
     for _ in 0..300 {
         let (_, v) = call(&app, TestRequest::get().uri("/v1/jobs/interrupted").insert_header(auth.clone())).await;
@@ -637,9 +789,12 @@ async fn ingest_jobs_run_report_progress_and_survive_a_restart() {
     assert_eq!(s, StatusCode::OK);
 }
 
-#[actix_web::test]
-async fn operations_endpoints_report_stats_health_and_metrics() {
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+on_both_backends!(
+    operations_endpoints_report_stats_health_and_metrics,
+    engine: #[ignore = "engine: /v1/stats says images 0 (counted from a generation's manifest, which the engine has not)"]
+);
+async fn operations_endpoints_report_stats_health_and_metrics(on: On) {
+    let app = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     let (s, v) = call(&app, TestRequest::get().uri("/readyz")).await;
     assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ready")));
     let _ = call(&app, TestRequest::get().uri("/v1/search?q=cat")).await;
@@ -692,10 +847,10 @@ fn sniffed(bytes: &[u8]) -> &'static str {
     }
 }
 
-#[actix_web::test]
-async fn every_documented_route_answers_its_documented_status_and_body() {
-    let (_d, data) = writable_data();
-    let app = test::init_service(vitrine_web::app(state_for(data, |c| c.media_root = vec![root().join("demo")]))).await;
+on_both_backends!(every_documented_route_answers_its_documented_status_and_body);
+async fn every_documented_route_answers_its_documented_status_and_body(on: On) {
+    let catalog = writable(on, "routes");
+    let app = test::init_service(vitrine_web::app(catalog.state(|c| c.media_root = vec![root().join("demo")]))).await;
     let admin = ("x-api-key", KEY);
     let (_, doc) = call(&app, TestRequest::get().uri("/v1/openapi.json")).await;
     let mut documented = std::collections::BTreeSet::new();
@@ -718,22 +873,22 @@ async fn every_documented_route_answers_its_documented_status_and_body() {
 
     let (s, v) = call(&app, TestRequest::get().uri("/v1/search?q=astronaut&k=3")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_search_shape(&v, 3, "GET /v1/search");
+    assert_search_shape(&v, 3, on, "GET /v1/search");
     seen("GET", "/v1/search");
     let (s, v) = call(&app, TestRequest::post().uri("/v1/search/text").set_json(json!({"q": "astronaut", "k": 4}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_search_shape(&v, 4, "POST /v1/search/text");
+    assert_search_shape(&v, 4, on, "POST /v1/search/text");
     seen("POST", "/v1/search/text");
     use base64::Engine;
     let photo = base64::engine::general_purpose::STANDARD.encode(std::fs::read(root().join("demo/queries/sku-001.jpg")).unwrap());
     let (s, v) = call(&app, TestRequest::post().uri("/v1/search/image").set_json(json!({"image_base64": photo, "k": 2}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_search_shape(&v, 2, "POST /v1/search/image");
+    assert_search_shape(&v, 2, on, "POST /v1/search/image");
     assert_eq!(ids(&v)[0], "sku-001");
     seen("POST", "/v1/search/image");
     let (s, v) = call(&app, TestRequest::get().uri("/v1/products/sku-001/similar?k=5")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_search_shape(&v, 5, "similar");
+    assert_search_shape(&v, 5, on, "similar");
     assert!(!ids(&v).contains(&"sku-001".to_string()));
     seen("GET", "/v1/products/{id}/similar");
 
@@ -864,10 +1019,22 @@ async fn every_documented_route_answers_its_documented_status_and_body() {
     assert!(String::from_utf8(bytes).unwrap().contains("route=\"/v1/ingest\""));
     seen("GET", "/metrics");
     let (s, v) = call(&app, TestRequest::post().uri("/v1/snapshots").insert_header(admin)).await;
-    assert_eq!((s, v["products"].as_u64()), (StatusCode::CREATED, Some(36)), "{v}");
+    let (list_status, list) = call(&app, TestRequest::get().uri("/v1/snapshots").insert_header(admin)).await;
+    match on {
+        On::Embedded => {
+            assert_eq!((s, v["products"].as_u64()), (StatusCode::CREATED, Some(36)), "{v}");
+            assert_eq!((list_status, &list["snapshots"][0]["name"]), (StatusCode::OK, &v["name"]), "{list}");
+        }
+        // A snapshot copies the data directory, which on the engine does not hold the catalog: it
+        // is refused with a documented status that says what to do instead, and none is listed.
+        On::Engine => {
+            assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{v}");
+            assert!(v["error"]["message"].as_str().unwrap().contains("engine's own backup"), "{v}");
+            assert!(doc["paths"]["/v1/snapshots"]["post"]["responses"]["400"].is_object(), "the 400 is documented");
+            assert_eq!((list_status, list), (StatusCode::OK, json!({"snapshots": []})));
+        }
+    }
     seen("POST", "/v1/snapshots");
-    let (s, list) = call(&app, TestRequest::get().uri("/v1/snapshots").insert_header(admin)).await;
-    assert_eq!((s, &list["snapshots"][0]["name"]), (StatusCode::OK, &v["name"]), "{list}");
     seen("GET", "/v1/snapshots");
     // The UI is embedded.
     for (page, route, ct) in [
@@ -885,10 +1052,9 @@ async fn every_documented_route_answers_its_documented_status_and_body() {
     assert_eq!(checked, documented, "each documented route needs its check here, and each check a documented route");
 }
 
-#[actix_web::test]
-async fn healthz_answers_while_the_model_loads_and_readyz_waits_for_it() {
-    let state =
-        vitrine_web::build_state(ServeConfig { data: demo_data(), admin_key: Some(KEY.into()), ..Default::default() }).unwrap();
+on_both_backends!(healthz_answers_while_the_model_loads_and_readyz_waits_for_it);
+async fn healthz_answers_while_the_model_loads_and_readyz_waits_for_it(on: On) {
+    let state = vitrine_web::build_state(demo(on).config()).unwrap();
     let app = test::init_service(vitrine_web::app(state.clone())).await;
     let (s, _) = call(&app, TestRequest::get().uri("/healthz")).await;
     assert_eq!(s, StatusCode::OK);
@@ -929,11 +1095,11 @@ fn a_running_searcher_picks_up_a_generation_built_by_the_cli() {
     assert!(r.hits.iter().any(|h| h.id == "extra-1"));
 }
 
+on_both_backends!(hostile_requests_get_bounded_answers);
 /// Issue 10's table, the rows the service answers itself: each hostile request gets a bounded,
 /// specific answer, and the service keeps serving.
-#[actix_web::test]
-async fn hostile_requests_get_bounded_answers() {
-    let state = state_for(demo_data(), |c| c.metrics_key = Some("m-key".into()));
+async fn hostile_requests_get_bounded_answers(on: On) {
+    let state = demo(on).state(|c| c.metrics_key = Some("m-key".into()));
     let app = test::init_service(vitrine_web::app(state.clone())).await;
     // 1,000,000 filter values (10.6 MB) took 5.8 s and 3.2 GB: the text search body is capped first…
     let flood: Vec<String> = (0..1_000_000).map(|i| format!("c{i}")).collect();
@@ -1007,10 +1173,10 @@ async fn hostile_requests_get_bounded_answers() {
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
+on_both_backends!(the_search_key_guards_every_shopper_read);
 /// With a search key, everything a shopper reads needs it: searches, products, images, thumbnails.
-#[actix_web::test]
-async fn the_search_key_guards_every_shopper_read() {
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.search_key = Some("s-key".into())))).await;
+async fn the_search_key_guards_every_shopper_read(on: On) {
+    let app = test::init_service(vitrine_web::app(demo(on).state(|c| c.search_key = Some("s-key".into())))).await;
     let reads = [
         "/v1/search?q=mug",
         "/v1/products/sku-001",
@@ -1030,11 +1196,11 @@ async fn the_search_key_guards_every_shopper_read() {
     }
 }
 
-#[actix_web::test]
-async fn a_search_key_guards_search_but_not_health_docs_or_pages() {
+on_both_backends!(a_search_key_guards_search_but_not_health_docs_or_pages);
+async fn a_search_key_guards_search_but_not_health_docs_or_pages(on: On) {
     const SEARCH: &str = "test-search-key";
-    let guarded = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.search_key = Some(SEARCH.into())))).await;
-    let open = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+    let guarded = test::init_service(vitrine_web::app(demo(on).state(|c| c.search_key = Some(SEARCH.into())))).await;
+    let open = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     use base64::Engine;
     let photo = base64::engine::general_purpose::STANDARD.encode(std::fs::read(root().join("demo/queries/sku-007.jpg")).unwrap());
     let searches = || {
@@ -1075,14 +1241,14 @@ async fn a_search_key_guards_search_but_not_health_docs_or_pages() {
         assert_eq!(res.status(), StatusCode::OK, "{uri}");
     }
     // Without an admin key configured, admin routes are closed to every key.
-    let no_admin = test::init_service(vitrine_web::app(state_for(demo_data(), |c| c.admin_key = None))).await;
+    let no_admin = test::init_service(vitrine_web::app(demo(on).state(|c| c.admin_key = None))).await;
     let (s, v) = call(&no_admin, TestRequest::get().uri("/v1/stats").insert_header(("x-api-key", KEY))).await;
     assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{v}");
 }
 
-#[actix_web::test]
-async fn the_product_list_pages_counts_and_filters_by_keyword() {
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+on_both_backends!(the_product_list_pages_counts_and_filters_by_keyword);
+async fn the_product_list_pages_counts_and_filters_by_keyword(on: On) {
+    let app = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     let admin = ("x-api-key", KEY);
     let catalog: Vec<String> = demo_products().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
     let list = |v: &Value| -> Vec<String> {
@@ -1123,9 +1289,9 @@ async fn the_product_list_pages_counts_and_filters_by_keyword() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
-#[actix_web::test]
-async fn images_are_served_by_index_and_an_index_out_of_range_is_404() {
-    let app = test::init_service(vitrine_web::app(state_for(demo_data(), |_| {}))).await;
+on_both_backends!(images_are_served_by_index_and_an_index_out_of_range_is_404);
+async fn images_are_served_by_index_and_an_index_out_of_range_is_404(on: On) {
+    let app = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     // sku-032 has two images.
     for (uri, file) in [("/v1/images/sku-032/0", "sku-032-a.jpg"), ("/v1/images/sku-032/1", "sku-032-b.jpg")] {
         let (s, ct, bytes) = call_bytes(&app, TestRequest::get().uri(uri)).await;
@@ -1145,14 +1311,13 @@ async fn images_are_served_by_index_and_an_index_out_of_range_is_404() {
     }
 }
 
-#[test]
-fn an_ingest_job_killed_mid_way_resumes_after_a_restart_with_exact_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    index_json(&root().join("demo/catalog.jsonl"), &data, &[]);
+on_both_backends!(fn an_ingest_job_killed_mid_way_resumes_after_a_restart_with_exact_counts);
+fn an_ingest_job_killed_mid_way_resumes_after_a_restart_with_exact_counts(on: On) {
+    let catalog = writable(on, "killed");
+    let (data, backend) = (&catalog.data, catalog.flag());
     let body: String = many_products("job", 120).iter().map(|r| format!("{r}\n")).collect();
     let job = {
-        let mut server = Server::start(&data, &["--admin-key", KEY], &[(FAULT_ABORT_AFTER_WRITES, "45")]);
+        let mut server = Server::start(data, &["--admin-key", KEY, "--backend", &backend], &[(FAULT_ABORT_AFTER_WRITES, "45")]);
         server.wait_ready();
         let a = server.call_raw(
             "POST",
@@ -1170,7 +1335,7 @@ fn an_ingest_job_killed_mid_way_resumes_after_a_restart_with_exact_counts() {
     };
     let saved = read_json(&data.join("jobs").join(format!("{job}.json")));
     assert_eq!(saved["state"], "running", "the job died mid-way: {saved}");
-    let mut server = Server::start(&data, &["--admin-key", KEY], &[]);
+    let mut server = Server::start(data, &["--admin-key", KEY, "--backend", &backend], &[]);
     server.wait_ready();
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     let v = loop {

@@ -857,6 +857,7 @@ pub struct SnapshotList {
 #[utoipa::path(post, path = "/v1/snapshots", tag = "operations",
     responses(
         (status = 201, description = "A consistent copy of the data directory, written into a new folder of the snapshot directory (`snapshot_dir`) while the service keeps answering searches; writes wait for it", body = Snapshot),
+        (status = 400, description = "`bad_request`: on the engine backend, whose catalog the data directory does not hold (back it up with the engine's own backup)", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no API key where one is required", body = ErrorBody),
         (status = 403, description = "`forbidden`: this key may not do that", body = ErrorBody),
         (status = 409, description = "`busy`: another process holds the data directory", body = ErrorBody),
