@@ -75,6 +75,33 @@ pub enum VectorChannel {
     Text,
 }
 
+/// How a database's full-text columns hold text, fixed when it is created (schema version 4,
+/// `vitrine_meta.text_analysis`); writes and keyword queries go through the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextAnalysis {
+    /// As written (databases that held products before schema version 4).
+    Raw,
+    /// The keyword index's analyzed terms ([`vitrine_store::keyword::stemmed_terms`]).
+    Stemmed,
+}
+
+impl TextAnalysis {
+    fn apply(self, t: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            TextAnalysis::Raw => t.into(),
+            TextAnalysis::Stemmed => vitrine_store::keyword::stemmed_terms(t).into(),
+        }
+    }
+}
+
+/// What [`Engine::counts`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub products: u64,
+    pub image_vectors: u64,
+    pub text_vectors: u64,
+}
+
 /// A handle on one Vitrine database in the engine, reading and writing one vector space: the
 /// live one when it connected. After a reindex switched to another space, the handle goes on
 /// answering from its own (kept until the next reindex) and its writes are refused
@@ -86,6 +113,7 @@ pub struct Engine {
     space: Arc<Space>,
     /// The reindex this handle writes for (its fence token); None for every other handle.
     fence: Option<Arc<str>>,
+    analysis: TextAnalysis,
 }
 
 impl std::fmt::Debug for Engine {
@@ -235,6 +263,10 @@ const MATCH_ANY: &str = "MATCH(p.title, p.description, p.brand_text, p.category_
 const KEYWORD_SCORE: &str = "(MATCH(p.title, p.description, p.brand_text, p.category_text, p.attr_text) AGAINST(?) \
      + 2 * MATCH(p.title) AGAINST(?) + MATCH(p.brand_text, p.category_text) AGAINST(?))";
 
+/// The longest term the title dictionary keeps (`title_terms.term`; the analyzers drop words
+/// over 40 bytes anyway).
+const MAX_TERM_BYTES: usize = 160;
+
 /// The longest text kept in a full-text column (a `TEXT` holds 65,535 bytes); the whole text
 /// stays in `doc`.
 const MAX_INDEXED_TEXT_BYTES: usize = 65_000;
@@ -290,7 +322,7 @@ fn put_once(e: &Engine, conn: &mut PooledConn, w: &ProductWrite, literals: &[Str
             tx.exec_drop(format!("DELETE FROM {t} WHERE ord = ?"), (ord,)).map_err(EngineError::sql("put: clear"))?;
         }
     }
-    let opt_text = |t: &Option<String>| indexed_text(t.as_deref());
+    let opt_text = |t: &Option<String>| indexed_text(t.as_deref().map(|t| e.analysis.apply(t)).as_deref());
     tx.exec_drop(
         "INSERT INTO products (ord, id, version, hash, category, brand, price, title, description, brand_text, category_text, attr_text, doc)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -306,7 +338,7 @@ fn put_once(e: &Engine, conn: &mut PooledConn, w: &ProductWrite, literals: &[Str
             opt_text(&p.description),
             opt_text(&p.brand),
             opt_text(&p.category),
-            if attr_text.is_empty() { Value::NULL } else { indexed_text(Some(&attr_text.join("\n"))) },
+            if attr_text.is_empty() { Value::NULL } else { indexed_text(Some(&e.analysis.apply(&attr_text.join("\n")))) },
             Value::from(doc),
         ],
     )
@@ -359,11 +391,22 @@ impl Engine {
         // No COM_RESET_CONNECTION between uses: the engine keeps no session state of ours.
         let pool_opts = PoolOpts::default().with_constraints(constraints).with_reset_connection(false);
         let pool = Pool::new(opts(url, Some(&url.database)).pool_opts(pool_opts)).map_err(connect_err)?;
-        let mut engine = Engine { url: Arc::new(url.clone()), pool, space: Arc::new(Space::new(0)), fence: None };
+        let mut engine =
+            Engine { url: Arc::new(url.clone()), pool, space: Arc::new(Space::new(0)), fence: None, analysis: TextAnalysis::Raw };
         let mut conn = engine.conn()?;
         schema::migrate(&mut conn, &url.database)?;
         engine.space = Arc::new(Space::new(schema::live_space(&mut conn)?));
+        engine.analysis = match schema::read_meta(&mut conn, "text_analysis")?.as_deref() {
+            Some("stemmed") => TextAnalysis::Stemmed,
+            Some("raw") => TextAnalysis::Raw,
+            other => return Err(EngineError::corrupt(format!("vitrine_meta.text_analysis is {other:?}"))),
+        };
         Ok(engine)
+    }
+
+    /// How this database's full-text columns hold text.
+    pub fn text_analysis(&self) -> TextAnalysis {
+        self.analysis
     }
 
     pub fn url(&self) -> &EngineUrl {
@@ -523,9 +566,51 @@ impl Engine {
                 Err(EngineError::Sql { source: mysql::Error::MySqlError(e), .. }) if e.code == ER_DUP_ENTRY && attempt < 3 => {
                     attempt += 1;
                 }
+                Ok(()) => break,
                 r => return r,
             }
         }
+        // The title's terms join the typo dictionary after the product's own transaction (a term
+        // that lags a moment only delays typo matches of it; one that outlives its titles
+        // matches nothing). Sorted, so concurrent writers take the rows in one order.
+        let mut terms = vitrine_store::keyword::raw_terms(p.title.as_deref().unwrap_or(""));
+        terms.retain(|t| t.len() <= MAX_TERM_BYTES);
+        terms.sort();
+        if !terms.is_empty() {
+            let sql = format!("INSERT IGNORE INTO title_terms (term) VALUES {}", vec!["(?)"; terms.len()].join(", "));
+            let params: Vec<Value> = terms.iter().map(|t| Value::Bytes(t.as_bytes().to_vec())).collect();
+            conn.exec_drop(sql, params).map_err(EngineError::sql("put: title terms"))?;
+        }
+        Ok(())
+    }
+
+    /// The query words with no title term that are one edit from some title terms, and those
+    /// terms: the typo tolerance of the embedded keyword index (`FuzzyTermQuery` at distance 1
+    /// on the raw title, for the same words: [`vitrine_store::keyword::typo_candidates`]), done
+    /// by probing the title dictionary with every string one edit away.
+    fn typo_terms(&self, conn: &mut PooledConn, text: &str) -> Result<Vec<String>> {
+        let words = vitrine_store::keyword::typo_candidates(text);
+        if words.is_empty() {
+            return Ok(vec![]);
+        }
+        let known = |conn: &mut PooledConn, probe: &[String]| -> Result<Vec<String>> {
+            let mut found = vec![];
+            for chunk in probe.chunks(1000) {
+                let sql = format!("SELECT term FROM title_terms WHERE term IN ({})", placeholders(chunk.len()));
+                let params: Vec<Value> = chunk.iter().map(|t| Value::Bytes(t.as_bytes().to_vec())).collect();
+                let rows: Vec<Vec<u8>> = conn.exec(sql, params).map_err(EngineError::sql("typo terms"))?;
+                found.extend(rows.into_iter().filter_map(|b| String::from_utf8(b).ok()));
+            }
+            Ok(found)
+        };
+        let present = known(conn, &words)?;
+        let mut out = vec![];
+        for w in words.iter().filter(|w| !present.contains(w)) {
+            let near: Vec<String> =
+                vitrine_store::keyword::one_edit_away(w).into_iter().filter(|t| t.len() <= MAX_TERM_BYTES).collect();
+            out.extend(known(conn, &near)?);
+        }
+        Ok(out)
     }
 
     /// Removes a product, its attributes and vectors in one transaction; false when absent.
@@ -574,6 +659,22 @@ impl Engine {
     pub fn ids(&self) -> Result<Vec<String>> {
         let rows: Vec<Vec<u8>> = self.conn()?.query("SELECT id FROM products ORDER BY ord").map_err(EngineError::sql("ids"))?;
         rows.into_iter().map(|b| String::from_utf8(b).map_err(|_| EngineError::corrupt("a product id is not UTF-8"))).collect()
+    }
+
+    /// Products, image vectors and text vectors in this handle's vector space, in one statement.
+    pub fn counts(&self) -> Result<Counts> {
+        let mut conn = self.conn()?;
+        if self.vector_dim(&mut conn)?.is_none() {
+            return Ok(Counts { products: self.product_count()?, image_vectors: 0, text_vectors: 0 });
+        }
+        let Space { image, text, .. } = &*self.space;
+        let (products, image_vectors, text_vectors): (u64, u64, u64) = conn
+            .query_first(format!(
+                "SELECT (SELECT COUNT(*) FROM products), (SELECT COUNT(*) FROM {image}), (SELECT COUNT(*) FROM {text})"
+            ))
+            .map_err(EngineError::sql("counts"))?
+            .unwrap_or((0, 0, 0));
+        Ok(Counts { products, image_vectors, text_vectors })
     }
 
     pub fn product_count(&self) -> Result<u64> {
@@ -752,13 +853,22 @@ impl Engine {
         if k == 0 {
             return Ok(vec![]);
         }
+        let mut conn = self.conn()?;
+        // Title terms one edit from a word no title has join the query as words of it.
+        let typos = self.typo_terms(&mut conn, text)?;
+        let with_typos = if typos.is_empty() { text.to_string() } else { format!("{text} {}", typos.join(" ")) };
+        let analyzed = self.analysis.apply(&with_typos);
+        let text = analyzed.trim();
+        if text.is_empty() {
+            return Ok(vec![]);
+        }
         let k = k.min(10_000);
         let mut params = vec![Value::from(text); 4];
         let clauses = filter_clauses(f, exclude, &mut params)?;
         let sql = format!(
             "SELECT p.ord, {KEYWORD_SCORE} AS s FROM products p WHERE {MATCH_ANY}{clauses} ORDER BY s DESC, p.ord LIMIT {k}"
         );
-        let rows: Vec<(u64, f64)> = self.conn()?.exec(sql, params).map_err(EngineError::sql("keyword channel"))?;
+        let rows: Vec<(u64, f64)> = conn.exec(sql, params).map_err(EngineError::sql("keyword channel"))?;
         Ok(rows.into_iter().map(|(o, s)| (o, s as f32)).collect())
     }
 
@@ -779,10 +889,15 @@ impl Engine {
     /// One page of products and the total: every product by ord, or, with text, the keyword
     /// matches by relevance.
     pub fn list_products(&self, text: Option<&str>, offset: usize, limit: usize) -> Result<(Vec<StoredProduct>, u64)> {
-        let text = match text {
-            Some(t) => check_keyword_text(t)?,
+        let analyzed = match text {
+            Some(t) => check_keyword_text(t)?.map(|t| self.analysis.apply(t)),
             None => None,
         };
+        let text = analyzed.as_deref().map(str::trim);
+        if text == Some("") {
+            // Words that analyze to nothing (punctuation) match nothing.
+            return Ok((vec![], 0));
+        }
         let limit = limit.min(10_000);
         let offset = offset.min(u32::MAX as usize);
         let mut conn = self.conn()?;

@@ -28,6 +28,15 @@
 //!   `UNIX_TIMESTAMP()`, of the start and of the holder's last renewal). A fence whose heartbeat
 //!   is older than [`crate::reindex::LEASE`] is dead and ignored.
 //!
+//! Version 4 adds `vitrine_meta.text_analysis`: `stemmed` when the full-text columns (and the
+//! keyword queries) hold the keyword index's analyzed terms (`vitrine_store::keyword::stemmed_terms`:
+//! lower-cased English stems, so "mugs" matches "mug" as on the embedded backend), `raw` for a
+//! database that held products before version 4 (its rows keep the text as written). It also adds
+//! `title_terms` (`term`): every raw title term ever written (`vitrine_store::keyword::raw_terms`),
+//! the dictionary typo tolerance probes. Terms are never removed: a stale one only lets a typo
+//! expand to a word that matches nothing. A database from before version 4 fills it as products
+//! are written again (`vitrine reindex` writes them all).
+//!
 //! Filter columns hold a value only when it is at most [`vitrine_core::filters::MAX_FILTER_VALUE_BYTES`]
 //! bytes: a longer one can never equal a (validated) filter value, so it is stored as NULL.
 //!
@@ -122,6 +131,13 @@ pub const MIGRATIONS: &[&[&str]] = &[
             heartbeat BIGINT NOT NULL
         ) DEFAULT CHARSET = utf8mb4",
         "INSERT IGNORE INTO vitrine_reindex (name, token, space, model, started, heartbeat) VALUES ('fence', '', 0, NULL, 0, 0)",
+    ],
+    // 4: stemmed keyword text for new databases (one that already holds products keeps its raw
+    // text: stems cannot be computed in SQL), and the title vocabulary for typo tolerance.
+    &[
+        "INSERT IGNORE INTO vitrine_meta (k, v)
+         SELECT 'text_analysis', CASE WHEN EXISTS (SELECT 1 FROM products) THEN 'raw' ELSE 'stemmed' END FROM DUAL",
+        "CREATE TABLE IF NOT EXISTS title_terms (term VARBINARY(160) NOT NULL PRIMARY KEY)",
     ],
 ];
 

@@ -216,7 +216,15 @@ fn migrating_twice_is_a_no_op_and_a_newer_schema_is_refused() {
     assert_eq!(again.product_count().unwrap(), 1);
     assert_eq!(again.model().unwrap(), Some(model(8)));
 
+    // A database from schema 3 that holds products keeps its raw keyword text (version 4 cannot
+    // stem rows in SQL), and its queries stay raw to match.
     let mut c = raw(&db.base, Some(&e.url().database)).unwrap();
+    c.query_drop("DELETE FROM vitrine_meta WHERE k = 'text_analysis'").unwrap();
+    c.query_drop("UPDATE vitrine_meta SET v = '3' WHERE k = 'schema_version'").unwrap();
+    let from_v3 = Engine::connect(e.url()).unwrap();
+    assert_eq!((from_v3.schema_version().unwrap(), from_v3.text_analysis()), (4, vitrine_engine::TextAnalysis::Raw));
+    assert_eq!(from_v3.keyword_channel("product", &Filters::default(), None, 5).unwrap().len(), 1, "raw text, raw query");
+
     let newer = schema::SCHEMA_VERSION + 1;
     c.exec_drop("UPDATE vitrine_meta SET v = ? WHERE k = 'schema_version'", (newer.to_string(),)).unwrap();
     let err = Engine::connect(e.url()).expect_err("a newer schema is refused");
@@ -531,6 +539,23 @@ fn the_keyword_channel_matches_words_and_survives_hostile_text() {
     let hats = e.keyword_channel("hats", &Filters::default(), None, 100).unwrap();
     assert_eq!(hats.len(), 8, "one in five of 40 titles says hats: {hats:?}");
     assert!(hats.windows(2).all(|p| p[0].1 >= p[1].1));
+    // Stemmed, as the embedded index's prose fields: a new database analyzes text.
+    assert_eq!(e.text_analysis(), vitrine_engine::TextAnalysis::Stemmed);
+    for form in ["hat", "HAT", "Hats!"] {
+        assert_eq!(e.keyword_channel(form, &Filters::default(), None, 100).unwrap(), hats, "{form}");
+    }
+    assert_eq!(e.keyword_channel("expeditions zanzibars", &Filters::default(), None, 10).unwrap()[0].0, w.stored.ord);
+    let (listed, total) = e.list_products(Some("backpacks"), 0, 10).unwrap();
+    assert_eq!((listed.len(), total, listed[0].product.id.as_str()), (1, 1, "special"));
+    assert_eq!(e.list_products(Some("?!"), 0, 10).unwrap().1, 0, "no words, no matches");
+    // Typo tolerance: a word no title has matches titles one edit away (transposition,
+    // substitution, deletion, insertion); words under 4 characters get none.
+    for typo in ["zanzibra", "zanzibor", "zanzbar", "zanzibaar", "ZANZIBRA backpack"] {
+        let hits = e.keyword_channel(typo, &Filters::default(), None, 10).unwrap();
+        assert_eq!(hits.first().map(|h| h.0), Some(w.stored.ord), "{typo}: {hits:?}");
+    }
+    assert!(e.keyword_channel("zanzobra", &Filters::default(), None, 10).unwrap().is_empty(), "two edits away");
+    assert!(e.keyword_channel("hta", &Filters::default(), None, 10).unwrap().is_empty(), "too short for typos");
     assert!(e.keyword_channel("zanzibar", &Filters::default(), Some("special"), 10).unwrap().is_empty());
     // A word in the title outweighs the same word in the description (title 3, description 1).
     let mut in_desc = write("in-desc", e.ordinal_for("in-desc").unwrap(), vec![], None);

@@ -683,9 +683,6 @@ fn keyword_channel(g: &Generation, text: &str, filter: Option<&dyn Query>, depth
     Ok(out)
 }
 
-/// Words shorter than this get no typo tolerance (too many neighbours at edit distance 1).
-const TYPO_MIN_CHARS: usize = 4;
-
 /// Typo tolerance: each query word that no product title contains matches titles within one edit
 /// (a transposition counts as one) on the raw, unstemmed title, with a constant score of 0.5. Words
 /// the catalog knows get no fuzzy clause: it would only add near-misses of a word that already
@@ -700,21 +697,13 @@ fn typo_clauses(g: &Generation, text: &str) -> Result<Vec<Box<dyn Query>>> {
     Ok(clauses)
 }
 
-/// The query words that get typo tolerance (see [`typo_clauses`]): raw words of at least
-/// [`TYPO_MIN_CHARS`] characters that no title contains. Highlighting marks their matches too.
+/// The query words that get typo tolerance (see [`typo_clauses`]): the store's
+/// [`vitrine_store::keyword::typo_candidates`] that no title contains. Highlighting marks their
+/// matches too.
 pub(crate) fn typo_words(g: &Generation, text: &str) -> Result<Vec<String>> {
-    let title_raw = g.fields.title_raw;
-    let mut analyzer = g.index.tokenizer_for_field(title_raw)?;
-    let mut words = Vec::new();
-    let mut stream = analyzer.token_stream(text);
-    while let Some(token) = stream.next() {
-        if token.text.chars().count() >= TYPO_MIN_CHARS && !words.contains(&token.text) {
-            words.push(token.text.clone());
-        }
-    }
     let mut out = vec![];
-    for word in words {
-        if g.searcher.doc_freq(&Term::from_field_text(title_raw, &word))? == 0 {
+    for word in vitrine_store::keyword::typo_candidates(text) {
+        if g.searcher.doc_freq(&Term::from_field_text(g.fields.title_raw, &word))? == 0 {
             out.push(word);
         }
     }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use base64::Engine as _;
 use serde_json::{json, Value};

@@ -288,10 +288,7 @@ async fn image_url_queries_fetch_the_photo(on: On) {
     assert!(v["error"]["message"].as_str().unwrap().contains("404"), "{v}");
 }
 
-on_both_backends!(
-    text_search_filters_fusion_facets_and_paging,
-    engine: #[ignore = "engine: its keyword channel has no typo tolerance (`cameramen` finds nothing) and no stemming (`mugs` finds only sku-033)"]
-);
+on_both_backends!(text_search_filters_fusion_facets_and_paging);
 async fn text_search_filters_fusion_facets_and_paging(on: On) {
     let app = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     // Keyword-only ranking finds the exact title first; all channels find it in the top results.
@@ -789,10 +786,7 @@ async fn ingest_jobs_run_report_progress_and_survive_a_restart(on: On) {
     assert_eq!(s, StatusCode::OK);
 }
 
-on_both_backends!(
-    operations_endpoints_report_stats_health_and_metrics,
-    engine: #[ignore = "engine: /v1/stats says images 0 (counted from a generation's manifest, which the engine has not)"]
-);
+on_both_backends!(operations_endpoints_report_stats_health_and_metrics);
 async fn operations_endpoints_report_stats_health_and_metrics(on: On) {
     let app = test::init_service(vitrine_web::app(demo(on).state(|_| {}))).await;
     let (s, v) = call(&app, TestRequest::get().uri("/readyz")).await;

@@ -819,19 +819,21 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
     let (disk, media) = web::block(move || (dir_size(&data), MediaStore::new(&data).usage())).await?;
     let g = state.searcher().snapshot();
     let m = g.as_ref().map(|g| g.manifest.clone());
-    // On the engine backend there is no manifest: the engine counts its products.
-    let engine_products = match state.searcher().engine().cloned() {
-        Some(e) => Some(web::block(move || e.product_count()).await?.map_err(vitrine_searcher::SearchError::from)?),
+    // On the engine backend there is no manifest: the engine counts its products and vectors
+    // (every vector is live: the engine deletes in place, so there are no tombstones or segments).
+    let engine = match state.searcher().engine().cloned() {
+        Some(e) => Some(web::block(move || e.counts()).await?.map_err(vitrine_searcher::SearchError::from)?),
         None => None,
     };
+    let engine_vectors = engine.map(|c| c.image_vectors + c.text_vectors);
     let embedder = state.query.embedder();
     let (depth, capacity) = state.query.queue();
     let model = embedder.as_ref().map(|e| e.model_id().clone());
     Ok(HttpResponse::Ok().json(Stats {
-        products: engine_products.or(m.as_ref().map(|m| m.products)).unwrap_or(0),
-        images: m.as_ref().map(|m| m.image_points).unwrap_or(0),
-        vectors: m.as_ref().map(|m| m.points()).unwrap_or(0),
-        live_vectors: m.as_ref().map(|m| m.live_points).unwrap_or(0),
+        products: engine.map(|c| c.products).or(m.as_ref().map(|m| m.products)).unwrap_or(0),
+        images: engine.map(|c| c.image_vectors).or(m.as_ref().map(|m| m.image_points)).unwrap_or(0),
+        vectors: engine_vectors.or(m.as_ref().map(|m| m.points())).unwrap_or(0),
+        live_vectors: engine_vectors.or(m.as_ref().map(|m| m.live_points)).unwrap_or(0),
         tombstones: m.as_ref().map(|m| m.tombstones()).unwrap_or(0),
         segments: m.as_ref().map(|m| m.segments.len()).unwrap_or(0),
         disk_bytes: disk,
