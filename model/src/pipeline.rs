@@ -1,18 +1,21 @@
 //! Batched image embedding that overlaps decoding with inference.
 //!
-//! A producer thread cuts the inputs into batches and decodes + preprocesses each batch on the
-//! rayon pool, straight into one contiguous tensor; a bounded channel (two batches deep) hands
+//! A producer thread cuts the inputs into batches and decodes + preprocesses each batch on a
+//! rayon pool ([`decode_threads`]: on a GPU every core but one, the one that feeds the device;
+//! on the CPU all of them, shared by turns with the model's own threads), straight into one
+//! contiguous tensor; a bounded channel (two batches deep) hands
 //! the tensors to the caller's thread, which runs the model. While the model works on batch i,
 //! batch i+1 is being decoded, so end-to-end throughput approaches model-only throughput.
 //! Failures are per image: a bad file yields an `Err` for that input and the batch goes on.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
 use crate::embed::Embedder;
 use crate::preprocess::ImageLimits;
+use crate::runtime::Device;
 use vitrine_core::error::{CoreError, ImageErrorKind, Result};
 
 /// Where an image's bytes come from.
@@ -48,6 +51,29 @@ impl ImageSource {
     }
 }
 
+/// The threads that decode for a model on `device`, of `cores`: on CUDA all but one, which runs
+/// the model (it mostly waits on the device, and a decode thread on its core would delay every
+/// launch); on the CPU all of them (the model's intra-op threads use the same cores while a batch
+/// runs, the decoders while it does not).
+pub fn decode_threads(device: Device, cores: usize) -> usize {
+    match device {
+        Device::Cuda => cores.saturating_sub(1).max(1),
+        Device::Cpu | Device::Auto => cores.max(1),
+    }
+}
+
+/// The pool a model on `device` decodes on: None for the global rayon pool, else one made once.
+fn decode_pool(device: Device) -> Option<&'static rayon::ThreadPool> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = decode_threads(device, cores);
+    if threads == rayon::current_num_threads() {
+        return None;
+    }
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("decode-{i}")).build().ok())
+        .as_ref()
+}
+
 /// Embed `inputs` in batches of `batch`, calling `sink(tag, result)` for every input in order.
 pub fn embed_images<T, F>(embedder: &dyn Embedder, inputs: Vec<(T, ImageSource)>, batch: usize, limits: &ImageLimits, mut sink: F)
 where
@@ -59,20 +85,27 @@ where
     let len = pre.tensor_len();
     type Prepared<T> = (Vec<T>, Vec<f32>, Vec<Result<()>>);
     let (tx, rx) = crossbeam_channel::bounded::<Prepared<T>>(2);
+    let pool = decode_pool(embedder.device());
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut it = inputs.into_iter().peekable();
             while it.peek().is_some() {
                 let (tags, sources): (Vec<T>, Vec<ImageSource>) = it.by_ref().take(batch).unzip();
                 let mut pixels = vec![0.0f32; sources.len() * len];
-                let results: Vec<Result<()>> = sources
-                    .par_iter()
-                    .zip(pixels.par_chunks_mut(len))
-                    .map(|(src, out)| {
-                        let bytes = src.read(limits)?;
-                        pre.load_into(&bytes, &src.name(), limits, out)
-                    })
-                    .collect();
+                let mut decode = || -> Vec<Result<()>> {
+                    sources
+                        .par_iter()
+                        .zip(pixels.par_chunks_mut(len))
+                        .map(|(src, out)| {
+                            let bytes = src.read(limits)?;
+                            pre.load_into(&bytes, &src.name(), limits, out)
+                        })
+                        .collect()
+                };
+                let results = match pool {
+                    Some(p) => p.install(decode),
+                    None => decode(),
+                };
                 if tx.send((tags, pixels, results)).is_err() {
                     return;
                 }
@@ -122,5 +155,13 @@ mod tests {
         let mut seen = vec![];
         embed_images(&FakeEmbedder::new(16), inputs, 3, &ImageLimits::default(), |t, r| seen.push((t, r.is_ok())));
         assert_eq!(seen, vec![(0, true), (1, false), (2, true), (3, false)]);
+    }
+
+    #[test]
+    fn a_gpu_leaves_one_core_to_feed_it_and_a_cpu_decodes_on_all() {
+        assert_eq!(decode_threads(Device::Cuda, 16), 15);
+        assert_eq!(decode_threads(Device::Cuda, 1), 1, "never zero");
+        assert_eq!(decode_threads(Device::Cpu, 16), 16);
+        assert_eq!(decode_threads(Device::Cpu, 2), 2);
     }
 }
