@@ -280,7 +280,10 @@ impl Build<'_> {
                 *stamp = epoch;
                 fresh
             });
-            for &nb in list.iter() {
+            for (j, &nb) in list.iter().enumerate() {
+                if let Some(&next) = list.get(j + 1) {
+                    crate::simd::prefetch(self.vectors[next as usize]);
+                }
                 let s = Scored(self.sim(me, nb), nb);
                 let worst = results.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0);
                 if results.len() < self.ef || s.0 > worst {
@@ -337,8 +340,14 @@ impl Build<'_> {
             list.push(to);
             return;
         }
-        let mut candidates: Vec<Scored> =
-            list.iter().map(|&x| Scored(self.sim(from, x), x)).chain(std::iter::once(Scored(sim, to))).collect();
+        let mut candidates: Vec<Scored> = Vec::with_capacity(list.len() + 1);
+        for (j, &x) in list.iter().enumerate() {
+            if let Some(&next) = list.get(j + 1) {
+                crate::simd::prefetch(self.vectors[next as usize]);
+            }
+            candidates.push(Scored(self.sim(from, x), x));
+        }
+        candidates.push(Scored(sim, to));
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         let kept = self.select(&candidates, cap);
         list.clear();
