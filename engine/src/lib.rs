@@ -263,6 +263,10 @@ const MATCH_ANY: &str = "MATCH(p.title, p.description, p.brand_text, p.category_
 const KEYWORD_SCORE: &str = "(MATCH(p.title, p.description, p.brand_text, p.category_text, p.attr_text) AGAINST(?) \
      + 2 * MATCH(p.title) AGAINST(?) + MATCH(p.brand_text, p.category_text) AGAINST(?))";
 
+/// Title-dictionary probes one keyword query may make for typo tolerance (about five typical
+/// words: a 9-letter one has ~700 strings one edit away); at most 4 lookups of 1,000 keys.
+pub const MAX_TYPO_PROBES: usize = 4_000;
+
 /// The longest term the title dictionary keeps (`title_terms.term`; the analyzers drop words
 /// over 40 bytes anyway).
 const MAX_TERM_BYTES: usize = 160;
@@ -605,9 +609,16 @@ impl Engine {
         };
         let present = known(conn, &words)?;
         let mut out = vec![];
+        // Probes are bounded per query, not only per word: a query of long words in many scripts
+        // would otherwise cost dozens of lookups. Words past the budget get no typo tolerance.
+        let mut budget = MAX_TYPO_PROBES;
         for w in words.iter().filter(|w| !present.contains(w)) {
             let near: Vec<String> =
                 vitrine_store::keyword::one_edit_away(w).into_iter().filter(|t| t.len() <= MAX_TERM_BYTES).collect();
+            if near.len() > budget {
+                break;
+            }
+            budget -= near.len();
             out.extend(known(conn, &near)?);
         }
         Ok(out)

@@ -588,6 +588,11 @@ fn the_keyword_channel_matches_words_and_survives_hostile_text() {
         let r = e.keyword_channel(hostile, &Filters::default(), None, 10);
         assert!(r.is_ok(), "{hostile:?}: {r:?}");
     }
+    // Eight long unknown words in several scripts: typo probing stops at its budget
+    // (MAX_TYPO_PROBES) instead of making a lookup per thousand strings of each.
+    let many = ["ξενοδοχείοαβγδεζηθικλμνξ", "здравствуйтеабвгдеёжзийк", "qwertyuiopasdfghjklzxcvbn"].repeat(3).join(" ");
+    assert!(vitrine_store::keyword::one_edit_away("qwertyuiopasdfghjklzxcvbn").len() * 8 > vitrine_engine::MAX_TYPO_PROBES);
+    assert_eq!(e.keyword_channel(&many, &Filters::default(), None, 10).unwrap(), vec![]);
     let too_long = "a".repeat(1001);
     let err = e.keyword_channel(&too_long, &Filters::default(), None, 10).unwrap_err();
     assert!(err.is_user_error() && err.to_string().contains("1000"), "{err}");
