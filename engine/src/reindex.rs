@@ -57,27 +57,44 @@ pub(crate) struct Fence {
     pub started_s_ago: u64,
 }
 
+/// The SQL condition under which the fence row's heartbeat is recent enough: the one definition of
+/// a live fence, for writers, renewals, a new reindex and the switch alike.
+fn heartbeat_is_live() -> String {
+    format!("heartbeat > UNIX_TIMESTAMP() - {}", LEASE.as_secs())
+}
+
 /// The live fence (None when no reindex holds one) and the live vector space, in one statement.
 pub(crate) fn write_state(conn: &mut impl Queryable) -> Result<(Option<Fence>, u32)> {
     let row: Option<(Option<String>, Option<i64>, Option<String>)> = conn
         .exec_first(
             format!(
                 "SELECT
-                   (SELECT token FROM vitrine_reindex WHERE name = 'fence' AND token <> ''
-                      AND heartbeat > UNIX_TIMESTAMP() - {lease}),
+                   (SELECT token FROM vitrine_reindex WHERE name = 'fence' AND token <> '' AND {live}),
                    (SELECT UNIX_TIMESTAMP() - started FROM vitrine_reindex WHERE name = 'fence'),
                    (SELECT v FROM vitrine_meta WHERE k = 'vectors')",
-                lease = LEASE.as_secs()
+                live = heartbeat_is_live()
             ),
             (),
         )
         .map_err(EngineError::sql("read the reindex fence"))?;
     let (token, age, live) = row.unwrap_or((None, None, None));
-    let live = match live {
-        None => 0,
-        Some(v) => v.trim().parse().map_err(|_| EngineError::corrupt(format!("vitrine_meta.vectors is {v:?}")))?,
-    };
-    Ok((token.map(|token| Fence { token, started_s_ago: age.unwrap_or(0).max(0) as u64 }), live))
+    Ok((token.map(|token| Fence { token, started_s_ago: age.unwrap_or(0).max(0) as u64 }), schema::parse_space(live)?))
+}
+
+/// The fence row under a row lock, inside `tx`: its token (empty when free), how many seconds ago
+/// it was taken, and whether its heartbeat is live.
+fn lock_fence(tx: &mut impl Queryable, what: &'static str) -> Result<(String, u64, bool)> {
+    let (token, age, live): (String, i64, bool) = tx
+        .exec_first(
+            format!(
+                "SELECT token, UNIX_TIMESTAMP() - started, {} FROM vitrine_reindex WHERE name = 'fence' FOR UPDATE",
+                heartbeat_is_live()
+            ),
+            (),
+        )
+        .map_err(EngineError::sql(what))?
+        .ok_or_else(|| EngineError::corrupt("vitrine_reindex has no fence row"))?;
+    Ok((token, age.max(0) as u64, live))
 }
 
 /// A token no other reindex holds: this process, the time, and a counter.
@@ -91,9 +108,8 @@ fn new_token() -> String {
 fn renew(conn: &mut mysql::PooledConn, token: &str) -> Result<bool> {
     conn.exec_drop(
         format!(
-            "UPDATE vitrine_reindex SET heartbeat = UNIX_TIMESTAMP()
-             WHERE name = 'fence' AND token = ? AND heartbeat > UNIX_TIMESTAMP() - {}",
-            LEASE.as_secs()
+            "UPDATE vitrine_reindex SET heartbeat = UNIX_TIMESTAMP() WHERE name = 'fence' AND token = ? AND {}",
+            heartbeat_is_live()
         ),
         (token,),
     )
@@ -131,19 +147,9 @@ impl Engine {
         let mut conn = self.conn()?;
         let (from, target) = {
             let mut tx = conn.start_transaction(TxOpts::default()).map_err(EngineError::sql("begin reindex"))?;
-            let (holder, age, live_fence): (String, i64, bool) = tx
-                .exec_first(
-                    format!(
-                        "SELECT token, UNIX_TIMESTAMP() - started, heartbeat > UNIX_TIMESTAMP() - {}
-                         FROM vitrine_reindex WHERE name = 'fence' FOR UPDATE",
-                        LEASE.as_secs()
-                    ),
-                    (),
-                )
-                .map_err(EngineError::sql("take the reindex fence"))?
-                .ok_or_else(|| EngineError::corrupt("vitrine_reindex has no fence row"))?;
+            let (holder, age, live_fence) = lock_fence(&mut tx, "take the reindex fence")?;
             if !holder.is_empty() && live_fence {
-                return Err(EngineError::Reindexing { started_s_ago: age.max(0) as u64 });
+                return Err(EngineError::Reindexing { started_s_ago: age });
             }
             let live = schema::live_space(&mut tx)?;
             let target = live.checked_add(1).ok_or_else(|| EngineError::corrupt("vector space numbers are exhausted"))?;
@@ -215,16 +221,7 @@ impl Reindex {
     pub fn commit(mut self) -> Result<()> {
         let mut conn = self.writer.conn()?;
         let mut tx = conn.start_transaction(TxOpts::default()).map_err(EngineError::sql("begin the switch"))?;
-        let (holder, live_fence): (String, bool) = tx
-            .exec_first(
-                format!(
-                    "SELECT token, heartbeat > UNIX_TIMESTAMP() - {} FROM vitrine_reindex WHERE name = 'fence' FOR UPDATE",
-                    LEASE.as_secs()
-                ),
-                (),
-            )
-            .map_err(EngineError::sql("switch"))?
-            .ok_or_else(|| EngineError::corrupt("vitrine_reindex has no fence row"))?;
+        let (holder, _, live_fence) = lock_fence(&mut tx, "switch")?;
         if holder != *self.token || !live_fence {
             return Err(EngineError::ReindexLost);
         }

@@ -274,7 +274,12 @@ impl Space {
 
 /// The live vector space (`vitrine_meta.vectors`; 0 when absent).
 pub(crate) fn live_space(conn: &mut impl Queryable) -> Result<u32> {
-    match read_meta(conn, "vectors")? {
+    parse_space(read_meta(conn, "vectors")?)
+}
+
+/// The value of `vitrine_meta.vectors` as a space number (0 when absent).
+pub(crate) fn parse_space(v: Option<String>) -> Result<u32> {
+    match v {
         None => Ok(0),
         Some(v) => v.trim().parse().map_err(|_| EngineError::corrupt(format!("vitrine_meta.vectors is {v:?}"))),
     }
